@@ -1,0 +1,73 @@
+//! `${VAR}` expansion, so tokens live in the environment, not in the file.
+
+/// Why a value could not be expanded.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ExpandError {
+    #[error("environment variable {0} is not set (it is referenced as ${{{0}}})")]
+    Missing(String),
+    #[error("unterminated ${{ (write ${{NAME}}, or $$ for a literal $)")]
+    Unterminated,
+}
+
+/// Replaces each `${NAME}` with the variable's value; `$$` is a literal `$`.
+/// A lone `$` not followed by `{` is kept as is.
+pub(crate) fn expand(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ExpandError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(tail) = after.strip_prefix('{') {
+            let end = tail.find('}').ok_or(ExpandError::Unterminated)?;
+            let name = &tail[..end];
+            out.push_str(&env(name).ok_or_else(|| ExpandError::Missing(name.to_owned()))?);
+            rest = &tail[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "TOKEN").then(|| "s3cr$t".to_owned())
+    }
+
+    #[test]
+    fn variables_are_replaced_and_text_around_them_kept() {
+        assert_eq!(expand("Bearer ${TOKEN}!", &env).unwrap(), "Bearer s3cr$t!");
+        assert_eq!(expand("no variables", &env).unwrap(), "no variables");
+    }
+
+    #[test]
+    fn double_dollar_and_lone_dollar_stay_literal() {
+        assert_eq!(expand("a$$b $5", &env).unwrap(), "a$b $5");
+    }
+
+    #[test]
+    fn a_missing_variable_is_named_in_the_error() {
+        let err = expand("${NOPE}", &env).unwrap_err();
+        assert_eq!(err, ExpandError::Missing("NOPE".into()));
+        assert!(err.to_string().contains("NOPE is not set"));
+    }
+
+    #[test]
+    fn an_unterminated_reference_is_an_error() {
+        assert_eq!(
+            expand("${TOKEN", &env).unwrap_err(),
+            ExpandError::Unterminated
+        );
+    }
+}

@@ -1,0 +1,172 @@
+use super::*;
+
+const FULL: &str = r#"
+[database]
+url = "postgres://leadhook@localhost:5432/app"
+schema = "leadhook"
+
+[source]
+mode = "replication"
+table = "public.leads"
+slot = "leadhook"
+publication = "leadhook_leads"
+create = true
+
+[source.columns]
+email = "email_address"
+twitter = false
+
+[admin]
+listen = "127.0.0.1:9187"
+
+[delivery]
+timeout = "250ms"
+
+[[webhooks]]
+name = "Lead Tracking Webhook"
+url = "https://your-service.com/webhooks/leads"
+method = "post"
+headers = { Authorization = "Bearer t0ken" }
+
+[[webhooks]]
+name = "CRM"
+url = "http://crm.internal:8080/leads"
+method = "PUT"
+enabled = false
+timeout = "2s"
+"#;
+
+fn problems(text: &str) -> Vec<String> {
+    Config::from_toml(text).unwrap_err().problems().to_vec()
+}
+
+fn with_webhook(fields: &str) -> String {
+    format!("[database]\nurl = \"postgres://x@h/db\"\n[[webhooks]]\n{fields}\n")
+}
+
+#[test]
+fn the_documented_example_parses_with_defaults_filled_in() {
+    let config = Config::from_toml(FULL).unwrap();
+    assert_eq!(
+        config.table(),
+        TableName {
+            schema: "public".into(),
+            name: "leads".into()
+        }
+    );
+    assert_eq!(config.delivery.timeout, Duration::from_millis(250));
+    let [tracking, crm] = &config.webhooks[..] else {
+        panic!("two webhooks")
+    };
+    assert_eq!(tracking.method, "POST");
+    assert!(tracking.receives_save_lead());
+    assert_eq!(config.timeout_of(tracking), Duration::from_millis(250));
+    assert_eq!(tracking.headers["Authorization"].expose(), "Bearer t0ken");
+    assert!(!crm.receives_save_lead());
+    assert_eq!(config.timeout_of(crm), Duration::from_secs(2));
+}
+
+#[test]
+fn column_mapping_renames_omits_and_defaults_to_the_field_name() {
+    let config = Config::from_toml(FULL).unwrap();
+    let columns = config.source.columns.resolve();
+    assert_eq!(columns[0], ("email", Some("email_address")));
+    assert_eq!(columns[1], ("company", Some("company")));
+    assert_eq!(columns[7], ("twitter", None));
+    assert_eq!(columns[10], ("score", Some("score")));
+}
+
+#[test]
+fn an_unknown_key_is_named() {
+    let found = problems("[database]\nurl = \"postgres://x@h/db\"\npasword = \"x\"\n");
+    assert!(
+        found[0].starts_with("database.pasword: unknown field"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn an_unknown_payload_field_in_columns_is_an_error() {
+    let found =
+        problems("[database]\nurl = \"postgres://x@h/db\"\n[source.columns]\nfax = \"fax\"\n");
+    assert!(found[0].contains("source.columns.fax"), "{found:?}");
+}
+
+#[test]
+fn a_missing_database_section_is_reported() {
+    let found = problems("[source]\ntable = \"leads\"\n");
+    assert!(found[0].contains("database"), "{found:?}");
+}
+
+#[test]
+fn a_bad_duration_says_what_is_expected() {
+    let found =
+        problems("[database]\nurl = \"postgres://x@h/db\"\n[delivery]\ntimeout = \"soon\"\n");
+    assert!(found[0].starts_with("delivery.timeout"), "{found:?}");
+    assert!(found[0].contains("\"5s\""), "{found:?}");
+}
+
+#[test]
+fn webhook_problems_are_all_reported_with_their_keys() {
+    let text = format!(
+        "{}\n[[webhooks]]\nname = \"a\"\nurl = \"ftp://files/x\"\nmethod = \"GET\"\nevents = [\"delete_lead\"]\n",
+        with_webhook("name = \"a\"\nurl = \"not a url\"")
+    );
+    let found = problems(&text);
+    let expected = [
+        "webhooks[0].url: not a valid URL",
+        "webhooks[1].name: duplicate webhook name \"a\"",
+        "webhooks[1].url: scheme \"ftp\" is not supported",
+        "webhooks[1].method: unsupported method \"GET\"",
+        "webhooks[1].events: unknown event \"delete_lead\"",
+    ];
+    for prefix in expected {
+        assert!(
+            found.iter().any(|p| p.starts_with(prefix)),
+            "missing {prefix:?} in {found:?}"
+        );
+    }
+    assert_eq!(found.len(), expected.len(), "{found:?}");
+}
+
+#[test]
+fn an_empty_webhook_name_is_an_error() {
+    let found = problems(&with_webhook("name = \" \"\nurl = \"http://h/\""));
+    assert_eq!(found, ["webhooks[0].name: must not be empty"]);
+}
+
+#[test]
+fn a_missing_environment_variable_is_named_without_showing_other_values() {
+    let found = problems(&with_webhook(
+        "name = \"a\"\nurl = \"http://h/\"\nheaders = { Authorization = \"Bearer ${LEADHOOK_TEST_SURELY_UNSET}\" }",
+    ));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("webhooks[0].headers.Authorization: environment variable LEADHOOK_TEST_SURELY_UNSET is not set"));
+}
+
+#[test]
+fn an_invalid_header_name_is_an_error() {
+    let found = problems(&with_webhook(
+        "name = \"a\"\nurl = \"http://h/\"\nheaders = { \"Bad Name\" = \"x\" }",
+    ));
+    assert!(
+        found[0].contains("\"Bad Name\" is not a valid HTTP header name"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn notify_mode_is_refused_until_it_exists() {
+    let found = problems("[database]\nurl = \"postgres://x@h/db\"\n[source]\nmode = \"notify\"\n");
+    assert!(found[0].starts_with("source.mode"), "{found:?}");
+}
+
+#[test]
+fn debug_output_of_a_config_hides_secrets() {
+    let config = Config::from_toml(FULL).unwrap();
+    let shown = format!("{config:?}");
+    assert!(
+        !shown.contains("t0ken") && !shown.contains("leadhook@localhost"),
+        "{shown}"
+    );
+}

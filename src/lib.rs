@@ -1,2 +1,34 @@
+//! leadhook: a sidecar that turns committed INSERTs and UPDATEs of a
+//! PostgreSQL leads table into `save_lead` webhooks, at-least-once.
+//!
+//! # Layout
+//!
+//! Data flows one way: source → changes → lead payload → delivery → checkpoint.
+//!
+//! - [`config`]: `sidecar.toml` and `LEADHOOK_…` overrides, strictly validated.
+//! - [`database`]: the database URL, TLS and the ordinary SQL connection.
+//! - [`source`]: the replication stream. `source::replication` speaks the
+//!   protocol, `source::pgoutput` decodes it (pure, no I/O) and
+//!   `source::prerequisites` checks and prepares the database.
+//! - `change`: the row changes the source hands on, with their stable ids.
+//! - `lead`: a row becomes the `save_lead` payload.
+//! - `delivery`: webhooks, HTTP, retries.
+//! - `checkpoint`: which WAL position may be confirmed to the server.
+//! - [`sidecar`]: wires one session of the above and reconnects when it ends.
+//! - [`check`] and [`demo`]: the `leadhook check` and `leadhook demo` commands.
+//! - [`throwaway`] and [`receiver`]: a private PostgreSQL cluster and a
+//!   recording webhook receiver, for the demo, the tests and the benchmark.
+
+pub mod check;
 pub mod config;
+pub mod database;
+
 pub mod lsn;
+
+pub mod sidecar;
+pub mod source;
+
+mod change;
+mod checkpoint;
+mod delivery;
+mod lead;

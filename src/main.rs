@@ -1,1 +1,135 @@
-fn main() {}
+//! The `leadhook` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use leadhook::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "leadhook",
+    version,
+    about = "Turns PostgreSQL lead changes into save_lead webhooks, at-least-once"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sidecar: stream changes of the leads table and deliver them.
+    Run(ConfigArg),
+    /// Validate the config and the database prerequisites, and print what was found.
+    Check(ConfigArg),
+    /// Start a throwaway Postgres, a receiver and the pipeline, and show a few deliveries.
+    Demo,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Path of the config file.
+    #[arg(long, env = "LEADHOOK_CONFIG", default_value = "sidecar.toml")]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Run(arg) => run(arg).await,
+            Command::Check(arg) => check(arg).await,
+            Command::Demo => ExitCode::FAILURE,
+        }
+    })
+}
+
+fn load(arg: &ConfigArg) -> Result<Config, ExitCode> {
+    Config::load(&arg.config).map_err(|e| {
+        eprintln!("error: invalid configuration ({}):", arg.config.display());
+        for problem in e.problems() {
+            eprintln!("  {problem}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+async fn run(arg: ConfigArg) -> ExitCode {
+    let config = match load(&arg) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    tokio::select! {
+        result = leadhook::sidecar::run(config) => match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+async fn check(arg: ConfigArg) -> ExitCode {
+    let config = match load(&arg) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    println!("ok       config {}", arg.config.display());
+    match leadhook::check::check(&config, &mut std::io::stdout()).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo() -> ExitCode {
+    match leadhook::demo::run(&mut std::io::stdout()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: demo failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Human-readable logs on stderr; level from `RUST_LOG` (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,500 @@
+//! Lead mapping: a row of the leads table becomes the `save_lead` payload.
+//!
+//! The payload is the documented shape and nothing else: eleven keys under
+//! `data`, in order. `email` and `website` are strings (NULL → `""`), the
+//! other text fields nullable strings (NULL → `null`), `score` an integer
+//! (NULL → `0`). It is serialised once per change and shared by every webhook.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use reqwest::header::HeaderValue;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_postgres::Client;
+
+use crate::change::{RowChange, SourceMessage};
+use crate::checkpoint::Checkpoint;
+use crate::delivery::{Dispatcher, Event};
+
+use crate::config::ColumnsConfig;
+use crate::source::pgoutput::{OldTuple, Relation, Value};
+use crate::source::prerequisites::KeyColumn;
+use crate::source::replication::quote_identifier;
+
+/// Payload fields in payload order.
+const FIELDS: [&str; 11] = [
+    "email",
+    "company",
+    "first_name",
+    "last_name",
+    "phone",
+    "website",
+    "position",
+    "twitter",
+    "linkedin",
+    "notes",
+    "score",
+];
+const SCORE: usize = 10;
+/// Integer types `score` accepts: smallint, integer, bigint.
+pub(crate) const INTEGER_TYPES: [u32; 3] = [21, 23, 20];
+
+/// Errors that stop the lead stage (and so the session, which reconnects).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LeadError {
+    #[error("a change arrived before the table's Relation message")]
+    NoRelation,
+    #[error("a delivery worker stopped")]
+    Downstream,
+    #[error("reading the current value of an unchanged large column: {0}")]
+    Lookup(#[from] tokio_postgres::Error),
+}
+
+/// The lead stage: turns each change into an event and dispatches it.
+pub(crate) struct LeadStage {
+    pub(crate) mapping: LeadMapping,
+    /// For reading unchanged large values back.
+    pub(crate) sql: Client,
+    pub(crate) dispatcher: Dispatcher,
+    pub(crate) webhooks: usize,
+    pub(crate) checkpoint: Arc<Checkpoint>,
+}
+
+impl LeadStage {
+    /// Runs until the source goes away or a change cannot be mapped.
+    pub(crate) async fn run(
+        mut self,
+        mut changes: mpsc::Receiver<SourceMessage>,
+    ) -> Result<(), LeadError> {
+        while let Some(message) = changes.recv().await {
+            match message {
+                SourceMessage::Relation(relation) => {
+                    for warning in self.mapping.describe(&relation) {
+                        tracing::warn!("{warning}");
+                    }
+                }
+                SourceMessage::Change(change) => self.send(change).await?,
+            }
+        }
+        Ok(())
+    }
+
+    async fn send(&self, change: RowChange) -> Result<(), LeadError> {
+        let payload = self
+            .mapping
+            .payload(&change.new.values, change.old.as_ref(), &self.sql)
+            .await?;
+        // Digits, `/` and `-` only: always a valid header value.
+        let id =
+            HeaderValue::from_str(&change.id.to_string()).map_err(|_| LeadError::Downstream)?;
+        let event = Event::new(
+            id,
+            payload,
+            change.tx,
+            self.webhooks,
+            self.checkpoint.clone(),
+        );
+        if self.dispatcher.dispatch(event).await {
+            Ok(())
+        } else {
+            Err(LeadError::Downstream)
+        }
+    }
+}
+
+/// How the configured fields land on the table as the stream last described it.
+#[derive(Debug)]
+pub(crate) struct LeadMapping {
+    /// Column name per payload field; `None` = declared absent.
+    names: [Option<String>; 11],
+    /// Primary key, from the catalog (pgoutput's key flags mean "replica
+    /// identity", which is every column under REPLICA IDENTITY FULL).
+    key: Vec<KeyColumn>,
+    /// Position in the tuple per field, from the latest Relation message.
+    positions: [Option<usize>; 11],
+    /// Position in the tuple of each primary-key column.
+    key_positions: Vec<Option<usize>>,
+    /// Quoted, ready for SQL.
+    table: String,
+    described: bool,
+}
+
+impl LeadMapping {
+    pub(crate) fn new(columns: &ColumnsConfig, key: Vec<KeyColumn>, table: String) -> Self {
+        let names = columns
+            .resolve()
+            .map(|(_, column)| column.map(str::to_owned));
+        LeadMapping {
+            names,
+            key,
+            positions: [None; 11],
+            key_positions: Vec::new(),
+            table,
+            described: false,
+        }
+    }
+
+    /// Follows a Relation message. A mapped column that has gone (dropped
+    /// mid-stream) is sent as its NULL value rather than stopping the
+    /// stream; the warnings say so.
+    pub(crate) fn describe(&mut self, relation: &Relation) -> Vec<String> {
+        let position = |name: &str| relation.columns.iter().position(|c| c.name == name);
+        let mut warnings = Vec::new();
+        for (i, name) in self.names.iter().enumerate() {
+            self.positions[i] = name.as_deref().and_then(|name| {
+                let found = position(name);
+                if found.is_none() {
+                    warnings.push(format!(
+                        "column {name:?} (payload field {}) is no longer in {}; sending it as its NULL value",
+                        FIELDS[i], self.table
+                    ));
+                }
+                found
+            });
+        }
+        if let Some(at) = self.positions[SCORE] {
+            let type_oid = relation.columns[at].type_oid;
+            if !INTEGER_TYPES.contains(&type_oid) {
+                warnings.push(format!(
+                    "column {:?} (score) now has type oid {type_oid}, not an integer; values that do not parse as integers are sent as 0",
+                    relation.columns[at].name
+                ));
+            }
+        }
+        self.key_positions = self.key.iter().map(|k| position(&k.name)).collect();
+        self.described = true;
+        warnings
+    }
+
+    /// The payload of a change. Unchanged large values (`u` in the stream)
+    /// are taken from the old tuple when the table has REPLICA IDENTITY FULL,
+    /// else read from the table by primary key.
+    pub(crate) async fn payload(
+        &self,
+        new: &[Value],
+        old: Option<&OldTuple>,
+        sql: &Client,
+    ) -> Result<Bytes, LeadError> {
+        if !self.described {
+            return Err(LeadError::NoRelation);
+        }
+        let mut values: [FieldValue<'_>; 11] = std::array::from_fn(|i| self.value(i, new, old));
+        let missing: Vec<usize> = (0..11)
+            .filter(|&i| matches!(values[i], FieldValue::Unchanged))
+            .collect();
+        let fetched = if missing.is_empty() {
+            Vec::new()
+        } else {
+            self.fetch_current(&missing, new, sql).await?
+        };
+        for (&i, value) in missing.iter().zip(&fetched) {
+            values[i] = match value {
+                Some(text) => FieldValue::Text(Cow::Borrowed(text.as_bytes())),
+                None => FieldValue::Null,
+            };
+        }
+        Ok(render(&values))
+    }
+
+    fn value<'a>(
+        &self,
+        field: usize,
+        new: &'a [Value],
+        old: Option<&'a OldTuple>,
+    ) -> FieldValue<'a> {
+        let Some(at) = self.positions[field] else {
+            return FieldValue::Null;
+        };
+        match new.get(at) {
+            None | Some(Value::Null) => FieldValue::Null,
+            Some(Value::Text(bytes) | Value::Binary(bytes)) => {
+                FieldValue::Text(Cow::Borrowed(bytes))
+            }
+            Some(Value::UnchangedToast) => match old {
+                Some(OldTuple::Full(tuple)) => match tuple.values.get(at) {
+                    Some(Value::Text(bytes) | Value::Binary(bytes)) => {
+                        FieldValue::Text(Cow::Borrowed(bytes))
+                    }
+                    Some(Value::Null) => FieldValue::Null,
+                    _ => FieldValue::Unchanged,
+                },
+                _ => FieldValue::Unchanged,
+            },
+        }
+    }
+
+    /// Reads the current values of `fields` for the changed row. If the row
+    /// is gone (deleted since), its value at the time cannot be recovered:
+    /// the fields are sent as NULL and a warning says so.
+    async fn fetch_current(
+        &self,
+        fields: &[usize],
+        new: &[Value],
+        sql: &Client,
+    ) -> Result<Vec<Option<String>>, LeadError> {
+        let mut key_values = Vec::with_capacity(self.key.len());
+        for position in &self.key_positions {
+            match position.and_then(|at| new.get(at)) {
+                Some(Value::Text(bytes)) => {
+                    key_values.push(String::from_utf8_lossy(bytes).into_owned())
+                }
+                _ => {
+                    tracing::warn!(table = %self.table, "cannot read unchanged large values: the primary key is not in the change");
+                    return Ok(vec![None; fields.len()]);
+                }
+            }
+        }
+        let query = self.lookup_query(fields);
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = key_values
+            .iter()
+            .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        match sql.query_opt(&query, &params).await? {
+            Some(row) => Ok((0..fields.len())
+                .map(|i| row.get::<_, Option<String>>(i))
+                .collect()),
+            None => {
+                tracing::warn!(table = %self.table, "row was deleted before its unchanged large values could be read; sending them as NULL");
+                Ok(vec![None; fields.len()])
+            }
+        }
+    }
+
+    fn lookup_query(&self, fields: &[usize]) -> String {
+        let columns: Vec<String> = fields
+            .iter()
+            .filter_map(|&i| self.names[i].as_deref())
+            .map(|name| format!("{}::text", quote_identifier(name)))
+            .collect();
+        let conditions: Vec<String> = self
+            .key
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                format!(
+                    "{} = ${}::text::{}",
+                    quote_identifier(&k.name),
+                    i + 1,
+                    k.type_name
+                )
+            })
+            .collect();
+        format!(
+            "SELECT {} FROM {} WHERE {}",
+            columns.join(", "),
+            self.table,
+            conditions.join(" AND ")
+        )
+    }
+}
+
+/// A field's value before it is rendered.
+#[derive(Debug)]
+enum FieldValue<'a> {
+    Null,
+    Text(Cow<'a, [u8]>),
+    /// Not in the stream (unchanged TOAST); filled in before rendering.
+    Unchanged,
+}
+
+impl FieldValue<'_> {
+    fn text(&self) -> Option<Cow<'_, str>> {
+        match self {
+            FieldValue::Text(bytes) => Some(String::from_utf8_lossy(bytes)),
+            FieldValue::Null | FieldValue::Unchanged => None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Payload<'a> {
+    data: Lead<'a>,
+}
+
+/// Field order here is the payload's key order.
+#[derive(Serialize)]
+struct Lead<'a> {
+    email: Cow<'a, str>,
+    company: Option<Cow<'a, str>>,
+    first_name: Option<Cow<'a, str>>,
+    last_name: Option<Cow<'a, str>>,
+    phone: Option<Cow<'a, str>>,
+    website: Cow<'a, str>,
+    position: Option<Cow<'a, str>>,
+    twitter: Option<Cow<'a, str>>,
+    linkedin: Option<Cow<'a, str>>,
+    notes: Option<Cow<'a, str>>,
+    score: i64,
+}
+
+fn render(values: &[FieldValue<'_>; 11]) -> Bytes {
+    let text = |i: usize| values[i].text();
+    let lead = Lead {
+        email: text(0).unwrap_or_default(),
+        company: text(1),
+        first_name: text(2),
+        last_name: text(3),
+        phone: text(4),
+        website: text(5).unwrap_or_default(),
+        position: text(6),
+        twitter: text(7),
+        linkedin: text(8),
+        notes: text(9),
+        score: text(SCORE).and_then(|s| s.trim().parse().ok()).unwrap_or(0),
+    };
+    let mut out = Vec::with_capacity(256);
+    // Serialising borrowed strings and integers into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, &Payload { data: lead });
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::pgoutput::Column;
+
+    fn relation(columns: &[(&str, u32)]) -> Relation {
+        Relation {
+            id: 1,
+            namespace: "public".into(),
+            name: "leads".into(),
+            replica_identity: b'd',
+            columns: columns
+                .iter()
+                .map(|&(name, type_oid)| Column {
+                    is_key: name == "id",
+                    name: name.into(),
+                    type_oid,
+                    type_modifier: -1,
+                })
+                .collect(),
+        }
+    }
+
+    const TABLE: &str = r#""public"."leads""#;
+
+    fn text(s: &str) -> Value {
+        Value::Text(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    fn mapping(columns: ColumnsConfig, rel: &Relation) -> LeadMapping {
+        let key = vec![KeyColumn {
+            name: "id".into(),
+            type_name: "bigint".into(),
+        }];
+        let mut mapping = LeadMapping::new(&columns, key, TABLE.into());
+        mapping.describe(rel);
+        mapping
+    }
+
+    fn render_row(mapping: &LeadMapping, new: &[Value]) -> serde_json::Value {
+        let values: [FieldValue<'_>; 11] = std::array::from_fn(|i| mapping.value(i, new, None));
+        serde_json::from_slice(&render(&values)).unwrap()
+    }
+
+    const ALL: [(&str, u32); 12] = [
+        ("id", 20),
+        ("email", 25),
+        ("company", 25),
+        ("first_name", 25),
+        ("last_name", 25),
+        ("phone", 25),
+        ("website", 25),
+        ("position", 25),
+        ("twitter", 25),
+        ("linkedin", 25),
+        ("notes", 25),
+        ("score", 23),
+    ];
+
+    #[test]
+    fn nulls_become_empty_strings_nulls_and_zero_by_field_type() {
+        let rel = relation(&ALL);
+        let m = mapping(ColumnsConfig::default(), &rel);
+        let mut row = vec![Value::Null; 12];
+        row[0] = text("1");
+        let json = render_row(&m, &row);
+        assert_eq!(
+            json.to_string(),
+            r#"{"data":{"email":"","company":null,"first_name":null,"last_name":null,"phone":null,"website":"","position":null,"twitter":null,"linkedin":null,"notes":null,"score":0}}"#
+        );
+    }
+
+    #[test]
+    fn text_is_delivered_byte_exact_and_score_as_an_integer() {
+        let rel = relation(&ALL);
+        let m = mapping(ColumnsConfig::default(), &rel);
+        let tricky = "Zoë \"quoted\" \\ back\nslash ✓ 🚀";
+        let mut row: Vec<Value> = (0..12).map(|_| text(tricky)).collect();
+        row[11] = text("-9000000000");
+        let json = render_row(&m, &row);
+        assert_eq!(json["data"]["notes"], tricky);
+        assert_eq!(json["data"]["email"], tricky);
+        assert_eq!(json["data"]["score"], -9_000_000_000i64);
+        let keys: Vec<&String> = json["data"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, FIELDS);
+    }
+
+    #[test]
+    fn renamed_and_absent_columns_follow_the_config() {
+        let rel = relation(&[("id", 20), ("mail", 25), ("points", 21)]);
+        let columns = ColumnsConfig {
+            email: Some(crate::config::ColumnSpec::Column("mail".into())),
+            score: Some(crate::config::ColumnSpec::Column("points".into())),
+            twitter: Some(crate::config::ColumnSpec::Present(false)),
+            ..ColumnsConfig::default()
+        };
+        let mut m = LeadMapping::new(&columns, Vec::new(), TABLE.into());
+        let warnings = m.describe(&rel);
+        // Fields left at their default name but missing from this table are warned about.
+        assert_eq!(warnings.len(), 8, "{warnings:?}");
+        assert!(
+            !warnings.iter().any(|w| w.contains("twitter")),
+            "absent by config: {warnings:?}"
+        );
+        let json = render_row(&m, &[text("7"), text("a@b.c"), text("12")]);
+        assert_eq!(json["data"]["email"], "a@b.c");
+        assert_eq!(json["data"]["score"], 12);
+        assert_eq!(json["data"]["twitter"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn an_unchanged_large_value_is_taken_from_a_full_old_tuple() {
+        let rel = relation(&ALL);
+        let m = mapping(ColumnsConfig::default(), &rel);
+        let mut new = vec![Value::Null; 12];
+        new[10] = Value::UnchangedToast;
+        let mut old_values = vec![Value::Null; 12];
+        old_values[10] = text("long notes");
+        let old = OldTuple::Full(crate::source::pgoutput::Tuple { values: old_values });
+        assert!(
+            matches!(m.value(9, &new, Some(&old)), FieldValue::Text(t) if &t[..] == b"long notes")
+        );
+        assert!(matches!(m.value(9, &new, None), FieldValue::Unchanged));
+    }
+
+    #[test]
+    fn a_score_column_that_stops_being_an_integer_is_warned_about() {
+        let mut cols = ALL;
+        cols[11] = ("score", 25);
+        let rel = relation(&cols);
+        let mut m = LeadMapping::new(&ColumnsConfig::default(), Vec::new(), TABLE.into());
+        let warnings = m.describe(&rel);
+        assert!(
+            warnings.iter().any(|w| w.contains("not an integer")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn the_lookup_query_quotes_names_and_casts_the_key() {
+        let rel = relation(&ALL);
+        let m = mapping(ColumnsConfig::default(), &rel);
+        assert_eq!(
+            m.lookup_query(&[9, 1]),
+            r#"SELECT "notes"::text, "company"::text FROM "public"."leads" WHERE "id" = $1::text::bigint"#
+        );
+    }
+}

@@ -1,0 +1,243 @@
+//! The source: follows the leads table through logical replication and hands
+//! its inserts and updates on, in commit order.
+//!
+//! The stream loop never blocks on the next stage: while the stage is full it
+//! stops reading (so the server's backlog stays on the server's disk, not in
+//! our memory) but keeps sending status updates, so `wal_sender_timeout`
+//! never cuts off a consumer that is merely slow.
+
+pub(crate) mod pgoutput;
+pub mod prerequisites;
+pub(crate) mod replication;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::MissedTickBehavior;
+
+use crate::change::{ChangeId, RowChange, SourceMessage};
+use crate::checkpoint::{Checkpoint, TxSeq};
+use crate::config::TableName;
+use crate::lsn::Lsn;
+use pgoutput::LogicalMessage;
+use replication::{ReplicationConnection, ReplicationError, ReplicationMessage};
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SourceError {
+    #[error(transparent)]
+    Replication(#[from] ReplicationError),
+    #[error("decoding the replication message at {at}: {error}")]
+    Decode {
+        at: Lsn,
+        error: pgoutput::DecodeError,
+    },
+    #[error("the lead stage stopped")]
+    Downstream,
+}
+
+/// What woke the stream loop.
+enum Step {
+    Heartbeat,
+    Message(ReplicationMessage),
+}
+
+/// The transaction being streamed.
+struct OpenTx {
+    seq: TxSeq,
+    commit_lsn: Lsn,
+    /// Position of the next change within the transaction (every table).
+    next_index: u32,
+}
+
+/// One replication session: a started stream and where its output goes.
+pub(crate) struct Source {
+    conn: ReplicationConnection,
+    checkpoint: Arc<Checkpoint>,
+    out: mpsc::Sender<SourceMessage>,
+    table: TableName,
+    /// Set by the table's Relation message; changes of other relations (a
+    /// publication shared with other tables) are skipped.
+    relation_id: Option<u32>,
+    tx: Option<OpenTx>,
+    /// A message the next stage had no room for yet.
+    pending: Option<SourceMessage>,
+    heartbeat: Duration,
+    /// Last position reported to the server, to skip redundant updates.
+    reported: Lsn,
+}
+
+impl Source {
+    pub(crate) fn new(
+        conn: ReplicationConnection,
+        checkpoint: Arc<Checkpoint>,
+        out: mpsc::Sender<SourceMessage>,
+        table: TableName,
+        heartbeat: Duration,
+    ) -> Self {
+        Source {
+            conn,
+            checkpoint,
+            out,
+            table,
+            relation_id: None,
+            tx: None,
+            pending: None,
+            heartbeat,
+            reported: Lsn::ZERO,
+        }
+    }
+
+    /// Streams until the connection fails or the next stage goes away.
+    pub(crate) async fn run(mut self) -> SourceError {
+        match self.stream().await {
+            Ok(never) => match never {},
+            Err(e) => e,
+        }
+    }
+
+    async fn stream(&mut self) -> Result<std::convert::Infallible, SourceError> {
+        let mut heartbeat = tokio::time::interval(self.heartbeat);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_update = tokio::time::Instant::now();
+        loop {
+            let step = tokio::select! {
+                biased;
+                _ = heartbeat.tick() => Step::Heartbeat,
+                permit = self.out.reserve(), if self.pending.is_some() => {
+                    let permit = permit.map_err(|_| SourceError::Downstream)?;
+                    if let Some(message) = self.pending.take() {
+                        permit.send(message);
+                    }
+                    continue;
+                }
+                message = self.conn.next(), if self.pending.is_none() => Step::Message(message?),
+            };
+            match step {
+                Step::Heartbeat => {
+                    let confirmed = self.checkpoint.confirmed();
+                    // Send when there is news, and every few beats regardless.
+                    if confirmed != self.reported || last_update.elapsed() >= self.heartbeat * 3 {
+                        self.report(confirmed).await?;
+                        last_update = tokio::time::Instant::now();
+                    }
+                }
+                Step::Message(ReplicationMessage::XLogData { wal_start, data }) => {
+                    let message = pgoutput::decode(data).map_err(|error| SourceError::Decode {
+                        at: wal_start,
+                        error,
+                    })?;
+                    self.handle(message);
+                }
+                Step::Message(ReplicationMessage::Keepalive {
+                    wal_end,
+                    reply_requested,
+                }) => {
+                    if self.tx.is_none() {
+                        self.checkpoint.idle_at(wal_end);
+                    }
+                    if reply_requested {
+                        self.report(self.checkpoint.confirmed()).await?;
+                        last_update = tokio::time::Instant::now();
+                    }
+                }
+            }
+        }
+    }
+
+    async fn report(&mut self, confirmed: Lsn) -> Result<(), SourceError> {
+        self.conn.send_status(confirmed).await?;
+        if confirmed != self.reported {
+            tracing::debug!(%confirmed, "confirmed position");
+        }
+        self.reported = confirmed;
+        Ok(())
+    }
+
+    fn handle(&mut self, message: LogicalMessage) {
+        match message {
+            LogicalMessage::Begin(begin) => {
+                let seq = self.checkpoint.begin();
+                self.tx = Some(OpenTx {
+                    seq,
+                    commit_lsn: begin.final_lsn,
+                    next_index: 0,
+                });
+            }
+            LogicalMessage::Commit(commit) => {
+                if let Some(tx) = self.tx.take() {
+                    self.checkpoint.commit(tx.seq, commit.end_lsn);
+                }
+            }
+            LogicalMessage::Relation(relation) => {
+                if relation.namespace == self.table.schema && relation.name == self.table.name {
+                    self.relation_id = Some(relation.id);
+                    self.pending = Some(SourceMessage::Relation(relation));
+                }
+            }
+            LogicalMessage::Insert(insert) => {
+                self.change(insert.relation_id, "insert", insert.new, None)
+            }
+            LogicalMessage::Update(update) => {
+                self.change(update.relation_id, "update", update.new, update.old)
+            }
+            LogicalMessage::Delete(delete) => {
+                self.count_change(delete.relation_id, "delete");
+            }
+            LogicalMessage::Truncate(truncate) => {
+                if truncate
+                    .relation_ids
+                    .iter()
+                    .any(|id| Some(*id) == self.relation_id)
+                {
+                    metrics::counter!("leadhook_changes_total", "op" => "truncate").increment(1);
+                }
+                self.next_index();
+            }
+            LogicalMessage::Origin(_) | LogicalMessage::Type(_) | LogicalMessage::Message(_) => {}
+        }
+    }
+
+    fn change(
+        &mut self,
+        relation_id: u32,
+        op: &'static str,
+        new: pgoutput::Tuple,
+        old: Option<pgoutput::OldTuple>,
+    ) {
+        let Some((seq, id)) = self.count_change(relation_id, op) else {
+            return;
+        };
+        self.checkpoint.track(seq);
+        self.pending = Some(SourceMessage::Change(RowChange {
+            id,
+            tx: seq,
+            new,
+            old,
+        }));
+    }
+
+    /// Counts a change and gives it its id; `None` if it is not ours.
+    fn count_change(&mut self, relation_id: u32, op: &'static str) -> Option<(TxSeq, ChangeId)> {
+        let index = self.next_index();
+        if Some(relation_id) != self.relation_id {
+            return None;
+        }
+        metrics::counter!("leadhook_changes_total", "op" => op).increment(1);
+        let tx = self.tx.as_ref()?;
+        Some((
+            tx.seq,
+            ChangeId {
+                commit_lsn: tx.commit_lsn,
+                index: index?,
+            },
+        ))
+    }
+
+    fn next_index(&mut self) -> Option<u32> {
+        let tx = self.tx.as_mut()?;
+        let index = tx.next_index;
+        tx.next_index += 1;
+        Some(index)
+    }
+}

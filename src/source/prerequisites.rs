@@ -1,0 +1,353 @@
+//! What the database must offer before streaming can start, checked over an
+//! ordinary SQL connection: `wal_level`, the role's rights, the table, its
+//! primary key and the mapped columns, the publication and the slot.
+//!
+//! `leadhook check` prints the whole inspection; `leadhook run` refuses to
+//! start on any problem and then creates what `source.create` allows.
+
+use std::time::Duration;
+
+use tokio_postgres::Client;
+
+use crate::config::Config;
+use crate::lead::INTEGER_TYPES;
+use crate::source::replication::quote_identifier;
+
+/// A primary-key column: reading a row back needs its name and SQL type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyColumn {
+    pub(crate) name: String,
+    pub(crate) type_name: String,
+}
+
+/// The findings, one line each, and what streaming needs from them.
+#[derive(Debug, Default)]
+pub struct Inspection {
+    pub found: Vec<String>,
+    pub problems: Vec<String>,
+    pub(crate) key: Vec<KeyColumn>,
+    create_publication: bool,
+    create_slot: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrerequisiteError {
+    #[error("{}", .0.join("\n"))]
+    Unmet(Vec<String>),
+    #[error("inspecting the database: {0}")]
+    Sql(#[from] tokio_postgres::Error),
+}
+
+impl PrerequisiteError {
+    /// Unmet prerequisites need a person; SQL errors may pass (reconnect).
+    pub(crate) fn is_fatal(&self) -> bool {
+        matches!(self, PrerequisiteError::Unmet(_))
+    }
+}
+
+/// Inspects everything without changing anything.
+pub async fn inspect(sql: &Client, config: &Config) -> Result<Inspection, tokio_postgres::Error> {
+    let mut report = Inspection::default();
+    check_server(sql, &mut report).await?;
+    if let Some(table_oid) = check_table(sql, config, &mut report).await? {
+        check_columns(sql, config, table_oid, &mut report).await?;
+        check_publication(sql, config, table_oid, &mut report).await?;
+    }
+    check_slot(sql, config, &mut report).await?;
+    Ok(report)
+}
+
+/// Inspects, then creates the publication and slot if allowed and missing.
+pub(crate) async fn prepare(
+    sql: &Client,
+    config: &Config,
+) -> Result<Inspection, PrerequisiteError> {
+    let report = inspect(sql, config).await?;
+    if !report.problems.is_empty() {
+        return Err(PrerequisiteError::Unmet(report.problems));
+    }
+    let source = &config.source;
+    if report.create_publication {
+        let table = config.table();
+        let statement = format!(
+            "CREATE PUBLICATION {} FOR TABLE {}.{}",
+            quote_identifier(&source.publication),
+            quote_identifier(&table.schema),
+            quote_identifier(&table.name)
+        );
+        ignore_duplicate(sql.batch_execute(&statement).await)?;
+        tracing::info!(publication = %source.publication, "created publication");
+    }
+    if report.create_slot {
+        let created = sql
+            .execute(
+                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[&source.slot],
+            )
+            .await;
+        ignore_duplicate(created.map(drop))?;
+        tracing::info!(slot = %source.slot, "created replication slot");
+    }
+    Ok(report)
+}
+
+/// How often to send a status update even when nothing happens, so the
+/// server's `wal_sender_timeout` never fires while deliveries are slow.
+pub(crate) async fn heartbeat_interval(sql: &Client) -> Result<Duration, tokio_postgres::Error> {
+    let row = sql
+        .query_one(
+            "SELECT setting::int8 FROM pg_settings WHERE name = 'wal_sender_timeout'",
+            &[],
+        )
+        .await?;
+    let timeout_ms: i64 = row.get(0);
+    let interval = if timeout_ms <= 0 {
+        10_000
+    } else {
+        (timeout_ms / 4).clamp(100, 10_000)
+    };
+    Ok(Duration::from_millis(interval as u64))
+}
+
+/// Another instance creating the same object at the same time is fine.
+fn ignore_duplicate(
+    result: Result<(), tokio_postgres::Error>,
+) -> Result<(), tokio_postgres::Error> {
+    match result {
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_OBJECT) => Ok(()),
+        other => other,
+    }
+}
+
+async fn check_server(sql: &Client, report: &mut Inspection) -> Result<(), tokio_postgres::Error> {
+    let row = sql
+        .query_one(
+            "SELECT current_setting('server_version'), current_setting('wal_level'), current_user::text,
+                    r.rolsuper, r.rolreplication
+             FROM pg_roles r WHERE r.rolname = current_user",
+            &[],
+        )
+        .await?;
+    let (version, wal_level, user): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    let (superuser, replication): (bool, bool) = (row.get(3), row.get(4));
+    report
+        .found
+        .push(format!("PostgreSQL {version}, connected as {user}"));
+    if wal_level == "logical" {
+        report.found.push("wal_level = logical".into());
+    } else {
+        report.problems.push(format!(
+            "wal_level is {wal_level:?}, logical replication needs \"logical\": run ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL"
+        ));
+    }
+    if superuser || replication {
+        report.found.push(format!("role {user} may replicate"));
+    } else {
+        report.problems.push(format!(
+            "role {user} may not replicate: run ALTER ROLE {} REPLICATION; as a superuser (see sql/setup.sql)",
+            quote_identifier(&user)
+        ));
+    }
+    Ok(())
+}
+
+/// Returns the table's oid when it exists and can be read.
+async fn check_table(
+    sql: &Client,
+    config: &Config,
+    report: &mut Inspection,
+) -> Result<Option<u32>, tokio_postgres::Error> {
+    let table = config.table();
+    let row = sql
+        .query_opt(
+            "SELECT c.oid, c.relreplident::text, has_table_privilege(c.oid, 'SELECT')
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+            &[&table.schema, &table.name],
+        )
+        .await?;
+    let Some(row) = row else {
+        report.problems.push(format!(
+            "source.table: table {table} does not exist (check the name and schema)"
+        ));
+        return Ok(None);
+    };
+    let (oid, identity, readable): (u32, String, bool) = (row.get(0), row.get(1), row.get(2));
+    if !readable {
+        report.problems.push(format!(
+            "the role may not SELECT from {table}: run GRANT SELECT ON {table} TO <role>; (needed to read unchanged large values)"
+        ));
+    }
+    let key = sql
+        .query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
+             FROM pg_index i, unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+             JOIN pg_attribute a ON a.attnum = k.attnum
+             WHERE i.indrelid = $1 AND i.indisprimary AND a.attrelid = $1
+             ORDER BY k.ord",
+            &[&oid],
+        )
+        .await?;
+    report.key = key
+        .iter()
+        .map(|r| KeyColumn {
+            name: r.get(0),
+            type_name: r.get(1),
+        })
+        .collect();
+    if report.key.is_empty() {
+        report.problems.push(format!(
+            "table {table} has no primary key: leadhook needs one to keep a lead's changes in order and to read unchanged large values; add one (ALTER TABLE {table} ADD PRIMARY KEY (...))"
+        ));
+    } else {
+        let key: Vec<&str> = report.key.iter().map(|k| k.name.as_str()).collect();
+        let identity = match identity.as_str() {
+            "f" => "full (unchanged large values come with the change)",
+            "d" => "default (unchanged large values are read back by primary key)",
+            "i" => "index",
+            _ => "nothing",
+        };
+        report.found.push(format!(
+            "table {table}: primary key ({}), replica identity {identity}",
+            key.join(", ")
+        ));
+    }
+    Ok(Some(oid))
+}
+
+async fn check_columns(
+    sql: &Client,
+    config: &Config,
+    table_oid: u32,
+    report: &mut Inspection,
+) -> Result<(), tokio_postgres::Error> {
+    let table = config.table();
+    let rows = sql
+        .query(
+            "SELECT attname::text, atttypid, format_type(atttypid, atttypmod)
+             FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
+            &[&table_oid],
+        )
+        .await?;
+    let mut mapped = Vec::new();
+    for (field, column) in config.source.columns.resolve() {
+        let Some(column) = column else {
+            mapped.push(format!("{field} = (absent)"));
+            continue;
+        };
+        let Some(row) = rows.iter().find(|r| r.get::<_, &str>(0) == column) else {
+            report.problems.push(format!(
+                "source.columns.{field}: column {column:?} not found in {table}; map it to another column ({field} = \"...\") or declare it absent ({field} = false)"
+            ));
+            continue;
+        };
+        let (type_oid, type_name): (u32, String) = (row.get(1), row.get(2));
+        if field == "score" && !INTEGER_TYPES.contains(&type_oid) {
+            report.problems.push(format!(
+                "source.columns.score: column {column:?} has type {type_name}; score needs smallint, integer or bigint"
+            ));
+        }
+        mapped.push(format!("{field} = {column} ({type_name})"));
+    }
+    report.found.push(format!("columns: {}", mapped.join(", ")));
+    Ok(())
+}
+
+async fn check_publication(
+    sql: &Client,
+    config: &Config,
+    table_oid: u32,
+    report: &mut Inspection,
+) -> Result<(), tokio_postgres::Error> {
+    let (name, table) = (&config.source.publication, config.table());
+    let row = sql
+        .query_opt(
+            "SELECT p.pubinsert AND p.pubupdate,
+                    EXISTS (SELECT 1 FROM pg_publication_tables t
+                            WHERE t.pubname = p.pubname AND t.schemaname = $2 AND t.tablename = $3)
+             FROM pg_publication p WHERE p.pubname = $1",
+            &[name, &table.schema, &table.name],
+        )
+        .await?;
+    match row {
+        Some(row) => {
+            let (publishes, includes): (bool, bool) = (row.get(0), row.get(1));
+            if !includes {
+                report.problems.push(format!(
+                    "publication {name:?} does not include {table}: run ALTER PUBLICATION {} ADD TABLE {table};",
+                    quote_identifier(name)
+                ));
+            } else if !publishes {
+                report.problems.push(format!(
+                    "publication {name:?} does not publish inserts and updates: run ALTER PUBLICATION {} SET (publish = 'insert, update, delete, truncate');",
+                    quote_identifier(name)
+                ));
+            } else {
+                report.found.push(format!("publication {name:?} includes {table}"));
+            }
+        }
+        None if config.source.create => {
+            let owner = sql
+                .query_one(
+                    "SELECT pg_has_role(c.relowner, 'USAGE') OR r.rolsuper
+                     FROM pg_class c, pg_roles r WHERE c.oid = $1 AND r.rolname = current_user",
+                    &[&table_oid],
+                )
+                .await?;
+            if owner.get(0) {
+                report.create_publication = true;
+                report.found.push(format!("publication {name:?} is missing and will be created"));
+            } else {
+                report.problems.push(format!(
+                    "publication {name:?} is missing and creating it needs ownership of {table}: have the owner run sql/setup.sql"
+                ));
+            }
+        }
+        None => report.problems.push(format!(
+            "publication {name:?} does not exist and source.create = false: create it (sql/setup.sql) or set source.create = true"
+        )),
+    }
+    Ok(())
+}
+
+async fn check_slot(
+    sql: &Client,
+    config: &Config,
+    report: &mut Inspection,
+) -> Result<(), tokio_postgres::Error> {
+    let name = &config.source.slot;
+    let row = sql
+        .query_opt(
+            "SELECT plugin::text, database::text, current_database()::text, active, confirmed_flush_lsn::text
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[name],
+        )
+        .await?;
+    match row {
+        Some(row) => {
+            let (plugin, database, current): (Option<String>, Option<String>, String) = (row.get(0), row.get(1), row.get(2));
+            let (active, confirmed): (bool, Option<String>) = (row.get(3), row.get(4));
+            if plugin.as_deref() != Some("pgoutput") {
+                report.problems.push(format!(
+                    "replication slot {name:?} uses plugin {plugin:?}, not pgoutput: choose another source.slot, or drop it with SELECT pg_drop_replication_slot('{name}');"
+                ));
+            } else if database.as_deref() != Some(current.as_str()) {
+                report.problems.push(format!(
+                    "replication slot {name:?} belongs to database {database:?}, not {current:?}: choose another source.slot"
+                ));
+            } else {
+                let state = if active { "in use by another connection" } else { "idle" };
+                let at = confirmed.unwrap_or_default();
+                report.found.push(format!("replication slot {name:?} exists ({state}), confirmed up to {at}"));
+            }
+        }
+        None if config.source.create => {
+            report.create_slot = true;
+            report.found.push(format!("replication slot {name:?} is missing and will be created"));
+        }
+        None => report.problems.push(format!(
+            "replication slot {name:?} does not exist and source.create = false: create it (sql/setup.sql) or set source.create = true"
+        )),
+    }
+    Ok(())
+}

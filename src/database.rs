@@ -167,6 +167,12 @@ impl fmt::Debug for Database {
 /// Shared by both connections so a certificate is parsed once.
 pub(crate) type ClientConfig = Arc<rustls::ClientConfig>;
 
+/// rustls needs one process-wide crypto provider (ring: small and quick to
+/// build); installing it twice is harmless.
+pub(crate) fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,10 +222,4 @@ mod tests {
                 .contains("sslrootcert")
         );
     }
-}
-
-/// rustls needs one process-wide crypto provider (ring: small and quick to
-/// build); installing it twice is harmless.
-pub(crate) fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }

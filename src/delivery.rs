@@ -154,12 +154,9 @@ impl Dispatcher {
 impl Webhook {
     fn from_config(hook: &WebhookConfig, timeout: Duration) -> Result<Webhook, String> {
         let url = reqwest::Url::parse(hook.url.expose()).map_err(|e| format!("url: {e}"))?;
-        let shown_url = format!(
-            "{}://{}{}",
-            url.scheme(),
-            url.host_str().unwrap_or_default(),
-            url.path()
-        );
+        let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+        let host = url.host_str().unwrap_or_default();
+        let shown_url = format!("{}://{host}{port}{}", url.scheme(), url.path());
         let method = reqwest::Method::from_bytes(hook.method.as_bytes())
             .map_err(|e| format!("method: {e}"))?;
         let mut headers = HeaderMap::new();

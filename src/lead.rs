@@ -389,9 +389,14 @@ mod tests {
         mapping
     }
 
-    fn render_row(mapping: &LeadMapping, new: &[Value]) -> serde_json::Value {
+    /// The payload as sent (key order matters) and parsed.
+    fn render_row(mapping: &LeadMapping, new: &[Value]) -> (String, serde_json::Value) {
         let values: [FieldValue<'_>; 11] = std::array::from_fn(|i| mapping.value(i, new, None));
-        serde_json::from_slice(&render(&values)).unwrap()
+        let body = render(&values);
+        (
+            String::from_utf8(body.to_vec()).unwrap(),
+            serde_json::from_slice(&body).unwrap(),
+        )
     }
 
     const ALL: [(&str, u32); 12] = [
@@ -415,9 +420,9 @@ mod tests {
         let m = mapping(ColumnsConfig::default(), &rel);
         let mut row = vec![Value::Null; 12];
         row[0] = text("1");
-        let json = render_row(&m, &row);
+        let (body, _) = render_row(&m, &row);
         assert_eq!(
-            json.to_string(),
+            body,
             r#"{"data":{"email":"","company":null,"first_name":null,"last_name":null,"phone":null,"website":"","position":null,"twitter":null,"linkedin":null,"notes":null,"score":0}}"#
         );
     }
@@ -429,12 +434,15 @@ mod tests {
         let tricky = "Zoë \"quoted\" \\ back\nslash ✓ 🚀";
         let mut row: Vec<Value> = (0..12).map(|_| text(tricky)).collect();
         row[11] = text("-9000000000");
-        let json = render_row(&m, &row);
+        let (body, json) = render_row(&m, &row);
         assert_eq!(json["data"]["notes"], tricky);
         assert_eq!(json["data"]["email"], tricky);
         assert_eq!(json["data"]["score"], -9_000_000_000i64);
-        let keys: Vec<&String> = json["data"].as_object().unwrap().keys().collect();
-        assert_eq!(keys, FIELDS);
+        let positions: Vec<usize> = FIELDS
+            .iter()
+            .map(|f| body.find(&format!("\"{f}\":")).unwrap())
+            .collect();
+        assert!(positions.is_sorted(), "keys in payload order: {body}");
     }
 
     #[test]
@@ -454,7 +462,7 @@ mod tests {
             !warnings.iter().any(|w| w.contains("twitter")),
             "absent by config: {warnings:?}"
         );
-        let json = render_row(&m, &[text("7"), text("a@b.c"), text("12")]);
+        let (_, json) = render_row(&m, &[text("7"), text("a@b.c"), text("12")]);
         assert_eq!(json["data"]["email"], "a@b.c");
         assert_eq!(json["data"]["score"], 12);
         assert_eq!(json["data"]["twitter"], serde_json::Value::Null);

@@ -22,11 +22,12 @@
 pub mod check;
 pub mod config;
 pub mod database;
-
+pub mod demo;
 pub mod lsn;
-
+pub mod receiver;
 pub mod sidecar;
 pub mod source;
+pub mod throwaway;
 
 mod change;
 mod checkpoint;

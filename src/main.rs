@@ -36,7 +36,12 @@ struct ConfigArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The demo prints what matters itself; its logs would only interleave.
+    init_logging(if matches!(cli.command, Command::Demo) {
+        "warn"
+    } else {
+        "info"
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -51,7 +56,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(arg) => run(arg).await,
             Command::Check(arg) => check(arg).await,
-            Command::Demo => ExitCode::FAILURE,
+            Command::Demo => demo().await,
         }
     })
 }
@@ -124,10 +129,10 @@ async fn shutdown_signal() {
     }
 }
 
-/// Human-readable logs on stderr; level from `RUST_LOG` (default `info`).
-fn init_logging() {
+/// Human-readable logs on stderr; level from `RUST_LOG`, else `default`.
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,0 +1,31 @@
+-- Least-privilege setup for leadhook (replication mode), for a DBA to run by hand.
+--
+-- Edit the names first: role `leadhook`, database `app`, table `public.leads`,
+-- publication `leadhook_leads`, slot `leadhook` (they must match sidecar.toml).
+-- Run as a superuser, or split: the role statements need CREATEROLE, the
+-- publication needs ownership of the table, the slot needs REPLICATION.
+--
+-- The server itself needs `wal_level = logical` (ALTER SYSTEM SET wal_level =
+-- logical; then a restart) and free `max_replication_slots`/`max_wal_senders`.
+
+-- 1. A login role that may stream changes, and read the leads table (to read
+--    back large values an UPDATE left untouched). Nothing else.
+CREATE ROLE leadhook WITH LOGIN REPLICATION PASSWORD 'change-me';
+GRANT CONNECT ON DATABASE app TO leadhook;
+GRANT USAGE ON SCHEMA public TO leadhook;
+GRANT SELECT ON public.leads TO leadhook;
+
+-- 2. The publication: which table's changes are streamed (as the table owner).
+CREATE PUBLICATION leadhook_leads FOR TABLE public.leads;
+
+-- 3. The slot: where the server keeps leadhook's position. From its creation
+--    on, the server retains WAL until leadhook confirms it: drop the slot
+--    (SELECT pg_drop_replication_slot('leadhook');) if you retire leadhook.
+SELECT pg_create_logical_replication_slot('leadhook', 'pgoutput');
+
+-- 4. Optional: send whole old rows with each UPDATE, so large unchanged
+--    values (e.g. long notes) come with the change instead of being read back
+--    by primary key. Costs extra WAL on every UPDATE and DELETE.
+-- ALTER TABLE public.leads REPLICA IDENTITY FULL;
+
+-- With all of the above in place, set `create = false` in [source].

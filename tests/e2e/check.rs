@@ -1,0 +1,178 @@
+//! `leadhook check` and the least-privilege setup in `sql/`.
+
+use std::time::Duration;
+
+use leadhook::throwaway::{ClusterOptions, WalLevel};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn check_reports_a_ready_database_and_exits_zero() {
+    let db = TestDb::create(shared_cluster(), "check_ok").await;
+    let receiver = Receiver::start(0).await.unwrap();
+    let (code, stdout, stderr, _) = run_leadhook(
+        &db.config(&webhook("hook", &receiver, "/leads")),
+        &["check"],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    for line in [
+        "ok       wal_level = logical",
+        "ok       role postgres may replicate",
+        "ok       table public.leads: primary key (id), replica identity default",
+        "will be created",
+        "ok       webhook \"hook\": POST http://127.0.0.1",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    assert!(!stdout.contains("problem"), "{stdout}");
+}
+
+#[tokio::test]
+async fn check_lists_each_problem_on_its_own_line_and_exits_non_zero() {
+    let db = TestDb::create(shared_cluster(), "check_bad").await;
+    db.sql
+        .batch_execute("CREATE TABLE raw_leads (email text, score text, notes text)")
+        .await
+        .unwrap();
+    let config = db.config("").replace(
+        "[source]\n",
+        "[source]\ntable = \"raw_leads\"\ncreate = false\n",
+    ) + "[source.columns]\ncompany = false\nfirst_name = false\nlast_name = false\nphone = false\nwebsite = \"site\"\nposition = false\ntwitter = false\nlinkedin = false\n";
+    let (code, stdout, _, _) = run_leadhook(&config, &["check"], &[]);
+    assert_eq!(code, Some(1), "{stdout}");
+    let problems: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("problem"))
+        .collect();
+    for expected in [
+        "table public.raw_leads has no primary key",
+        "source.columns.website: column \"site\" not found in public.raw_leads",
+        "source.columns.score: column \"score\" has type text; score needs smallint, integer or bigint",
+        "does not exist and source.create = false",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(expected)),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("no enabled webhook receives save_lead"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn run_refuses_to_start_on_a_missing_table_and_says_so() {
+    let db = TestDb::create(shared_cluster(), "run_bad").await;
+    let config = db
+        .config("")
+        .replace("[source]\n", "[source]\ntable = \"public.nope\"\n");
+    let (code, _, stderr, _) = run_leadhook(&config, &["run"], &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("source.table: table public.nope does not exist"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn check_explains_wal_level_and_missing_replication_rights() {
+    let cluster = start_cluster(ClusterOptions {
+        wal_level: WalLevel::Replica,
+        ..ClusterOptions::default()
+    });
+    let db = TestDb::create(&cluster, "check_wal").await;
+    db.sql
+        .batch_execute("CREATE ROLE plain LOGIN PASSWORD 'plain'; GRANT SELECT ON leads TO plain;")
+        .await
+        .unwrap();
+    let url = db.url.replace("postgres:postgres@", "plain:plain@");
+    let config = db.config("").replace(&db.url, &url);
+    let (code, stdout, _, _) = run_leadhook(&config, &["check"], &[]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("problem  wal_level is \"replica\", logical replication needs \"logical\": run ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL"), "{stdout}");
+    assert!(
+        stdout.contains("problem  role plain may not replicate"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn check_reports_an_unreachable_database() {
+    let (code, stdout, _, _) = run_leadhook(
+        "[database]\nurl = \"postgres://u:pw@127.0.0.1:1/db?connect_timeout=2\"\n",
+        &["check"],
+        &[],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        stdout.contains("problem  cannot connect to postgres://u@127.0.0.1:1/db"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn environment_overrides_the_file() {
+    let db = TestDb::create(shared_cluster(), "check_env").await;
+    let config = db
+        .config("")
+        .replace(&db.url, "postgres://wrong@127.0.0.1:1/nothing");
+    let url = format!("{}?sslmode=disable", db.url);
+    let (code, stdout, _, _) =
+        run_leadhook(&config, &["check"], &[("LEADHOOK_DATABASE__URL", &url)]);
+    assert_eq!(code, Some(0), "{stdout}");
+}
+
+/// The DBA's script in sql/ gives a role just enough to stream, with the
+/// publication and slot made by hand (create = false), over md5 auth.
+#[tokio::test]
+async fn the_least_privilege_setup_in_sql_is_enough_to_stream() {
+    let db = TestDb::create(shared_cluster(), "leastpriv").await;
+    let role = db.name.replace("leastpriv", "lh");
+    let script = std::fs::read_to_string(repo_file("sql/setup.sql"))
+        .unwrap()
+        .replace("ROLE leadhook", &format!("ROLE {role}"))
+        .replace("TO leadhook", &format!("TO {role}"))
+        .replace("DATABASE app", &format!("DATABASE {}", db.name))
+        .replace("leadhook_leads", &db.name)
+        .replace("'leadhook'", &format!("'{}'", db.name));
+    // One statement at a time, as `psql -f` runs it (a slot cannot be
+    // created in a transaction that has written).
+    db.sql
+        .batch_execute("SET password_encryption = 'md5'")
+        .await
+        .unwrap();
+    let code: String = script
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for statement in code.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        db.sql
+            .batch_execute(statement)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    let receiver = Receiver::start(0).await.unwrap();
+    let url = db
+        .url
+        .replace("postgres:postgres@", &format!("{role}:change-me@"));
+    let config = db
+        .config(&webhook("hook", &receiver, "/leads"))
+        .replace(&db.url, &url)
+        .replace("[source]\n", "[source]\ncreate = false\n");
+    let (code, stdout, _, _) = run_leadhook(&config, &["check"], &[]);
+    assert_eq!(code, Some(0), "{stdout}");
+    let mut sidecar = Sidecar::start(&config);
+    db.wait_streaming(&mut sidecar).await;
+    db.sql
+        .batch_execute("INSERT INTO leads (email) VALUES ('least@example.com')")
+        .await
+        .unwrap();
+    let got = receiver
+        .wait_for("/leads", 1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(data(&got[0])["email"], "least@example.com");
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests: the real `leadhook` binary against a real PostgreSQL and
+//! a real HTTP receiver. One test binary, so the tests that can share one
+//! cluster do (each with its own database, slot and publication).
+
+mod support;
+
+mod check;
+mod config_errors;
+mod delivery;
+mod payload;
+mod recovery;

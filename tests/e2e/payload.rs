@@ -1,0 +1,155 @@
+//! The `save_lead` payload contract, field by field.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn payload_has_exactly_the_documented_shape_with_nulls_by_field_type() {
+    let db = TestDb::create(shared_cluster(), "payload_nulls").await;
+    let receiver = Receiver::start(0).await.unwrap();
+    let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
+    db.wait_streaming(&mut sidecar).await;
+
+    db.sql
+        .batch_execute("INSERT INTO leads (email) VALUES (NULL)")
+        .await
+        .unwrap();
+    let got = receiver.wait_for("/leads", 1, WAIT).await.unwrap();
+    assert_eq!(
+        std::str::from_utf8(&got[0].body).unwrap(),
+        r#"{"data":{"email":"","company":null,"first_name":null,"last_name":null,"phone":null,"website":"","position":null,"twitter":null,"linkedin":null,"notes":null,"score":0}}"#
+    );
+    assert_eq!(got[0].header("content-type"), Some("application/json"));
+    assert_eq!(got[0].method, "POST");
+}
+
+#[tokio::test]
+async fn text_arrives_byte_exact_and_score_as_an_integer() {
+    let db = TestDb::create(shared_cluster(), "payload_text").await;
+    let receiver = Receiver::start(0).await.unwrap();
+    let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
+    db.wait_streaming(&mut sidecar).await;
+
+    let tricky = "Zoë \"the\" O'Brien \\ back\\slash\nnew line\ttab ✓ 🚀 \u{1}";
+    let long = "x".repeat(100_000);
+    db.sql
+        .execute(
+            "INSERT INTO leads (email, company, first_name, last_name, phone, website, position, twitter, linkedin, notes, score)
+             VALUES ($1, $1, $1, $1, $1, $1, $1, $1, $1, $2, -2147483648)",
+            &[&tricky, &long],
+        )
+        .await
+        .unwrap();
+    let got = receiver.wait_for("/leads", 1, WAIT).await.unwrap();
+    let lead = data(&got[0]);
+    for field in [
+        "email",
+        "company",
+        "first_name",
+        "last_name",
+        "phone",
+        "website",
+        "position",
+        "twitter",
+        "linkedin",
+    ] {
+        assert_eq!(lead[field], tricky, "{field}");
+    }
+    assert_eq!(lead["notes"].as_str().map(str::len), Some(100_000));
+    assert_eq!(lead["score"], -2_147_483_648i64);
+    assert_eq!(lead.as_object().unwrap().len(), 11);
+}
+
+/// A 200 KB random `notes` is stored out of line (TOAST); an UPDATE that does
+/// not touch it streams it as "unchanged", and the sidecar must still send it.
+async fn untouched_large_notes_are_delivered(identity_full: bool) {
+    let db = TestDb::create(
+        shared_cluster(),
+        if identity_full {
+            "toast_full"
+        } else {
+            "toast_default"
+        },
+    )
+    .await;
+    if identity_full {
+        db.sql
+            .batch_execute("ALTER TABLE leads REPLICA IDENTITY FULL")
+            .await
+            .unwrap();
+    }
+    let receiver = Receiver::start(0).await.unwrap();
+    let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
+    db.wait_streaming(&mut sidecar).await;
+
+    db.sql
+        .batch_execute(
+            "INSERT INTO leads (email, notes, score)
+             SELECT 'big@example.com', string_agg(md5(random()::text), ''), 1 FROM generate_series(1, 6400)",
+        )
+        .await
+        .unwrap();
+    db.sql
+        .batch_execute("UPDATE leads SET score = 2 WHERE email = 'big@example.com'")
+        .await
+        .unwrap();
+    let notes: String = db
+        .sql
+        .query_one("SELECT notes FROM leads", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(notes.len(), 204_800);
+
+    let got = receiver.wait_for("/leads", 2, WAIT).await.unwrap();
+    let (insert, update) = (data(&got[0]), data(&got[1]));
+    assert_eq!(insert["notes"], notes.as_str());
+    assert_eq!(update["score"], 2);
+    assert_eq!(
+        update["notes"],
+        notes.as_str(),
+        "the untouched notes must arrive complete"
+    );
+}
+
+#[tokio::test]
+async fn update_keeps_untouched_large_notes_by_reading_them_back() {
+    untouched_large_notes_are_delivered(false).await;
+}
+
+#[tokio::test]
+async fn update_keeps_untouched_large_notes_with_replica_identity_full() {
+    untouched_large_notes_are_delivered(true).await;
+}
+
+#[tokio::test]
+async fn columns_can_be_renamed_and_declared_absent() {
+    let db = TestDb::create(shared_cluster(), "payload_columns").await;
+    db.sql
+        .batch_execute(
+            "CREATE TABLE contacts (pk int PRIMARY KEY, mail text, points smallint, company text, first_name text,
+             last_name text, phone text, website text, position text, linkedin text, notes text)",
+        )
+        .await
+        .unwrap();
+    let receiver = Receiver::start(0).await.unwrap();
+    let config = db
+        .config(&webhook("hook", &receiver, "/leads"))
+        .replace("[source]\n", "[source]\ntable = \"public.contacts\"\n")
+        + "\n[source.columns]\nemail = \"mail\"\nscore = \"points\"\ntwitter = false\n";
+    let mut sidecar = Sidecar::start(&config);
+    db.wait_streaming(&mut sidecar).await;
+
+    db.sql
+        .batch_execute("INSERT INTO contacts (pk, mail, points) VALUES (1, 'm@example.com', 7)")
+        .await
+        .unwrap();
+    let got = receiver.wait_for("/leads", 1, WAIT).await.unwrap();
+    let lead = data(&got[0]);
+    assert_eq!(lead["email"], "m@example.com");
+    assert_eq!(lead["score"], 7);
+    assert_eq!(lead["twitter"], serde_json::Value::Null);
+}

@@ -1,0 +1,167 @@
+//! At-least-once through crashes, restarts and outages, and a slot that
+//! never holds back WAL it does not need.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use leadhook::throwaway::ClusterOptions;
+
+use crate::support::*;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// Every score 1..=n arrived at least once, and every redelivery of a change
+/// carried the id and body of its first delivery.
+fn assert_complete_with_stable_ids(got: &[ReceivedRequest], n: i64) {
+    let mut by_id: HashMap<&str, &[u8]> = HashMap::new();
+    let mut scores = HashSet::new();
+    for request in got {
+        let id = request.header("webhook-id").expect("webhook-id");
+        if let Some(first) = by_id.insert(id, &request.body) {
+            assert_eq!(
+                first,
+                &request.body[..],
+                "redelivery of {id} with another body"
+            );
+        }
+        scores.insert(data(request)["score"].as_i64().unwrap());
+    }
+    let missing: Vec<i64> = (1..=n).filter(|s| !scores.contains(s)).collect();
+    assert!(missing.is_empty(), "changes lost: {missing:?}");
+    assert_eq!(by_id.len(), n as usize, "one id per change");
+}
+
+#[tokio::test]
+async fn a_sidecar_killed_mid_stream_loses_nothing_and_redelivers_with_the_same_ids() {
+    let db = TestDb::create(shared_cluster(), "kill").await;
+    let receiver = Receiver::start(0).await.unwrap();
+    // Slow enough that the kill lands mid-stream.
+    receiver.set_responder(|_, _| Reply {
+        delay: Duration::from_millis(2),
+        ..Reply::ok()
+    });
+    let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
+    db.wait_streaming(&mut sidecar).await;
+
+    for batch in 0..20 {
+        db.sql
+            .execute(
+                "INSERT INTO leads (email, score) SELECT 'k' || i, i FROM generate_series($1::int * 100 + 1, $1::int * 100 + 100) i",
+                &[&batch],
+            )
+            .await
+            .unwrap();
+    }
+    receiver.wait_for("/leads", 300, WAIT).await.unwrap();
+    sidecar.kill();
+    let before = receiver.requests_to("/leads").len();
+    assert!(
+        before < 2000,
+        "the kill must land mid-stream (got {before} already)"
+    );
+    sidecar.restart();
+    db.sql
+        .batch_execute("INSERT INTO leads (email, score) VALUES ('after', 2001)")
+        .await
+        .unwrap();
+    receiver.wait_for("/leads", 2001, WAIT).await.unwrap();
+    // Wait for the last one specifically (redeliveries make counts ambiguous).
+    let deadline = std::time::Instant::now() + WAIT;
+    while !receiver
+        .requests_to("/leads")
+        .iter()
+        .any(|r| data(r)["score"] == 2001)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "last change never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_complete_with_stable_ids(&receiver.requests_to("/leads"), 2001);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_mid_stream_is_survived_without_loss() {
+    let mut cluster = start_cluster(ClusterOptions::default());
+    let db = TestDb::create(&cluster, "pgrestart").await;
+    let receiver = Receiver::start(0).await.unwrap();
+    receiver.set_responder(|_, _| Reply {
+        delay: Duration::from_millis(2),
+        ..Reply::ok()
+    });
+    let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
+    db.wait_streaming(&mut sidecar).await;
+
+    db.sql
+        .batch_execute(
+            "INSERT INTO leads (email, score) SELECT 'r' || i, i FROM generate_series(1, 500) i",
+        )
+        .await
+        .unwrap();
+    receiver.wait_for("/leads", 50, WAIT).await.unwrap();
+    tokio::task::block_in_place(|| cluster.restart()).expect("restart postgres");
+    let sql = connect(&db.url).await;
+    sql.batch_execute(
+        "INSERT INTO leads (email, score) SELECT 'r' || i, i FROM generate_series(501, 600) i",
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let scores: HashSet<i64> = receiver
+            .requests_to("/leads")
+            .iter()
+            .map(|r| data(r)["score"].as_i64().unwrap())
+            .collect();
+        if (1..=600).all(|s| scores.contains(&s)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "changes lost after the restart; sidecar log:\n{}",
+            sidecar.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_complete_with_stable_ids(&receiver.requests_to("/leads"), 600);
+    assert!(
+        sidecar.log().contains("reconnecting"),
+        "the restart was noticed"
+    );
+}
+
+#[tokio::test]
+async fn heavy_writes_to_other_tables_do_not_make_the_slot_retain_wal() {
+    let db = TestDb::create(shared_cluster(), "idle").await;
+    db.sql
+        .batch_execute("CREATE TABLE events (id bigserial PRIMARY KEY, body text)")
+        .await
+        .unwrap();
+    let receiver = Receiver::start(0).await.unwrap();
+    let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
+    db.wait_streaming(&mut sidecar).await;
+
+    for _ in 0..10 {
+        db.sql.batch_execute("INSERT INTO events (body) SELECT repeat(md5(i::text), 30) FROM generate_series(1, 10000) i").await.unwrap();
+    }
+    let written = db.retained_wal().await;
+    assert!(
+        written > 20_000_000,
+        "the other table wrote {written} bytes of WAL"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let retained = db.retained_wal().await;
+        if retained < 1_000_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slot still retains {retained} bytes of WAL; log:\n{}",
+            sidecar.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(receiver.requests_to("/leads").is_empty());
+}

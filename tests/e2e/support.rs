@@ -1,0 +1,246 @@
+//! Shared test support: one private PostgreSQL cluster for the tests that do
+//! not interfere (each gets its own database, slot and publication), the
+//! recording receiver, and the real `leadhook` binary run as a child process.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use leadhook::throwaway::{Cluster, ClusterOptions};
+use tokio_postgres::{Client, NoTls};
+
+pub use leadhook::receiver::{ReceivedRequest, Receiver, Reply};
+
+/// The leads table as the product documents it, plus a key and a timestamp.
+pub const LEADS_TABLE: &str = "CREATE TABLE leads (
+    id bigserial PRIMARY KEY,
+    email text, company text, first_name text, last_name text, phone text,
+    website text, position text, twitter text, linkedin text, notes text,
+    score integer,
+    updated_at timestamptz DEFAULT now()
+)";
+
+/// Short enough that keepalive bugs show up within a test.
+pub const WAL_SENDER_TIMEOUT: &str = "4s";
+
+/// The cluster shared by every test that does not restart or break Postgres.
+pub fn shared_cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<&'static Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| start_cluster(ClusterOptions::default()).keep_until_exit())
+}
+
+/// A cluster of the test's own, for tests that restart or reconfigure it.
+pub fn start_cluster(mut options: ClusterOptions) -> Cluster {
+    options
+        .settings
+        .push(("wal_sender_timeout".into(), WAL_SENDER_TIMEOUT.into()));
+    match Cluster::start(options) {
+        Ok(cluster) => cluster,
+        Err(e) => panic!("cannot start a private PostgreSQL cluster for the tests: {e}"),
+    }
+}
+
+/// A database of the test's own on a cluster, with the leads table; its
+/// name doubles as the slot and publication name.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub sql: Client,
+}
+
+impl TestDb {
+    pub async fn create(cluster: &Cluster, prefix: &str) -> TestDb {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "{prefix}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let admin = connect(&cluster.url("postgres")).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+        let url = cluster.url(&name);
+        let sql = connect(&url).await;
+        sql.batch_execute(LEADS_TABLE)
+            .await
+            .expect("create leads table");
+        TestDb { name, url, sql }
+    }
+
+    /// A config for this database; `webhooks` is appended verbatim.
+    pub fn config(&self, webhooks: &str) -> String {
+        format!(
+            "[database]\nurl = \"{url}?sslmode=disable\"\n\n[source]\nslot = \"{name}\"\npublication = \"{name}\"\n\n[delivery]\ntimeout = \"2s\"\n\n{webhooks}\n",
+            url = self.url,
+            name = self.name
+        )
+    }
+
+    /// Waits until a sidecar holds the slot, i.e. streams.
+    pub async fn wait_streaming(&self, sidecar: &mut Sidecar) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            sidecar.assert_running();
+            let row = self
+                .sql
+                .query_opt(
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&self.name],
+                )
+                .await
+                .expect("query slots");
+            if row.is_some_and(|r| r.get::<_, bool>(0)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sidecar did not start streaming; its log:\n{}",
+                sidecar.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// WAL the slot still retains: the server's position minus the confirmed one.
+    pub async fn retained_wal(&self) -> i64 {
+        let row = self
+            .sql
+            .query_one(
+                "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::int8 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&self.name],
+            )
+            .await
+            .expect("query slot");
+        row.get(0)
+    }
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// A webhook entry pointing at `receiver` under `path`.
+pub fn webhook(name: &str, receiver: &Receiver, path: &str) -> String {
+    format!(
+        "[[webhooks]]\nname = \"{name}\"\nurl = \"{}\"\n",
+        receiver.url(path)
+    )
+}
+
+/// The real `leadhook` binary, running a config written to a temp file.
+/// Killed when dropped; its stderr is kept for assertions and failure output.
+pub struct Sidecar {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Sidecar {
+    pub fn start(config: &str) -> Sidecar {
+        Self::start_with_env(config, &[])
+    }
+
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Sidecar {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("sidecar.toml"), config).expect("write config");
+        let child = leadhook_command(dir.path(), &["run"], env)
+            .spawn()
+            .expect("spawn leadhook");
+        Sidecar { child, dir }
+    }
+
+    /// What the sidecar logged so far (stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("sidecar exited with {status}; its log:\n{}", self.log());
+        }
+    }
+
+    /// SIGKILL: no chance to confirm or clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the same config again (after a kill).
+    pub fn restart(&mut self) {
+        self.kill();
+        let log = self.log();
+        std::fs::write(self.dir.path().join("previous.log"), log).expect("keep log");
+        self.child = leadhook_command(self.dir.path(), &["run"], &[])
+            .spawn()
+            .expect("spawn leadhook");
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `leadhook ARGS --config DIR/sidecar.toml`, stderr to DIR/stderr.log.
+pub fn leadhook_command(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let stderr = std::fs::File::create(dir.join("stderr.log")).expect("log file");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_leadhook"));
+    command
+        .args(args)
+        .arg("--config")
+        .arg(dir.join("sidecar.toml"))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command
+}
+
+/// Runs `leadhook ARGS` on a config to completion: (exit code, stdout, stderr, time taken).
+pub fn run_leadhook(
+    config: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Option<i32>, String, String, Duration) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("sidecar.toml"), config).expect("write config");
+    let started = Instant::now();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_leadhook"));
+    command
+        .args(args)
+        .arg("--config")
+        .arg(dir.path().join("sidecar.toml"))
+        .stdin(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("run leadhook");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// The `data` object of a delivered payload.
+pub fn data(request: &ReceivedRequest) -> serde_json::Value {
+    let body: serde_json::Value = serde_json::from_slice(&request.body).expect("payload is JSON");
+    body["data"].clone()
+}
+
+pub fn repo_file(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
+}

@@ -49,10 +49,7 @@ pub async fn check(config: &Config, out: &mut impl Write) -> io::Result<bool> {
 
 async fn inspect_database(config: &Config) -> Result<prerequisites::Inspection, String> {
     let db = Database::from_url(config.database.url.expose()).map_err(|e| e.to_string())?;
-    let sql = db
-        .sql()
-        .await
-        .map_err(|e| format!("{e} (is the server running, and database.url right?)"))?;
+    let sql = db.sql().await.map_err(|e| e.to_string())?;
     prerequisites::inspect(&sql, config)
         .await
         .map_err(|e| format!("inspecting {db}: {e}"))

@@ -37,7 +37,7 @@ pub enum DatabaseError {
     Url(String),
     #[error("database.url: cannot read sslrootcert {path}: {reason}")]
     RootCert { path: PathBuf, reason: String },
-    #[error("cannot connect to {target}: {source}")]
+    #[error("cannot connect to {target}: {}", with_causes(source))]
     Connect {
         target: String,
         #[source]
@@ -123,6 +123,19 @@ impl Database {
         });
         Ok(client)
     }
+}
+
+/// tokio-postgres puts the useful part ("invalid peer certificate:
+/// UnknownIssuer", "password authentication failed") in the error's sources.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn parse_ssl_mode(value: &str) -> Result<SslMode, DatabaseError> {

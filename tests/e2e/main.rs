@@ -7,5 +7,7 @@ mod support;
 mod check;
 mod config_errors;
 mod delivery;
+mod demo;
 mod payload;
 mod recovery;
+mod tls;

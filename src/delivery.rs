@@ -22,7 +22,7 @@ use crate::config::{Config, WebhookConfig};
 /// Pause between attempts of one delivery.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 /// Events queued per webhook.
-const QUEUE: usize = 512;
+const QUEUE: usize = 256;
 
 /// One change, ready to send: the payload is serialised once for all webhooks.
 #[derive(Debug)]

@@ -4,6 +4,7 @@
 //! last confirmed position, so changes in flight are delivered again with
 //! the same `webhook-id`: at-least-once, never lost.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use crate::source::replication::{ReplicationConnection, ReplicationError, quote_
 use crate::source::{Source, SourceError};
 
 /// Changes buffered between the source and the lead stage.
-const CHANGE_BUFFER: usize = 1024;
+const CHANGE_BUFFER: usize = 128;
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
@@ -114,7 +115,10 @@ async fn session(
     resume: &mut Lsn,
 ) -> SessionError {
     let checkpoint = Arc::new(Checkpoint::new(*resume));
-    let error = stream(config, db, webhooks, &checkpoint).await;
+    let error = match stream(config, db, webhooks, &checkpoint).await {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
     *resume = checkpoint.confirmed();
     error
 }
@@ -124,30 +128,14 @@ async fn stream(
     db: &Database,
     webhooks: &Webhooks,
     checkpoint: &Arc<Checkpoint>,
-) -> SessionError {
+) -> Result<Infallible, SessionError> {
     let source = &config.source;
-    let sql = match db.sql().await {
-        Ok(sql) => sql,
-        Err(e) => return e.into(),
-    };
-    let inspection = match prerequisites::prepare(&sql, config).await {
-        Ok(inspection) => inspection,
-        Err(e) => return e.into(),
-    };
-    let heartbeat = match prerequisites::heartbeat_interval(&sql).await {
-        Ok(heartbeat) => heartbeat,
-        Err(e) => return e.into(),
-    };
-    let mut conn = match ReplicationConnection::connect(db).await {
-        Ok(conn) => conn,
-        Err(e) => return e.into(),
-    };
-    if let Err(e) = conn
-        .start_replication(&source.slot, &source.publication, checkpoint.confirmed())
-        .await
-    {
-        return e.into();
-    }
+    let sql = db.sql().await?;
+    let inspection = prerequisites::prepare(&sql, config).await?;
+    let heartbeat = prerequisites::heartbeat_interval(&sql).await?;
+    let mut conn = ReplicationConnection::connect(db).await?;
+    conn.start_replication(&source.slot, &source.publication, checkpoint.confirmed())
+        .await?;
     tracing::info!(database = %db, slot = %source.slot, from = %checkpoint.confirmed(), "streaming changes");
 
     let table = config.table();
@@ -177,5 +165,5 @@ async fn stream(
         _ = workers.join_next() => SourceError::Downstream.into(),
     };
     workers.abort_all();
-    error
+    Err(error)
 }

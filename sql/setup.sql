@@ -28,4 +28,24 @@ SELECT pg_create_logical_replication_slot('leadhook', 'pgoutput');
 --    by primary key. Costs extra WAL on every UPDATE and DELETE.
 -- ALTER TABLE public.leads REPLICA IDENTITY FULL;
 
+-- 5. The dead-letter table, in leadhook's own schema (database.schema):
+--    changes a webhook gave up on (see README, "Delivery"). leadhook creates
+--    it at startup when the role may; otherwise create it here.
+CREATE SCHEMA IF NOT EXISTS "leadhook";
+CREATE TABLE IF NOT EXISTS "leadhook".dead_letters (
+    id               bigserial   PRIMARY KEY,
+    webhook          text        NOT NULL,
+    webhook_id       text        NOT NULL,
+    payload          text        NOT NULL,
+    attempts         integer     NOT NULL,
+    last_status      integer,
+    last_error       text        NOT NULL,
+    first_attempt_at timestamptz NOT NULL,
+    last_attempt_at  timestamptz NOT NULL,
+    UNIQUE (webhook, webhook_id)
+);
+GRANT USAGE ON SCHEMA "leadhook" TO leadhook;
+GRANT SELECT, INSERT, UPDATE, DELETE ON "leadhook".dead_letters TO leadhook;
+GRANT USAGE ON SEQUENCE "leadhook".dead_letters_id_seq TO leadhook;
+
 -- With all of the above in place, set `create = false` in [source].

@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use crate::checkpoint::TxSeq;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::checkpoint::{Targets, TxSeq};
 use crate::lsn::Lsn;
 use crate::source::pgoutput::{OldTuple, Relation, Tuple};
 
@@ -21,6 +23,10 @@ pub(crate) struct RowChange {
     pub(crate) id: ChangeId,
     /// The transaction, for the checkpoint.
     pub(crate) tx: TxSeq,
+    /// The webhooks that still need it.
+    pub(crate) targets: Targets,
+    /// Commit time as the server sent it: µs since 2000-01-01 UTC.
+    pub(crate) commit_time: i64,
     pub(crate) new: Tuple,
     /// Present for updates under `REPLICA IDENTITY FULL` (or a changed key).
     pub(crate) old: Option<OldTuple>,
@@ -42,6 +48,18 @@ impl fmt::Display for ChangeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.commit_lsn, self.index)
     }
+}
+
+/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
+pub(crate) const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
+
+/// How long ago a transaction committed (zero if the clocks disagree).
+pub(crate) fn commit_age(commit_time: i64) -> Duration {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as i64;
+    Duration::from_micros(u64::try_from(now - PG_EPOCH_OFFSET_MICROS - commit_time).unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -164,20 +164,55 @@ impl Default for AdminConfig {
     }
 }
 
-/// Defaults for every webhook.
-#[derive(Debug, Clone, Deserialize)]
+/// `[delivery]`: the delivery policy of every webhook, unless the webhook
+/// overrides a key. Also the resolved policy of one webhook.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
+    /// One attempt without a response within this is a failure.
     #[serde(default = "default_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
+    /// Attempts before a change is dead-lettered (or, with `block`, retried on).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_initial_backoff", deserialize_with = "duration")]
+    pub initial_backoff: Duration,
+    #[serde(default = "default_max_backoff", deserialize_with = "duration")]
+    pub max_backoff: Duration,
+    /// Statuses that are final at once (e.g. 400, 410): retrying cannot help.
+    #[serde(default)]
+    pub no_retry_statuses: Vec<u16>,
+    #[serde(default)]
+    pub on_exhausted: OnExhausted,
+    /// Requests in flight to one webhook at once (different leads only).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
 }
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
             timeout: default_timeout(),
+            max_attempts: default_max_attempts(),
+            initial_backoff: default_initial_backoff(),
+            max_backoff: default_max_backoff(),
+            no_retry_statuses: Vec::new(),
+            on_exhausted: OnExhausted::default(),
+            max_in_flight: default_max_in_flight(),
         }
     }
+}
+
+/// What happens to a change that used all its attempts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExhausted {
+    /// Written to `<schema>.dead_letters`; the stream moves on.
+    #[default]
+    DeadLetter,
+    /// Retried at `max_backoff` forever, holding the slot: for receivers
+    /// that must see every change, in order.
+    Block,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -194,9 +229,20 @@ pub struct WebhookConfig {
     /// Values are secrets (tokens): never logged.
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
-    /// Overrides `[delivery] timeout`.
+    /// Signs each request (Standard Webhooks); `whsec_…` base64 or raw.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    // Overrides of the `[delivery]` keys of the same names.
     #[serde(default, deserialize_with = "optional_duration")]
     pub timeout: Option<Duration>,
+    pub max_attempts: Option<u32>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub initial_backoff: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub max_backoff: Option<Duration>,
+    pub no_retry_statuses: Option<Vec<u16>>,
+    pub on_exhausted: Option<OnExhausted>,
+    pub max_in_flight: Option<usize>,
 }
 
 impl WebhookConfig {
@@ -280,6 +326,9 @@ impl Config {
             for (name, value) in hook.headers.iter_mut() {
                 expand(format!("webhooks[{i}].headers.{name}"), value);
             }
+            if let Some(secret) = hook.secret.as_mut() {
+                expand(format!("webhooks[{i}].secret"), secret);
+            }
         }
     }
 
@@ -300,9 +349,15 @@ impl Config {
         if let Err(e) = TableName::parse(&self.source.table) {
             problems.push(format!("source.table: {e}"));
         }
+        validate_policy("delivery", &self.delivery, problems);
         let mut names = HashSet::new();
         for (i, hook) in self.webhooks.iter_mut().enumerate() {
             validate_webhook(i, hook, &mut names, problems);
+        }
+        if problems.is_empty() {
+            for (i, hook) in self.webhooks.iter().enumerate() {
+                validate_policy(&format!("webhooks[{i}]"), &self.policy_of(hook), problems);
+            }
         }
     }
 
@@ -314,9 +369,21 @@ impl Config {
         })
     }
 
-    /// Webhook timeout with the `[delivery]` default applied.
-    pub fn timeout_of(&self, hook: &WebhookConfig) -> Duration {
-        hook.timeout.unwrap_or(self.delivery.timeout)
+    /// A webhook's delivery policy: its overrides over `[delivery]`.
+    pub fn policy_of(&self, hook: &WebhookConfig) -> DeliveryConfig {
+        let d = &self.delivery;
+        DeliveryConfig {
+            timeout: hook.timeout.unwrap_or(d.timeout),
+            max_attempts: hook.max_attempts.unwrap_or(d.max_attempts),
+            initial_backoff: hook.initial_backoff.unwrap_or(d.initial_backoff),
+            max_backoff: hook.max_backoff.unwrap_or(d.max_backoff),
+            no_retry_statuses: hook
+                .no_retry_statuses
+                .clone()
+                .unwrap_or_else(|| d.no_retry_statuses.clone()),
+            on_exhausted: hook.on_exhausted.unwrap_or(d.on_exhausted),
+            max_in_flight: hook.max_in_flight.unwrap_or(d.max_in_flight),
+        }
     }
 }
 
@@ -363,8 +430,31 @@ fn validate_webhook(
             ));
         }
     }
-    if hook.timeout.is_some_and(|t| t.is_zero()) {
+}
+
+/// Checks a resolved policy; `key` names where a bad value came from.
+fn validate_policy(key: &str, policy: &DeliveryConfig, problems: &mut Vec<String>) {
+    if policy.timeout.is_zero() {
         problems.push(format!("{key}.timeout: must be greater than zero"));
+    }
+    if policy.max_attempts == 0 {
+        problems.push(format!("{key}.max_attempts: must be at least 1"));
+    }
+    if policy.max_in_flight == 0 {
+        problems.push(format!("{key}.max_in_flight: must be at least 1"));
+    }
+    if policy.initial_backoff > policy.max_backoff {
+        problems.push(format!(
+            "{key}.initial_backoff: must not exceed max_backoff ({:?})",
+            policy.max_backoff
+        ));
+    }
+    for status in &policy.no_retry_statuses {
+        if !(100..=599).contains(status) {
+            problems.push(format!(
+                "{key}.no_retry_statuses: {status} is not an HTTP status"
+            ));
+        }
     }
 }
 
@@ -469,6 +559,18 @@ fn default_admin_listen() -> SocketAddr {
 }
 fn default_timeout() -> Duration {
     Duration::from_secs(5)
+}
+fn default_max_attempts() -> u32 {
+    12
+}
+fn default_initial_backoff() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_in_flight() -> usize {
+    64
 }
 fn default_method() -> String {
     "POST".into()

@@ -6,7 +6,7 @@
 //! (NULL → `0`). It is serialised once per change and shared by every webhook.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::hash::{Hash, Hasher};
 
 use bytes::Bytes;
 use reqwest::header::HeaderValue;
@@ -15,7 +15,6 @@ use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
 use crate::change::{RowChange, SourceMessage};
-use crate::checkpoint::Checkpoint;
 use crate::delivery::{Dispatcher, Event};
 
 use crate::config::ColumnsConfig;
@@ -58,8 +57,6 @@ pub(crate) struct LeadStage {
     /// For reading unchanged large values back.
     pub(crate) sql: Client,
     pub(crate) dispatcher: Dispatcher,
-    pub(crate) webhooks: usize,
-    pub(crate) checkpoint: Arc<Checkpoint>,
 }
 
 impl LeadStage {
@@ -89,18 +86,18 @@ impl LeadStage {
         // Digits, `/` and `-` only: always a valid header value.
         let id =
             HeaderValue::from_str(&change.id.to_string()).map_err(|_| LeadError::Downstream)?;
-        let event = Event::new(
+        let event = Event {
             id,
             payload,
-            change.tx,
-            self.webhooks,
-            self.checkpoint.clone(),
-        );
-        if self.dispatcher.dispatch(event).await {
-            Ok(())
-        } else {
-            Err(LeadError::Downstream)
-        }
+            key: self.mapping.lead_key(&change.new.values),
+            tx: change.tx,
+            targets: change.targets,
+            commit_time: change.commit_time,
+        };
+        self.dispatcher
+            .dispatch(event)
+            .await
+            .map_err(|_| LeadError::Downstream)
     }
 }
 
@@ -223,6 +220,19 @@ impl LeadMapping {
                 _ => FieldValue::Unchanged,
             },
         }
+    }
+
+    /// Identifies the lead for ordering: a hash of its primary-key values
+    /// (text form, as streamed). Changes of one lead share it.
+    pub(crate) fn lead_key(&self, new: &[Value]) -> u64 {
+        let mut hasher = std::hash::DefaultHasher::new();
+        for position in &self.key_positions {
+            match position.and_then(|at| new.get(at)) {
+                Some(Value::Text(bytes) | Value::Binary(bytes)) => bytes.hash(&mut hasher),
+                _ => 0u8.hash(&mut hasher),
+            }
+        }
+        hasher.finish()
     }
 
     /// Reads the current values of `fields` for the changed row. If the row

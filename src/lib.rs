@@ -12,7 +12,8 @@
 //!   `source::prerequisites` checks and prepares the database.
 //! - `change`: the row changes the source hands on, with their stable ids.
 //! - `lead`: a row becomes the `save_lead` payload.
-//! - `delivery`: webhooks, HTTP, retries.
+//! - `delivery`: webhooks, HTTP, retries, signatures, ordered concurrency.
+//! - [`dead_letter`]: changes a webhook gave up on, kept in the database.
 //! - `checkpoint`: which WAL position may be confirmed to the server.
 //! - [`sidecar`]: wires one session of the above and reconnects when it ends.
 //! - [`check`] and [`demo`]: the `leadhook check` and `leadhook demo` commands.
@@ -22,6 +23,7 @@
 pub mod check;
 pub mod config;
 pub mod database;
+pub mod dead_letter;
 pub mod demo;
 pub mod lsn;
 pub mod receiver;

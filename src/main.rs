@@ -25,6 +25,33 @@ enum Command {
     Check(ConfigArg),
     /// Start a throwaway Postgres, a receiver and the pipeline, and show a few deliveries.
     Demo,
+    /// List or replay the changes webhooks gave up on.
+    #[command(subcommand)]
+    DeadLetters(DeadLettersCommand),
+}
+
+#[derive(Subcommand)]
+enum DeadLettersCommand {
+    /// Print the dead letters as a table.
+    List {
+        /// Only this webhook's.
+        #[arg(long)]
+        webhook: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Deliver dead letters again, with their original webhook-id; each is
+    /// removed only once its webhook answered 2xx.
+    Replay {
+        /// Only this webhook's.
+        #[arg(long)]
+        webhook: Option<String>,
+        /// Only the letter with this webhook-id.
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(clap::Args)]
@@ -57,6 +84,7 @@ fn main() -> ExitCode {
             Command::Run(arg) => run(arg).await,
             Command::Check(arg) => check(arg).await,
             Command::Demo => demo().await,
+            Command::DeadLetters(command) => dead_letters(command).await,
         }
     })
 }
@@ -103,6 +131,47 @@ async fn check(arg: ConfigArg) -> ExitCode {
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dead_letters(command: DeadLettersCommand) -> ExitCode {
+    let mut out = std::io::stdout();
+    let (arg, result) = match command {
+        DeadLettersCommand::List { webhook, config } => {
+            let result = match load(&config) {
+                Ok(loaded) => leadhook::dead_letter::list(&loaded, webhook.as_deref(), &mut out)
+                    .await
+                    .map(|_| true),
+                Err(code) => return code,
+            };
+            (config, result)
+        }
+        DeadLettersCommand::Replay {
+            webhook,
+            id,
+            config,
+        } => {
+            let result = match load(&config) {
+                Ok(loaded) => leadhook::dead_letter::replay(
+                    &loaded,
+                    webhook.as_deref(),
+                    id.as_deref(),
+                    &mut out,
+                )
+                .await
+                .map(|report| report.failed == 0 && report.skipped == 0),
+                Err(code) => return code,
+            };
+            (config, result)
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e} (config {})", arg.config.display());
             ExitCode::FAILURE
         }
     }

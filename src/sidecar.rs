@@ -8,12 +8,13 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, Positions};
 use crate::config::Config;
 use crate::database::{Database, DatabaseError};
+use crate::dead_letter::DeadLetterStore;
 use crate::delivery::{DeliveryError, Webhooks};
 use crate::lead::{LeadError, LeadMapping, LeadStage};
 use crate::lsn::Lsn;
@@ -54,6 +55,10 @@ enum SessionError {
     Source(#[from] SourceError),
     #[error("lead mapping: {0}")]
     Lead(#[from] LeadError),
+    /// Not a failure: a lagging webhook drained its queue and needs its
+    /// backlog streamed again.
+    #[error("a lagging webhook caught up")]
+    CaughtUp,
 }
 
 impl SessionError {
@@ -88,38 +93,44 @@ pub async fn run(config: Config) -> Result<(), SidecarError> {
     for hook in webhooks.describe() {
         tracing::info!(webhook = %hook, "delivering to");
     }
-    let mut resume = Lsn::ZERO;
+    let dead_letters = Arc::new(DeadLetterStore::new(db.clone(), &config.database.schema));
+    let mut positions = Positions::at(Lsn::ZERO, webhooks.len());
     let mut delay = FIRST_RETRY;
     loop {
         let started = tokio::time::Instant::now();
-        let error = session(&config, &db, &webhooks, &mut resume).await;
-        let error = match error.into_fatal() {
+        let ended = session(&config, &db, &webhooks, &dead_letters, &mut positions).await;
+        let error = match ended.into_fatal() {
             Ok(fatal) => return Err(fatal),
+            Err(SessionError::CaughtUp) => {
+                tracing::info!(resume_from = %positions.resume(), "a lagging webhook caught up; streaming its backlog again");
+                continue;
+            }
             Err(transient) => transient,
         };
         if started.elapsed() > MAX_RETRY {
             delay = FIRST_RETRY;
         }
-        tracing::warn!(error = %error, retry_in = ?delay, resume_from = %resume, "replication session ended; reconnecting");
+        tracing::warn!(error = %error, retry_in = ?delay, resume_from = %positions.resume(), "replication session ended; reconnecting");
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(MAX_RETRY);
     }
 }
 
-/// One session: connect, check, stream until something fails. `resume` is
-/// kept up to date with the confirmed position for the next session.
+/// One session: connect, check, stream until something fails. `positions`
+/// is kept up to date for the next session.
 async fn session(
     config: &Config,
     db: &Database,
     webhooks: &Webhooks,
-    resume: &mut Lsn,
+    dead_letters: &Arc<DeadLetterStore>,
+    positions: &mut Positions,
 ) -> SessionError {
-    let checkpoint = Arc::new(Checkpoint::new(*resume));
-    let error = match stream(config, db, webhooks, &checkpoint).await {
+    let checkpoint = Arc::new(Checkpoint::new(positions));
+    let error = match stream(config, db, webhooks, dead_letters, &checkpoint).await {
         Ok(never) => match never {},
         Err(e) => e,
     };
-    *resume = checkpoint.confirmed();
+    *positions = checkpoint.positions();
     error
 }
 
@@ -127,6 +138,7 @@ async fn stream(
     config: &Config,
     db: &Database,
     webhooks: &Webhooks,
+    dead_letters: &Arc<DeadLetterStore>,
     checkpoint: &Arc<Checkpoint>,
 ) -> Result<Infallible, SessionError> {
     let source = &config.source;
@@ -146,12 +158,11 @@ async fn stream(
     );
     let (changes_tx, changes_rx) = mpsc::channel(CHANGE_BUFFER);
     let mut workers = JoinSet::new();
+    let caught_up = Arc::new(Notify::new());
     let lead = LeadStage {
         mapping: LeadMapping::new(&source.columns, inspection.key, quoted),
         sql,
-        dispatcher: webhooks.spawn(&mut workers),
-        webhooks: webhooks.len(),
-        checkpoint: checkpoint.clone(),
+        dispatcher: webhooks.spawn(&mut workers, checkpoint, dead_letters, &caught_up),
     };
     let source = Source::new(conn, checkpoint.clone(), changes_tx, table, heartbeat);
     // Whichever stage stops first ends the session; dropping the others
@@ -163,6 +174,7 @@ async fn stream(
             Ok(()) => SourceError::Downstream.into(),
         },
         _ = workers.join_next() => SourceError::Downstream.into(),
+        _ = caught_up.notified() => SessionError::CaughtUp,
     };
     workers.abort_all();
     Err(error)

@@ -60,10 +60,14 @@ fn the_documented_example_parses_with_defaults_filled_in() {
     };
     assert_eq!(tracking.method, "POST");
     assert!(tracking.receives_save_lead());
-    assert_eq!(config.timeout_of(tracking), Duration::from_millis(250));
+    assert_eq!(
+        config.policy_of(tracking).timeout,
+        Duration::from_millis(250)
+    );
+    assert_eq!(config.policy_of(tracking).max_attempts, 12);
     assert_eq!(tracking.headers["Authorization"].expose(), "Bearer t0ken");
     assert!(!crm.receives_save_lead());
-    assert_eq!(config.timeout_of(crm), Duration::from_secs(2));
+    assert_eq!(config.policy_of(crm).timeout, Duration::from_secs(2));
 }
 
 #[test]
@@ -169,4 +173,48 @@ fn debug_output_of_a_config_hides_secrets() {
         !shown.contains("t0ken") && !shown.contains("leadhook@localhost"),
         "{shown}"
     );
+}
+
+#[test]
+fn delivery_policy_defaults_and_per_webhook_overrides() {
+    let config = Config::from_toml(&format!(
+        "{}max_attempts = 3\non_exhausted = \"block\"\nno_retry_statuses = [410]\n\n[delivery]\ninitial_backoff = \"100ms\"\nmax_in_flight = 8\n",
+        with_webhook("name = \"a\"\nurl = \"http://h/\"")
+    ))
+    .unwrap();
+    let policy = config.policy_of(&config.webhooks[0]);
+    assert_eq!(
+        policy,
+        DeliveryConfig {
+            timeout: Duration::from_secs(5),
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(300),
+            no_retry_statuses: vec![410],
+            on_exhausted: OnExhausted::Block,
+            max_in_flight: 8,
+        }
+    );
+}
+
+#[test]
+fn impossible_delivery_policies_are_refused() {
+    let found = problems(&format!(
+        "{}max_attempts = 0\nmax_in_flight = 0\nno_retry_statuses = [99]\ninitial_backoff = \"10m\"\n",
+        with_webhook("name = \"a\"\nurl = \"http://h/\"")
+    ));
+    for expected in [
+        "webhooks[0].max_attempts: must be at least 1",
+        "webhooks[0].max_in_flight: must be at least 1",
+        "webhooks[0].no_retry_statuses: 99 is not an HTTP status",
+        "webhooks[0].initial_backoff: must not exceed max_backoff",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(expected)),
+            "missing {expected:?} in {found:?}"
+        );
+    }
+    let found =
+        problems("[database]\nurl = \"postgres://x@h/db\"\n[delivery]\non_exhausted = \"drop\"\n");
+    assert!(found[0].starts_with("delivery.on_exhausted"), "{found:?}");
 }

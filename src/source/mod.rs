@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
 use crate::change::{ChangeId, RowChange, SourceMessage};
-use crate::checkpoint::{Checkpoint, TxSeq};
+use crate::checkpoint::{Checkpoint, Targets, TxSeq};
 use crate::config::TableName;
 use crate::lsn::Lsn;
 use pgoutput::LogicalMessage;
@@ -46,6 +46,7 @@ enum Step {
 struct OpenTx {
     seq: TxSeq,
     commit_lsn: Lsn,
+    commit_time: i64,
     /// Position of the next change within the transaction (every table).
     next_index: u32,
 }
@@ -157,10 +158,11 @@ impl Source {
     fn handle(&mut self, message: LogicalMessage) {
         match message {
             LogicalMessage::Begin(begin) => {
-                let seq = self.checkpoint.begin();
+                let seq = self.checkpoint.begin(begin.final_lsn);
                 self.tx = Some(OpenTx {
                     seq,
                     commit_lsn: begin.final_lsn,
+                    commit_time: begin.commit_time,
                     next_index: 0,
                 });
             }
@@ -205,13 +207,19 @@ impl Source {
         new: pgoutput::Tuple,
         old: Option<pgoutput::OldTuple>,
     ) {
-        let Some((seq, id)) = self.count_change(relation_id, op) else {
+        let Some((tx, id)) = self.count_change(relation_id, op) else {
             return;
         };
-        self.checkpoint.track(seq);
+        let commit_time = self.tx.as_ref().map_or(0, |t| t.commit_time);
+        let targets = self.checkpoint.track(tx);
+        if targets == Targets::default() {
+            return; // every webhook handled this transaction in an earlier session
+        }
         self.pending = Some(SourceMessage::Change(RowChange {
             id,
-            tx: seq,
+            tx,
+            targets,
+            commit_time,
             new,
             old,
         }));

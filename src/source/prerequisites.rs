@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 use crate::config::Config;
+use crate::dead_letter;
 use crate::lead::INTEGER_TYPES;
 use crate::source::replication::quote_identifier;
 
@@ -28,6 +29,7 @@ pub struct Inspection {
     pub(crate) key: Vec<KeyColumn>,
     create_publication: bool,
     create_slot: bool,
+    create_dead_letters: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +56,7 @@ pub async fn inspect(sql: &Client, config: &Config) -> Result<Inspection, tokio_
         check_publication(sql, config, table_oid, &mut report).await?;
     }
     check_slot(sql, config, &mut report).await?;
+    check_dead_letters(sql, config, &mut report).await?;
     Ok(report)
 }
 
@@ -77,6 +80,13 @@ pub(crate) async fn prepare(
         );
         ignore_duplicate(sql.batch_execute(&statement).await)?;
         tracing::info!(publication = %source.publication, "created publication");
+    }
+    if report.create_dead_letters {
+        ignore_duplicate(
+            sql.batch_execute(&dead_letter::create_statements(&config.database.schema))
+                .await,
+        )?;
+        tracing::info!(table = %dead_letter::table(&config.database.schema), "created the dead-letter table");
     }
     if report.create_slot {
         let created = sql
@@ -347,6 +357,40 @@ async fn check_slot(
         }
         None => report.problems.push(format!(
             "replication slot {name:?} does not exist and source.create = false: create it (sql/setup.sql) or set source.create = true"
+        )),
+    }
+    Ok(())
+}
+
+/// The sidecar's own table: present with the rights to use it, or creatable.
+async fn check_dead_letters(
+    sql: &Client,
+    config: &Config,
+    report: &mut Inspection,
+) -> Result<(), tokio_postgres::Error> {
+    let schema = &config.database.schema;
+    let table = dead_letter::table(schema);
+    let row = sql
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL,
+                    coalesce(has_table_privilege(to_regclass($1), 'SELECT, INSERT, UPDATE, DELETE'), false),
+                    coalesce((SELECT has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = $2),
+                             has_database_privilege(current_database(), 'CREATE'))",
+            &[&table, schema],
+        )
+        .await?;
+    let (exists, usable, creatable): (bool, bool, bool) = (row.get(0), row.get(1), row.get(2));
+    match (exists, usable, creatable) {
+        (true, true, _) => report.found.push(format!("dead-letter table {table} is ready")),
+        (true, false, _) => report.problems.push(format!(
+            "the role may not use the dead-letter table {table}: GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO <role>; and GRANT USAGE ON SEQUENCE {schema}.dead_letters_id_seq (see sql/setup.sql)"
+        )),
+        (false, _, true) => {
+            report.create_dead_letters = true;
+            report.found.push(format!("dead-letter table {table} is missing and will be created"));
+        }
+        (false, _, false) => report.problems.push(format!(
+            "the dead-letter table {table} is missing and the role may not create it (database.schema = {schema:?}): have a DBA run sql/setup.sql"
         )),
     }
     Ok(())

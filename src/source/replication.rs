@@ -24,13 +24,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_postgres::config::Host;
 
+use crate::change::PG_EPOCH_OFFSET_MICROS;
 use crate::database::{Database, SslMode};
 use crate::lsn::Lsn;
 
 /// CopyBothResponse, which `backend::Message::parse` does not know.
 const COPY_BOTH_RESPONSE: u8 = b'W';
-/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
-const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the server streams once replication has started.

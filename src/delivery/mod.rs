@@ -1,0 +1,234 @@
+//! Delivery: every event goes to every enabled webhook subscribed to
+//! `save_lead`, with its method, headers and (optionally) signature, retried
+//! with backoff until delivered or dead-lettered.
+//!
+//! Each webhook has its own worker and bounded queue. A webhook whose queue
+//! stays full is set lagging (see `checkpoint`) so the others go on; when
+//! only one webhook keeps up, a full queue makes the lead stage wait and the
+//! source stop reading. Either way the backlog stays in the server's WAL,
+//! not in memory.
+
+pub(crate) mod request;
+pub(crate) mod retry;
+mod signature;
+mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use tokio::sync::mpsc::error::SendTimeoutError;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+
+use crate::checkpoint::{Checkpoint, Targets, TxSeq};
+use crate::config::{Config, DeliveryConfig, WebhookConfig};
+use crate::dead_letter::DeadLetterStore;
+use signature::SigningKey;
+use worker::Worker;
+
+/// Events queued per webhook, beyond those in flight.
+const QUEUE: usize = 256;
+/// How long a full queue may hold the others up before its webhook is set lagging.
+const LAG_GRACE: Duration = Duration::from_secs(2);
+
+/// One change, ready to send: the payload is serialised once for all webhooks.
+#[derive(Debug)]
+pub(crate) struct Event {
+    /// `webhook-id`: the same on every attempt and redelivery of this change.
+    pub(crate) id: HeaderValue,
+    pub(crate) payload: Bytes,
+    /// The lead (a hash of its primary key): its changes go out one at a time.
+    pub(crate) key: u64,
+    pub(crate) tx: TxSeq,
+    pub(crate) targets: Targets,
+    /// When the transaction committed (µs since 2000-01-01), for the lag metric.
+    pub(crate) commit_time: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("webhooks[{index}].{reason}")]
+    Webhook { index: usize, reason: String },
+    #[error("at most 64 webhooks can be enabled, found {0}")]
+    TooMany(usize),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// A webhook as delivery needs it.
+#[derive(Debug)]
+pub(crate) struct Webhook {
+    pub(crate) name: String,
+    url: reqwest::Url,
+    /// Scheme, host, port and path only: what logs may show of the URL.
+    pub(crate) shown_url: String,
+    method: reqwest::Method,
+    /// Marked sensitive, so they never show in Debug output.
+    headers: HeaderMap,
+    pub(crate) policy: DeliveryConfig,
+    signing_key: Option<SigningKey>,
+}
+
+impl Webhook {
+    pub(crate) fn from_config(
+        hook: &WebhookConfig,
+        policy: DeliveryConfig,
+    ) -> Result<Webhook, String> {
+        let url = reqwest::Url::parse(hook.url.expose()).map_err(|e| format!("url: {e}"))?;
+        let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+        let host = url.host_str().unwrap_or_default();
+        let shown_url = format!("{}://{host}{port}{}", url.scheme(), url.path());
+        let method = reqwest::Method::from_bytes(hook.method.as_bytes())
+            .map_err(|e| format!("method: {e}"))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (name, value) in &hook.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| format!("headers.{name}: {e}"))?;
+            let mut value = HeaderValue::from_str(value.expose())
+                .map_err(|_| format!("headers.{name}: invalid value"))?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let signing_key = match &hook.secret {
+            Some(secret) => {
+                Some(SigningKey::from_secret(secret.expose()).map_err(|e| format!("secret: {e}"))?)
+            }
+            None => None,
+        };
+        Ok(Webhook {
+            name: hook.name.clone(),
+            url,
+            shown_url,
+            method,
+            headers,
+            policy,
+            signing_key,
+        })
+    }
+}
+
+/// The webhooks that receive `save_lead`, and the shared HTTP client.
+#[derive(Debug, Clone)]
+pub(crate) struct Webhooks {
+    hooks: Arc<[Arc<Webhook>]>,
+    client: reqwest::Client,
+}
+
+impl Webhooks {
+    pub(crate) fn from_config(config: &Config) -> Result<Webhooks, DeliveryError> {
+        let mut hooks = Vec::new();
+        for (index, hook) in config.webhooks.iter().enumerate() {
+            if hook.receives_save_lead() {
+                let webhook = Webhook::from_config(hook, config.policy_of(hook))
+                    .map_err(|reason| DeliveryError::Webhook { index, reason })?;
+                hooks.push(Arc::new(webhook));
+            }
+        }
+        if hooks.len() > Targets::MAX {
+            return Err(DeliveryError::TooMany(hooks.len()));
+        }
+        Ok(Webhooks {
+            hooks: hooks.into(),
+            client: http_client()?,
+        })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.hooks.len()
+    }
+
+    pub(crate) fn describe(&self) -> Vec<String> {
+        self.hooks
+            .iter()
+            .map(|h| format!("{:?}: {} {}", h.name, h.method, h.shown_url))
+            .collect()
+    }
+
+    /// Starts one worker per webhook; returns what feeds their queues.
+    pub(crate) fn spawn(
+        &self,
+        tasks: &mut JoinSet<()>,
+        checkpoint: &Arc<Checkpoint>,
+        dead_letters: &Arc<DeadLetterStore>,
+        caught_up: &Arc<Notify>,
+    ) -> Dispatcher {
+        let queues = self
+            .hooks
+            .iter()
+            .enumerate()
+            .map(|(index, hook)| {
+                let (tx, queue) = mpsc::channel(QUEUE);
+                let worker = Worker {
+                    index,
+                    hook: hook.clone(),
+                    client: self.client.clone(),
+                    queue,
+                    checkpoint: checkpoint.clone(),
+                    dead_letters: dead_letters.clone(),
+                    caught_up: caught_up.clone(),
+                };
+                tasks.spawn(worker.run());
+                tx
+            })
+            .collect();
+        Dispatcher {
+            queues,
+            hooks: self.hooks.clone(),
+            checkpoint: checkpoint.clone(),
+        }
+    }
+}
+
+/// The worker of a webhook is gone: the session is ending.
+#[derive(Debug)]
+pub(crate) struct WorkerGone;
+
+/// Hands each event to the queues of the webhooks it targets, in order.
+pub(crate) struct Dispatcher {
+    queues: Vec<mpsc::Sender<Arc<Event>>>,
+    hooks: Arc<[Arc<Webhook>]>,
+    checkpoint: Arc<Checkpoint>,
+}
+
+impl Dispatcher {
+    pub(crate) async fn dispatch(&self, event: Event) -> Result<(), WorkerGone> {
+        let event = Arc::new(event);
+        for (index, queue) in self.queues.iter().enumerate() {
+            if !event.targets.contains(index) || self.checkpoint.is_lagging(index) {
+                continue;
+            }
+            let mut pending = event.clone();
+            loop {
+                match queue.send_timeout(pending, LAG_GRACE).await {
+                    Ok(()) => break,
+                    Err(SendTimeoutError::Closed(_)) => return Err(WorkerGone),
+                    Err(SendTimeoutError::Timeout(back)) => {
+                        if self.checkpoint.set_lagging(index) {
+                            tracing::warn!(
+                                webhook = %self.hooks[index].name,
+                                "webhook is falling behind; the others go on, and its backlog is streamed again from its position once it catches up"
+                            );
+                            break;
+                        }
+                        // The only webhook keeping up: wait for it (backpressure).
+                        pending = back;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    crate::database::install_crypto_provider();
+    reqwest::Client::builder()
+        .user_agent(concat!("leadhook/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+}

@@ -1,0 +1,253 @@
+//! When to try a delivery again, and after how long. Pure: the worker asks,
+//! this answers, so the rules are testable without a clock or a network.
+
+use std::time::{Duration, SystemTime};
+
+use crate::config::DeliveryConfig;
+
+/// Statuses that say "later": their `Retry-After` is honoured.
+const RETRY_AFTER_STATUSES: [u16; 2] = [429, 503];
+
+/// How one attempt went, as far as retrying is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Failure {
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+        location: Option<String>,
+    },
+    Timeout,
+    Connect(String),
+    Other(String),
+}
+
+impl Failure {
+    pub(crate) fn status(&self) -> Option<u16> {
+        match self {
+            Failure::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The metric label of a failed attempt.
+    pub(crate) fn result_label(&self) -> &'static str {
+        match self {
+            Failure::Status { .. } => "http_error",
+            Failure::Timeout => "timeout",
+            Failure::Connect(_) | Failure::Other(_) => "connect_error",
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Status {
+                status,
+                location: Some(location),
+                ..
+            } => {
+                write!(
+                    f,
+                    "HTTP {status} redirect to {location} (redirects are not followed)"
+                )
+            }
+            Failure::Status { status, .. } => write!(f, "HTTP {status}"),
+            Failure::Timeout => f.write_str("no response within the timeout"),
+            Failure::Connect(e) => write!(f, "cannot connect: {e}"),
+            Failure::Other(e) => write!(f, "request failed: {e}"),
+        }
+    }
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    RetryAfter(Duration),
+    /// Attempts used up, or a status listed as final: dead-letter it.
+    GiveUp,
+}
+
+/// Decides after failed attempt number `attempt` (1-based). `jitter` is a
+/// number in [0, 1) that spreads retries of many changes apart.
+pub(crate) fn next(policy: &DeliveryConfig, failure: &Failure, attempt: u32, jitter: f64) -> Next {
+    use crate::config::OnExhausted;
+    let is_final = failure
+        .status()
+        .is_some_and(|s| policy.no_retry_statuses.contains(&s));
+    let exhausted = attempt >= policy.max_attempts;
+    if is_final || exhausted {
+        return match policy.on_exhausted {
+            OnExhausted::DeadLetter => Next::GiveUp,
+            // Blocking keeps trying a final status too: the receiver must see it.
+            OnExhausted::Block => Next::RetryAfter(policy.max_backoff),
+        };
+    }
+    if let Failure::Status {
+        status,
+        retry_after: Some(wait),
+        ..
+    } = failure
+        && RETRY_AFTER_STATUSES.contains(status)
+    {
+        return Next::RetryAfter((*wait).min(policy.max_backoff));
+    }
+    Next::RetryAfter(backoff(policy, attempt, jitter))
+}
+
+/// Exponential, doubling from `initial_backoff` and capped at `max_backoff`,
+/// with "equal jitter": half the delay fixed, half random.
+fn backoff(policy: &DeliveryConfig, attempt: u32, jitter: f64) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(30);
+    let full = policy
+        .initial_backoff
+        .saturating_mul(1 << doublings)
+        .min(policy.max_backoff);
+    full / 2 + full.mul_f64(jitter.clamp(0.0, 1.0) / 2.0)
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date.
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OnExhausted;
+
+    fn policy() -> DeliveryConfig {
+        DeliveryConfig {
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            max_attempts: 5,
+            no_retry_statuses: vec![400, 410],
+            ..DeliveryConfig::default()
+        }
+    }
+
+    fn status(status: u16) -> Failure {
+        Failure::Status {
+            status,
+            retry_after: None,
+            location: None,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let p = policy();
+        assert_eq!(
+            next(&p, &Failure::Timeout, 1, 0.0),
+            Next::RetryAfter(Duration::from_millis(500))
+        );
+        assert_eq!(
+            next(&p, &Failure::Timeout, 1, 0.999_999),
+            Next::RetryAfter(Duration::from_nanos(999_999_500))
+        );
+        assert_eq!(
+            next(&p, &status(500), 3, 0.5),
+            Next::RetryAfter(Duration::from_secs(3))
+        );
+        let capped = DeliveryConfig {
+            max_attempts: 100,
+            ..p
+        };
+        assert_eq!(
+            next(&capped, &status(502), 40, 1.0),
+            Next::RetryAfter(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn every_non_2xx_is_retried_unless_listed_as_final() {
+        let p = policy();
+        for retried in [
+            status(408),
+            status(429),
+            status(500),
+            status(404),
+            status(301),
+            Failure::Connect("refused".into()),
+        ] {
+            assert!(
+                matches!(next(&p, &retried, 1, 0.0), Next::RetryAfter(_)),
+                "{retried:?}"
+            );
+        }
+        assert_eq!(next(&p, &status(410), 1, 0.0), Next::GiveUp);
+    }
+
+    #[test]
+    fn attempts_run_out_after_max_attempts() {
+        let p = policy();
+        assert!(matches!(
+            next(&p, &status(500), 4, 0.0),
+            Next::RetryAfter(_)
+        ));
+        assert_eq!(next(&p, &status(500), 5, 0.0), Next::GiveUp);
+    }
+
+    #[test]
+    fn block_mode_retries_forever_at_max_backoff() {
+        let p = DeliveryConfig {
+            on_exhausted: OnExhausted::Block,
+            ..policy()
+        };
+        assert_eq!(
+            next(&p, &status(500), 5, 0.0),
+            Next::RetryAfter(Duration::from_secs(60))
+        );
+        assert_eq!(
+            next(&p, &status(410), 1, 0.0),
+            Next::RetryAfter(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn retry_after_is_honoured_on_429_and_503_and_capped() {
+        let p = policy();
+        let later = |status, secs| Failure::Status {
+            status,
+            retry_after: Some(Duration::from_secs(secs)),
+            location: None,
+        };
+        assert_eq!(
+            next(&p, &later(429, 7), 1, 0.0),
+            Next::RetryAfter(Duration::from_secs(7))
+        );
+        assert_eq!(
+            next(&p, &later(503, 3600), 1, 0.0),
+            Next::RetryAfter(Duration::from_secs(60))
+        );
+        assert_eq!(
+            next(&p, &later(500, 7), 1, 0.0),
+            Next::RetryAfter(Duration::from_millis(500)),
+            "only on 429/503"
+        );
+    }
+
+    #[test]
+    fn retry_after_parses_seconds_and_http_dates() {
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO),
+            "past dates mean now"
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+}

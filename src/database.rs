@@ -127,7 +127,7 @@ impl Database {
 
 /// tokio-postgres puts the useful part ("invalid peer certificate:
 /// UnknownIssuer", "password authentication failed") in the error's sources.
-fn with_causes(error: &dyn std::error::Error) -> String {
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

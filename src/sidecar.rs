@@ -45,7 +45,7 @@ pub enum SidecarError {
 enum SessionError {
     #[error(transparent)]
     Database(#[from] DatabaseError),
-    #[error(transparent)]
+    #[error("{}", crate::database::with_causes(.0))]
     Sql(#[from] tokio_postgres::Error),
     #[error(transparent)]
     Prerequisites(#[from] PrerequisiteError),

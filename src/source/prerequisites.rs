@@ -36,7 +36,7 @@ pub struct Inspection {
 pub enum PrerequisiteError {
     #[error("{}", .0.join("\n"))]
     Unmet(Vec<String>),
-    #[error("inspecting the database: {0}")]
+    #[error("inspecting the database: {}", crate::database::with_causes(.0))]
     Sql(#[from] tokio_postgres::Error),
 }
 

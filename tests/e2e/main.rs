@@ -8,6 +8,7 @@ mod check;
 mod config_errors;
 mod delivery;
 mod demo;
+mod engine;
 mod payload;
 mod recovery;
 mod tls;

@@ -32,10 +32,13 @@ pub fn shared_cluster() -> &'static Cluster {
 }
 
 /// A cluster of the test's own, for tests that restart or reconfigure it.
-pub fn start_cluster(mut options: ClusterOptions) -> Cluster {
-    options
-        .settings
-        .push(("wal_sender_timeout".into(), WAL_SENDER_TIMEOUT.into()));
+pub fn start_cluster(options: ClusterOptions) -> Cluster {
+    let options = options
+        .setting("wal_sender_timeout", WAL_SENDER_TIMEOUT)
+        // Every test on the shared cluster leaves a slot behind.
+        .setting("max_replication_slots", "100")
+        .setting("max_wal_senders", "50")
+        .setting("max_connections", "200");
     match Cluster::start(options) {
         Ok(cluster) => cluster,
         Err(e) => panic!("cannot start a private PostgreSQL cluster for the tests: {e}"),
@@ -110,7 +113,7 @@ impl TestDb {
         let row = self
             .sql
             .query_one(
-                "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::int8 FROM pg_replication_slots WHERE slot_name = $1",
+                "SELECT (pg_current_wal_insert_lsn() - confirmed_flush_lsn)::int8 FROM pg_replication_slots WHERE slot_name = $1",
                 &[&self.name],
             )
             .await

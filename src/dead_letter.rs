@@ -150,28 +150,43 @@ fn explain(table: &str, e: tokio_postgres::Error) -> DeadLetterError {
     }
 }
 
+/// Connects and selects `columns` of the letters matching the filters, oldest first.
+async fn select(
+    config: &Config,
+    columns: &str,
+    webhook: Option<&str>,
+    id: Option<&str>,
+) -> Result<(Client, Vec<tokio_postgres::Row>), DeadLetterError> {
+    let sql = Database::from_url(config.database.url.expose())?
+        .sql()
+        .await?;
+    let table = table(&config.database.schema);
+    let query = format!(
+        "SELECT {columns} FROM {table}
+         WHERE ($1::text IS NULL OR webhook = $1) AND ($2::text IS NULL OR webhook_id = $2) ORDER BY id"
+    );
+    let rows = sql
+        .query(&query, &[&webhook, &id])
+        .await
+        .map_err(|e| explain(&table, e))?;
+    Ok((sql, rows))
+}
+
 /// `leadhook dead-letters list`: a table a person can read. Returns the count.
 pub async fn list(
     config: &Config,
     webhook: Option<&str>,
     out: &mut impl Write,
 ) -> Result<usize, DeadLetterError> {
-    let sql = Database::from_url(config.database.url.expose())?
-        .sql()
-        .await?;
-    let table = table(&config.database.schema);
-    let rows = sql
-        .query(
-            &format!(
-                "SELECT id::text, webhook, webhook_id, attempts::text, coalesce(last_status::text, '-'),
-                        to_char(last_attempt_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), last_error,
-                        coalesce(payload::json #>> '{{data,email}}', '')
-                 FROM {table} WHERE $1::text IS NULL OR webhook = $1 ORDER BY id"
-            ),
-            &[&webhook],
-        )
-        .await
-        .map_err(|e| explain(&table, e))?;
+    let (_, rows) = select(
+        config,
+        "id::text, webhook, webhook_id, attempts::text, coalesce(last_status::text, '-'),
+         to_char(last_attempt_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'), last_error,
+         coalesce(payload::json #>> '{data,email}', '')",
+        webhook,
+        None,
+    )
+    .await?;
     let header = [
         "ID",
         "WEBHOOK",
@@ -228,20 +243,8 @@ pub async fn replay(
     id: Option<&str>,
     out: &mut impl Write,
 ) -> Result<ReplayReport, DeadLetterError> {
-    let sql = Database::from_url(config.database.url.expose())?
-        .sql()
-        .await?;
+    let (sql, rows) = select(config, "id, webhook, webhook_id, payload", webhook, id).await?;
     let table = table(&config.database.schema);
-    let rows = sql
-        .query(
-            &format!(
-                "SELECT id, webhook, webhook_id, payload FROM {table}
-                 WHERE ($1::text IS NULL OR webhook = $1) AND ($2::text IS NULL OR webhook_id = $2) ORDER BY id"
-            ),
-            &[&webhook, &id],
-        )
-        .await
-        .map_err(|e| explain(&table, e))?;
     let client = crate::delivery::http_client()?;
     let mut hooks: HashMap<String, Result<Webhook, String>> = HashMap::new();
     let mut report = ReplayReport::default();

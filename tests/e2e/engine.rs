@@ -543,3 +543,16 @@ async fn a_sidecar_killed_during_retries_loses_nothing() {
     .await;
     assert!(dead_letters(&db).await.is_empty());
 }
+
+#[tokio::test]
+async fn dead_letter_commands_explain_a_missing_table() {
+    let db = TestDb::create(shared_cluster(), "nodl").await;
+    let (code, _, stderr, _) = run_leadhook(&db.config(""), &["dead-letters", "list"], &[]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(
+            "there is no dead-letter table \"leadhook\".dead_letters yet: `leadhook run` creates it"
+        ),
+        "{stderr}"
+    );
+}

@@ -74,7 +74,10 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
         "  receiver listening on {}",
         receiver.url("/webhooks/leads")
     )?;
-    let sidecar = tokio::spawn(crate::sidecar::run(config));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let sidecar = tokio::spawn(crate::sidecar::run(config, async {
+        let _ = stopped.await;
+    }));
     wait_until_streaming(&sql, &sidecar).await?;
     writeln!(out, "  sidecar streaming from slot \"leadhook\"\n")?;
 
@@ -94,7 +97,9 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
             .context("receiver stopped")?;
         print_delivery(out, n, &request)?;
     }
-    sidecar.abort();
+    // A graceful stop, as SIGTERM does: confirm what was delivered, close.
+    let _ = stop.send(());
+    sidecar.await.context("the sidecar task failed")??;
     drop(cluster);
     writeln!(
         out,
@@ -111,6 +116,8 @@ fn demo_config(database_url: &str, receiver_url: &str) -> String {
 url = "{database_url}"
 [source]
 table = "public.leads"
+[admin]
+listen = "127.0.0.1:0"
 [[webhooks]]
 name = "Demo receiver"
 url = "{receiver_url}"

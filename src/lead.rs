@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use reqwest::header::HeaderValue;
@@ -55,7 +56,7 @@ pub(crate) enum LeadError {
 pub(crate) struct LeadStage {
     pub(crate) mapping: LeadMapping,
     /// For reading unchanged large values back.
-    pub(crate) sql: Client,
+    pub(crate) sql: Arc<Client>,
     pub(crate) dispatcher: Dispatcher,
 }
 

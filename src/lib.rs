@@ -15,11 +15,13 @@
 //! - `delivery`: webhooks, HTTP, retries, signatures, ordered concurrency.
 //! - [`dead_letter`]: changes a webhook gave up on, kept in the database.
 //! - `checkpoint`: which WAL position may be confirmed to the server.
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`sidecar`]: wires one session of the above and reconnects when it ends.
 //! - [`check`] and [`demo`]: the `leadhook check` and `leadhook demo` commands.
 //! - [`throwaway`] and [`receiver`]: a private PostgreSQL cluster and a
 //!   recording webhook receiver, for the demo, the tests and the benchmark.
 
+pub mod admin;
 pub mod check;
 pub mod config;
 pub mod database;

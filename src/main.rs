@@ -1,10 +1,11 @@
 //! The `leadhook` command line.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use leadhook::config::Config;
+use leadhook::config::{Config, LogConfig, LogFormat};
 
 #[derive(Parser)]
 #[command(
@@ -63,12 +64,6 @@ struct ConfigArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo prints what matters itself; its logs would only interleave.
-    init_logging(if matches!(cli.command, Command::Demo) {
-        "warn"
-    } else {
-        "info"
-    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -89,14 +84,23 @@ fn main() -> ExitCode {
     })
 }
 
+/// Loads the config and starts logging as it says.
 fn load(arg: &ConfigArg) -> Result<Config, ExitCode> {
-    Config::load(&arg.config).map_err(|e| {
+    let config = Config::load(&arg.config).map_err(|e| {
         eprintln!("error: invalid configuration ({}):", arg.config.display());
         for problem in e.problems() {
             eprintln!("  {problem}");
         }
         ExitCode::from(2)
-    })
+    })?;
+    init_logging(&config.log).map_err(|problem| {
+        eprintln!(
+            "error: invalid configuration ({}):\n  {problem}",
+            arg.config.display()
+        );
+        ExitCode::from(2)
+    })?;
+    Ok(config)
 }
 
 async fn run(arg: ConfigArg) -> ExitCode {
@@ -104,18 +108,12 @@ async fn run(arg: ConfigArg) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    tokio::select! {
-        result = leadhook::sidecar::run(config) => match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!("{e}");
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        _ = shutdown_signal() => {
-            tracing::info!("shutting down");
-            ExitCode::SUCCESS
+    match leadhook::sidecar::run(config, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -178,6 +176,15 @@ async fn dead_letters(command: DeadLettersCommand) -> ExitCode {
 }
 
 async fn demo() -> ExitCode {
+    // The demo prints what matters itself; only warnings would interleave.
+    let quiet = LogConfig {
+        level: "warn".into(),
+        ..LogConfig::default()
+    };
+    if let Err(problem) = init_logging(&quiet) {
+        eprintln!("error: {problem}");
+        return ExitCode::from(2);
+    }
     match leadhook::demo::run(&mut std::io::stdout()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -196,14 +203,25 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+    tracing::info!("stop requested: finishing deliveries in flight");
 }
 
-/// Human-readable logs on stderr; level from `RUST_LOG`, else `default`.
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+/// Logs on stderr, human-readable or JSON lines; the level is `RUST_LOG`
+/// when set, else `log.level`.
+fn init_logging(log: &LogConfig) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(level) => EnvFilter::try_new(&level).map_err(|e| format!("RUST_LOG={level:?}: {e}"))?,
+        Err(_) => EnvFilter::try_new(&log.level)
+            .map_err(|e| format!("log.level: {:?} is not a log filter ({e})", log.level))?,
+    };
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match log.format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+    Ok(())
 }

@@ -3,14 +3,21 @@
 //! ends (lost connection, Postgres restart). A new session resumes from the
 //! last confirmed position, so changes in flight are delivered again with
 //! the same `webhook-id`: at-least-once, never lost.
+//!
+//! A stop request (SIGTERM/SIGINT) ends the session gracefully: the source
+//! stops reading, deliveries in flight get `admin.shutdown_grace` to finish,
+//! and the position of everything handled is confirmed before closing.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
+use tokio_postgres::Client;
 
+use crate::admin::{self, AdminError, Health};
 use crate::checkpoint::{Checkpoint, Positions};
 use crate::config::Config;
 use crate::database::{Database, DatabaseError};
@@ -26,6 +33,10 @@ use crate::source::{Source, SourceError};
 const CHANGE_BUFFER: usize = 128;
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// A standby polls the slot this often, so it takes over within seconds.
+const STANDBY_RETRY: Duration = Duration::from_secs(1);
+/// SQLSTATE object_in_use: the slot is streaming to another connection.
+const SLOT_IN_USE: &str = "55006";
 
 /// Why the sidecar stopped for good (everything else is retried).
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +45,8 @@ pub enum SidecarError {
     Database(#[from] DatabaseError),
     #[error(transparent)]
     Delivery(#[from] DeliveryError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
     #[error("the database is not ready for leadhook:\n{0}")]
     Prerequisites(PrerequisiteError),
     #[error("the replication connection was refused: {0}")]
@@ -59,6 +72,9 @@ enum SessionError {
     /// backlog streamed again.
     #[error("a lagging webhook caught up")]
     CaughtUp,
+    /// Not a failure: asked to stop, and stopped.
+    #[error("stopped")]
+    Stopped,
 }
 
 impl SessionError {
@@ -70,6 +86,11 @@ impl SessionError {
             other => Err(other),
         }
     }
+
+    /// Another instance holds the slot: this one is a standby.
+    fn is_standby(&self) -> bool {
+        matches!(self, SessionError::Replication(e) if e.code() == Some(SLOT_IN_USE))
+    }
 }
 
 /// Bad password, no such role or database, no replication right: a
@@ -80,11 +101,18 @@ fn is_refusal(e: &ReplicationError) -> bool {
             .is_some_and(|code| code.starts_with("28") || code == "3D000" || code == "42501")
 }
 
-/// Runs the sidecar until a fatal error. Transient failures are logged and
-/// retried with capped exponential backoff.
-pub async fn run(config: Config) -> Result<(), SidecarError> {
+/// Runs the sidecar until `stop` completes (then shuts down gracefully and
+/// returns `Ok`) or a fatal error. Transient failures are logged and retried
+/// with capped exponential backoff.
+pub async fn run(
+    config: Config,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), SidecarError> {
     let db = Database::from_url(config.database.url.expose())?;
     let webhooks = Webhooks::from_config(&config)?;
+    let health = Health::new();
+    let admin = admin::serve(config.admin.listen, health.clone()).await?;
+    tracing::info!(%admin, "admin endpoint listening (/metrics, /healthz, /readyz)");
     if webhooks.len() == 0 {
         tracing::warn!(
             "no enabled webhook subscribes to save_lead: changes are confirmed without delivery"
@@ -93,14 +121,34 @@ pub async fn run(config: Config) -> Result<(), SidecarError> {
     for hook in webhooks.describe() {
         tracing::info!(webhook = %hook, "delivering to");
     }
-    let dead_letters = Arc::new(DeadLetterStore::new(db.clone(), &config.database.schema));
+    // The session watches this rather than being cancelled, so a stop
+    // while streaming can finish deliveries and confirm them.
+    let (stopping, mut stop_rx) = watch::channel(false);
+    let watcher = tokio::spawn(async move {
+        stop.await;
+        let _ = stopping.send(true);
+    });
+    let ctx = Session {
+        config: &config,
+        db: &db,
+        webhooks: &webhooks,
+        dead_letters: Arc::new(DeadLetterStore::new(db.clone(), &config.database.schema)),
+        health: &health,
+        stop: stop_rx.clone(),
+    };
     let mut positions = Positions::at(Lsn::ZERO, webhooks.len());
     let mut delay = FIRST_RETRY;
-    loop {
+    let result = loop {
         let started = tokio::time::Instant::now();
-        let ended = session(&config, &db, &webhooks, &dead_letters, &mut positions).await;
-        let error = match ended.into_fatal() {
-            Ok(fatal) => return Err(fatal),
+        let error = match ctx.run(&mut positions).await.into_fatal() {
+            Ok(fatal) => {
+                health.not_ready(fatal.to_string().lines().next().unwrap_or_default());
+                break Err(fatal);
+            }
+            Err(SessionError::Stopped) => {
+                tracing::info!(confirmed = %positions.resume(), "stopped");
+                break Ok(());
+            }
             Err(SessionError::CaughtUp) => {
                 tracing::info!(resume_from = %positions.resume(), "a lagging webhook caught up; streaming its backlog again");
                 continue;
@@ -110,72 +158,145 @@ pub async fn run(config: Config) -> Result<(), SidecarError> {
         if started.elapsed() > MAX_RETRY {
             delay = FIRST_RETRY;
         }
-        tracing::warn!(error = %error, retry_in = ?delay, resume_from = %positions.resume(), "replication session ended; reconnecting");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(MAX_RETRY);
+        let wait = if error.is_standby() {
+            health.not_ready(format!(
+                "standby: slot {:?} is streaming to another connection",
+                config.source.slot
+            ));
+            tracing::info!(error = %error, "standing by: another instance holds the slot; taking over when it is released");
+            STANDBY_RETRY
+        } else {
+            health.not_ready(format!("reconnecting: {error}"));
+            tracing::warn!(error = %error, retry_in = ?delay, resume_from = %positions.resume(), "replication session ended; reconnecting");
+            let wait = delay;
+            delay = (delay * 2).min(MAX_RETRY);
+            wait
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop_rx.wait_for(|stop| *stop) => break Ok(()),
+        }
+    };
+    watcher.abort();
+    result
+}
+
+/// What every session shares.
+struct Session<'a> {
+    config: &'a Config,
+    db: &'a Database,
+    webhooks: &'a Webhooks,
+    dead_letters: Arc<DeadLetterStore>,
+    health: &'a Arc<Health>,
+    /// Turns true when the process is asked to stop.
+    stop: watch::Receiver<bool>,
+}
+
+impl Session<'_> {
+    /// One session: connect, check, stream until something fails or a stop
+    /// is asked for. `positions` is kept up to date for the next session.
+    async fn run(&self, positions: &mut Positions) -> SessionError {
+        let checkpoint = Arc::new(Checkpoint::new(positions));
+        let error = match self.stream(&checkpoint).await {
+            Ok(never) => match never {},
+            Err(e) => e,
+        };
+        *positions = checkpoint.positions();
+        error
+    }
+
+    async fn stream(&self, checkpoint: &Arc<Checkpoint>) -> Result<Infallible, SessionError> {
+        let (config, source) = (self.config, &self.config.source);
+        self.health.not_ready(format!("connecting to {}", self.db));
+        let mut stop = self.stop.clone();
+        let setup = async {
+            let sql = Arc::new(self.db.sql().await?);
+            let inspection = prerequisites::prepare(&sql, config).await?;
+            let heartbeat = prerequisites::heartbeat_interval(&sql).await?;
+            let mut conn = ReplicationConnection::connect(self.db).await?;
+            conn.start_replication(&source.slot, &source.publication, checkpoint.confirmed())
+                .await?;
+            Ok::<_, SessionError>((sql, inspection, heartbeat, conn))
+        };
+        // Nothing streams yet, so a stop here needs no winding down.
+        let (sql, inspection, heartbeat, conn) = tokio::select! {
+            ready = setup => ready?,
+            _ = stop.wait_for(|stop| *stop) => return Err(SessionError::Stopped),
+        };
+        tracing::info!(database = %self.db, slot = %source.slot, from = %checkpoint.confirmed(), "streaming changes");
+        self.health.ready();
+
+        let table = config.table();
+        let quoted = format!(
+            "{}.{}",
+            quote_identifier(&table.schema),
+            quote_identifier(&table.name)
+        );
+        let (changes_tx, changes_rx) = mpsc::channel(CHANGE_BUFFER);
+        let mut workers = JoinSet::new();
+        let caught_up = Arc::new(Notify::new());
+        let lead = LeadStage {
+            mapping: LeadMapping::new(&source.columns, inspection.key, quoted),
+            sql: sql.clone(),
+            dispatcher: self.webhooks.spawn(
+                &mut workers,
+                checkpoint,
+                &self.dead_letters,
+                &caught_up,
+            ),
+        };
+        let mut lead = tokio::spawn(lead.run(changes_rx));
+        let probe = tokio::spawn(report_replication_lag(sql, checkpoint.clone(), heartbeat));
+        let mut source = Source::new(conn, checkpoint.clone(), changes_tx, table, heartbeat);
+        // Whichever stage stops first ends the session; aborting the others
+        // abandons their in-flight work, which the next session redelivers.
+        let ended = tokio::select! {
+            result = source.run(&mut stop) => result.map_err(SessionError::from),
+            result = &mut lead => Err(match result {
+                Ok(Err(e)) => e.into(),
+                _ => SourceError::Downstream.into(),
+            }),
+            _ = workers.join_next() => Err(SourceError::Downstream.into()),
+            _ = caught_up.notified() => Err(SessionError::CaughtUp),
+        };
+        probe.abort();
+        let error = match ended {
+            Ok(()) => {
+                self.health.not_ready("shutting down");
+                let drained = async {
+                    let _ = (&mut lead).await;
+                    while workers.join_next().await.is_some() {}
+                };
+                let confirmed = source.finish(drained, config.admin.shutdown_grace).await;
+                tracing::info!(%confirmed, "confirmed everything handled; replication stream closed");
+                SessionError::Stopped
+            }
+            Err(e) => e,
+        };
+        lead.abort();
+        workers.abort_all();
+        self.health.not_ready("session ended");
+        Err(error)
     }
 }
 
-/// One session: connect, check, stream until something fails. `positions`
-/// is kept up to date for the next session.
-async fn session(
-    config: &Config,
-    db: &Database,
-    webhooks: &Webhooks,
-    dead_letters: &Arc<DeadLetterStore>,
-    positions: &mut Positions,
-) -> SessionError {
-    let checkpoint = Arc::new(Checkpoint::new(positions));
-    let error = match stream(config, db, webhooks, dead_letters, &checkpoint).await {
-        Ok(never) => match never {},
-        Err(e) => e,
-    };
-    *positions = checkpoint.positions();
-    error
-}
-
-async fn stream(
-    config: &Config,
-    db: &Database,
-    webhooks: &Webhooks,
-    dead_letters: &Arc<DeadLetterStore>,
-    checkpoint: &Arc<Checkpoint>,
-) -> Result<Infallible, SessionError> {
-    let source = &config.source;
-    let sql = db.sql().await?;
-    let inspection = prerequisites::prepare(&sql, config).await?;
-    let heartbeat = prerequisites::heartbeat_interval(&sql).await?;
-    let mut conn = ReplicationConnection::connect(db).await?;
-    conn.start_replication(&source.slot, &source.publication, checkpoint.confirmed())
-        .await?;
-    tracing::info!(database = %db, slot = %source.slot, from = %checkpoint.confirmed(), "streaming changes");
-
-    let table = config.table();
-    let quoted = format!(
-        "{}.{}",
-        quote_identifier(&table.schema),
-        quote_identifier(&table.name)
-    );
-    let (changes_tx, changes_rx) = mpsc::channel(CHANGE_BUFFER);
-    let mut workers = JoinSet::new();
-    let caught_up = Arc::new(Notify::new());
-    let lead = LeadStage {
-        mapping: LeadMapping::new(&source.columns, inspection.key, quoted),
-        sql,
-        dispatcher: webhooks.spawn(&mut workers, checkpoint, dead_letters, &caught_up),
-    };
-    let source = Source::new(conn, checkpoint.clone(), changes_tx, table, heartbeat);
-    // Whichever stage stops first ends the session; dropping the others
-    // aborts their in-flight work, which the next session redelivers.
-    let error = tokio::select! {
-        error = source.run() => SessionError::from(error),
-        result = lead.run(changes_rx) => match result {
-            Err(e) => e.into(),
-            Ok(()) => SourceError::Downstream.into(),
-        },
-        _ = workers.join_next() => SourceError::Downstream.into(),
-        _ = caught_up.notified() => SessionError::CaughtUp,
-    };
-    workers.abort_all();
-    Err(error)
+/// `leadhook_replication_lag_bytes`: the server's WAL position minus the
+/// confirmed one, asked over SQL so it stays right while the stream is
+/// paused by backpressure (when no keepalive is read).
+async fn report_replication_lag(sql: Arc<Client>, checkpoint: Arc<Checkpoint>, every: Duration) {
+    let gauge = metrics::gauge!("leadhook_replication_lag_bytes");
+    loop {
+        match sql
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+        {
+            Ok(row) => {
+                if let Ok(current) = row.get::<_, String>(0).parse::<Lsn>() {
+                    gauge.set(current.0.saturating_sub(checkpoint.confirmed().0) as f64);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read the server's WAL position"),
+        }
+        tokio::time::sleep(every).await;
+    }
 }

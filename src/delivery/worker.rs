@@ -36,10 +36,15 @@ impl Worker {
         let mut busy: HashMap<u64, VecDeque<Arc<Event>>> = HashMap::new();
         let mut held = 0usize;
         let gauge = metrics::gauge!("leadhook_in_flight", "webhook" => self.hook.name.clone());
-        loop {
+        // Once the queue is closed (shutdown), what is in flight still finishes.
+        let mut open = true;
+        while open || held > 0 {
             tokio::select! {
-                event = self.queue.recv(), if held < limit => {
-                    let Some(event) = event else { return };
+                event = self.queue.recv(), if open && held < limit => {
+                    let Some(event) = event else {
+                        open = false;
+                        continue;
+                    };
                     held += 1;
                     match busy.entry(event.key) {
                         Entry::Occupied(mut waiting) => waiting.get_mut().push_back(event),

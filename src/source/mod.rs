@@ -13,7 +13,7 @@ pub(crate) mod replication;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
 use crate::change::{ChangeId, RowChange, SourceMessage};
@@ -66,6 +66,7 @@ pub(crate) struct Source {
     heartbeat: Duration,
     /// Last position reported to the server, to skip redundant updates.
     reported: Lsn,
+    last_report: tokio::time::Instant,
 }
 
 impl Source {
@@ -86,24 +87,22 @@ impl Source {
             pending: None,
             heartbeat,
             reported: Lsn::ZERO,
+            last_report: tokio::time::Instant::now(),
         }
     }
 
-    /// Streams until the connection fails or the next stage goes away.
-    pub(crate) async fn run(mut self) -> SourceError {
-        match self.stream().await {
-            Ok(never) => match never {},
-            Err(e) => e,
-        }
-    }
-
-    async fn stream(&mut self) -> Result<std::convert::Infallible, SourceError> {
+    /// Streams until `stop` turns true (`Ok`), the connection fails or the
+    /// next stage goes away.
+    pub(crate) async fn run(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), SourceError> {
         let mut heartbeat = tokio::time::interval(self.heartbeat);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut last_update = tokio::time::Instant::now();
         loop {
             let step = tokio::select! {
                 biased;
+                _ = stop.wait_for(|stop| *stop) => return Ok(()),
                 _ = heartbeat.tick() => Step::Heartbeat,
                 permit = self.out.reserve(), if self.pending.is_some() => {
                     let permit = permit.map_err(|_| SourceError::Downstream)?;
@@ -115,14 +114,7 @@ impl Source {
                 message = self.conn.next(), if self.pending.is_none() => Step::Message(message?),
             };
             match step {
-                Step::Heartbeat => {
-                    let confirmed = self.checkpoint.confirmed();
-                    // Send when there is news, and every few beats regardless.
-                    if confirmed != self.reported || last_update.elapsed() >= self.heartbeat * 3 {
-                        self.report(confirmed).await?;
-                        last_update = tokio::time::Instant::now();
-                    }
-                }
+                Step::Heartbeat => self.heartbeat().await?,
                 Step::Message(ReplicationMessage::XLogData { wal_start, data }) => {
                     let message = pgoutput::decode(data).map_err(|error| SourceError::Decode {
                         at: wal_start,
@@ -139,15 +131,58 @@ impl Source {
                     }
                     if reply_requested {
                         self.report(self.checkpoint.confirmed()).await?;
-                        last_update = tokio::time::Instant::now();
                     }
                 }
             }
         }
     }
 
+    /// After `run` stopped: reads nothing more, lets the later stages drain
+    /// (`drained`) for at most `grace` while still answering the server,
+    /// then confirms what was handled and closes the stream.
+    pub(crate) async fn finish(
+        mut self,
+        drained: impl Future<Output = ()>,
+        grace: Duration,
+    ) -> Lsn {
+        // Closing our end lets the lead stage finish what it has and stop.
+        let (closed, _) = mpsc::channel(1);
+        self.out = closed;
+        let mut heartbeat = tokio::time::interval(self.heartbeat);
+        let deadline = tokio::time::sleep(grace);
+        tokio::pin!(drained, deadline);
+        loop {
+            tokio::select! {
+                _ = &mut drained => break,
+                _ = &mut deadline => {
+                    tracing::warn!(?grace, "shutdown grace period over; abandoning deliveries still in flight (they are redelivered on the next start)");
+                    break;
+                }
+                _ = heartbeat.tick() => {
+                    if self.heartbeat().await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let confirmed = self.checkpoint.confirmed();
+        let _ = self.conn.send_status(confirmed).await;
+        self.conn.close().await;
+        confirmed
+    }
+
+    /// Sends a status update when there is news, and every few beats regardless.
+    async fn heartbeat(&mut self) -> Result<(), SourceError> {
+        let confirmed = self.checkpoint.confirmed();
+        if confirmed != self.reported || self.last_report.elapsed() >= self.heartbeat * 3 {
+            self.report(confirmed).await?;
+        }
+        Ok(())
+    }
+
     async fn report(&mut self, confirmed: Lsn) -> Result<(), SourceError> {
         self.conn.send_status(confirmed).await?;
+        self.last_report = tokio::time::Instant::now();
         if confirmed != self.reported {
             tracing::debug!(%confirmed, "confirmed position");
         }

@@ -315,6 +315,15 @@ impl ReplicationConnection {
         Ok(())
     }
 
+    /// Ends the stream politely (CopyDone, Terminate), so the server
+    /// releases the slot at once rather than when it notices the socket.
+    pub(crate) async fn close(mut self) {
+        frontend::copy_done(&mut self.write_buf);
+        frontend::terminate(&mut self.write_buf);
+        let _ = self.flush().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.shutdown()).await;
+    }
+
     async fn flush(&mut self) -> io::Result<()> {
         self.stream.write_all(&self.write_buf).await?;
         self.write_buf.clear();

@@ -99,6 +99,23 @@ async fn check_explains_wal_level_and_missing_replication_rights() {
 }
 
 #[tokio::test]
+async fn check_explains_a_role_that_may_not_read_the_table() {
+    let db = TestDb::create(shared_cluster(), "check_select").await;
+    let role = format!("{}_ro", db.name);
+    db.sql
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN REPLICATION PASSWORD 'pw'"
+        ))
+        .await
+        .unwrap();
+    let url = db.url.replace("postgres:postgres@", &format!("{role}:pw@"));
+    let config = db.config("").replace(&db.url, &url);
+    let (code, stdout, _, _) = run_leadhook(&config, &["check"], &[]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("problem  the role may not SELECT from public.leads: run GRANT SELECT ON public.leads TO <role>;"), "{stdout}");
+}
+
+#[tokio::test]
 async fn check_reports_an_unreachable_database() {
     let (code, stdout, _, _) = run_leadhook(
         "[database]\nurl = \"postgres://u:pw@127.0.0.1:1/db?connect_timeout=2\"\n",

@@ -65,16 +65,22 @@ async fn a_sidecar_killed_mid_stream_loses_nothing_and_redelivers_with_the_same_
         .await
         .unwrap();
     receiver.wait_for("/leads", 2001, WAIT).await.unwrap();
-    // Wait for the last one specifically (redeliveries make counts ambiguous).
+    // Different leads are delivered concurrently, so wait for every score
+    // (redeliveries make plain counts ambiguous).
     let deadline = std::time::Instant::now() + WAIT;
-    while !receiver
-        .requests_to("/leads")
-        .iter()
-        .any(|r| data(r)["score"] == 2001)
-    {
+    loop {
+        let scores: HashSet<i64> = receiver
+            .requests_to("/leads")
+            .iter()
+            .map(|r| data(r)["score"].as_i64().unwrap())
+            .collect();
+        if scores.len() == 2001 {
+            break;
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "last change never arrived"
+            "changes lost: {} of 2001 arrived",
+            scores.len()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -77,7 +77,7 @@ impl TestDb {
     /// A config for this database; `webhooks` is appended verbatim.
     pub fn config(&self, webhooks: &str) -> String {
         format!(
-            "[database]\nurl = \"{url}?sslmode=disable\"\n\n[source]\nslot = \"{name}\"\npublication = \"{name}\"\n\n[delivery]\ntimeout = \"2s\"\n\n{webhooks}\n",
+            "[database]\nurl = \"{url}?sslmode=disable\"\n\n[source]\nslot = \"{name}\"\npublication = \"{name}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[delivery]\ntimeout = \"2s\"\n\n{webhooks}\n",
             url = self.url,
             name = self.name
         )
@@ -170,6 +170,51 @@ impl Sidecar {
         }
     }
 
+    /// The admin endpoint's base URL, from the address it logged.
+    pub async fn admin_url(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            self.assert_running();
+            let log = self.log();
+            if let Some(at) = log.find("admin=") {
+                let addr: String = log[at + 6..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect();
+                return format!("http://{addr}");
+            }
+            assert!(Instant::now() < deadline, "no admin address logged:\n{log}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGTERM: the graceful stop.
+    pub fn terminate(&self) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: sending a signal to our own child process.
+        assert_eq!(
+            unsafe { libc::kill(pid, libc::SIGTERM) },
+            0,
+            "kill -TERM {pid}"
+        );
+    }
+
+    /// Waits for the process to exit; its status.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sidecar did not exit within {timeout:?}; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGKILL: no chance to confirm or clean up.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -206,7 +251,12 @@ pub fn leadhook_command(dir: &std::path::Path, args: &[&str], env: &[(&str, &str
         .stdout(Stdio::null())
         .stderr(stderr);
     for (key, value) in env {
-        command.env(key, value);
+        // An empty RUST_LOG means "not set": the config's [log] level applies.
+        if *key == "RUST_LOG" && value.is_empty() {
+            command.env_remove(key);
+        } else {
+            command.env(key, value);
+        }
     }
     command
 }

@@ -1,0 +1,123 @@
+//! The admin endpoint: `GET /metrics` (Prometheus), `GET /healthz` (the
+//! process is alive) and `GET /readyz` (connected and streaming). Read-only:
+//! other methods get 405, other paths 404.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+/// Latency buckets (seconds) for the delivery and lag histograms: loopback
+/// deliveries take a millisecond, slow receivers seconds.
+const BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(
+        "admin.listen: cannot listen on {addr}: {source} (is another leadhook running? choose another port)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot install the metrics recorder: {0}")]
+    Recorder(String),
+}
+
+/// Whether the sidecar is streaming, and if not, why (one line).
+#[derive(Debug)]
+pub struct Health {
+    not_ready: Mutex<Option<String>>,
+}
+
+impl Health {
+    pub(crate) fn new() -> Arc<Health> {
+        Arc::new(Health {
+            not_ready: Mutex::new(Some("starting".into())),
+        })
+    }
+
+    pub(crate) fn ready(&self) {
+        *self.lock() = None;
+        metrics::gauge!("leadhook_source_connected").set(1.0);
+    }
+
+    pub(crate) fn not_ready(&self, reason: impl Into<String>) {
+        *self.lock() = Some(reason.into());
+        metrics::gauge!("leadhook_source_connected").set(0.0);
+    }
+
+    fn reason(&self) -> Option<String> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.not_ready
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The process-wide Prometheus recorder (installed once, however many
+/// sidecars a process runs, as the demo and tests do).
+fn recorder() -> Result<PrometheusHandle, AdminError> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
+        .map_err(|e| AdminError::Recorder(e.to_string()))?
+        .install_recorder()
+        .map_err(|e| AdminError::Recorder(e.to_string()))?;
+    // Histograms are aggregated lazily; upkeep bounds their memory.
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// Binds `addr` (fatal if taken: better to say so than to run unobserved)
+/// and serves the endpoints in the background. Returns the bound address.
+pub(crate) async fn serve(addr: SocketAddr, health: Arc<Health>) -> Result<SocketAddr, AdminError> {
+    let metrics = recorder()?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| AdminError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| AdminError::Bind { addr, source })?;
+    let app = Router::new()
+        .route("/metrics", get(move || async move { metrics.render() }))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(health);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "admin endpoint stopped");
+        }
+    });
+    Ok(bound)
+}
+
+async fn readyz(State(health): State<Arc<Health>>) -> (StatusCode, String) {
+    match health.reason() {
+        None => (StatusCode::OK, "ready\n".into()),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
+    }
+}

@@ -1,0 +1,479 @@
+//! Operations: metrics, health, graceful shutdown, logs, high availability.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use leadhook::throwaway::ClusterOptions;
+
+use crate::support::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A scraped sample: metric name, labels, value.
+struct Sample {
+    name: String,
+    labels: HashMap<String, String>,
+    value: f64,
+}
+
+async fn scrape(admin: &str) -> Vec<Sample> {
+    let text = reqwest::get(format!("{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let labels = labels
+                .split(',')
+                .filter_map(|pair| pair.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
+                .collect();
+            Sample {
+                name: name.to_owned(),
+                labels,
+                value: value.parse().unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// The value of the series `name` whose labels include `labels`.
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+}
+
+async fn http_status(url: &str, method: reqwest::Method) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .request(method, url)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_exactly_and_carry_the_documented_names() {
+    leadhook_crypto();
+    let db = TestDb::create(shared_cluster(), "metrics").await;
+    let receiver = Receiver::start(0).await.unwrap();
+    receiver.set_responder(|request, n| match (request.path.as_str(), n) {
+        ("/flaky", 1) => Reply::status(503),
+        ("/flaky", 2) => Reply::ok().after(Duration::from_secs(2)),
+        _ => Reply::ok(),
+    });
+    let hooks = format!(
+        "{}{}timeout = \"500ms\"\ninitial_backoff = \"50ms\"\n\n[[webhooks]]\nname = \"closed\"\nurl = \"http://127.0.0.1:1/x\"\nmax_attempts = 1\n",
+        webhook("hook", &receiver, "/leads"),
+        webhook("flaky", &receiver, "/flaky"),
+    );
+    let mut sidecar = Sidecar::start(&db.config(&hooks));
+    db.wait_streaming(&mut sidecar).await;
+    let admin = sidecar.admin_url().await;
+
+    db.sql
+        .batch_execute("INSERT INTO leads (email) SELECT 'm' || i FROM generate_series(1, 25) i")
+        .await
+        .unwrap();
+    db.sql
+        .batch_execute(
+            "UPDATE leads SET score = 1 WHERE email = 'm1'; DELETE FROM leads WHERE email = 'm2'",
+        )
+        .await
+        .unwrap();
+    receiver.wait_for("/leads", 26, WAIT).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    let samples = loop {
+        let samples = scrape(&admin).await;
+        let done =
+            |hook| value(&samples, "leadhook_deliveries_total", &[("webhook", hook)]).is_some();
+        if done("flaky")
+            && value(
+                &samples,
+                "leadhook_deliveries_total",
+                &[("webhook", "closed"), ("outcome", "dead_lettered")],
+            ) == Some(26.0)
+            && value(
+                &samples,
+                "leadhook_deliveries_total",
+                &[("webhook", "flaky"), ("outcome", "delivered")],
+            ) == Some(26.0)
+        {
+            break samples;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "deliveries did not finish; log:\n{}",
+            sidecar.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let get = |name, labels: &[(&str, &str)]| {
+        value(&samples, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?}"))
+    };
+    assert_eq!(get("leadhook_changes_total", &[("op", "insert")]), 25.0);
+    assert_eq!(get("leadhook_changes_total", &[("op", "update")]), 1.0);
+    assert_eq!(get("leadhook_changes_total", &[("op", "delete")]), 1.0);
+    assert_eq!(
+        get(
+            "leadhook_deliveries_total",
+            &[("webhook", "hook"), ("outcome", "delivered")]
+        ),
+        26.0
+    );
+    assert_eq!(
+        get(
+            "leadhook_delivery_attempts_total",
+            &[("webhook", "hook"), ("result", "success")]
+        ),
+        26.0
+    );
+    assert_eq!(
+        get(
+            "leadhook_delivery_attempts_total",
+            &[("webhook", "flaky"), ("result", "http_error")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            "leadhook_delivery_attempts_total",
+            &[("webhook", "flaky"), ("result", "timeout")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            "leadhook_delivery_attempts_total",
+            &[("webhook", "closed"), ("result", "connect_error")]
+        ),
+        26.0
+    );
+    assert_eq!(
+        get(
+            "leadhook_delivery_duration_seconds_count",
+            &[("webhook", "hook")]
+        ),
+        26.0
+    );
+    assert_eq!(
+        get("leadhook_event_lag_seconds_count", &[("webhook", "hook")]),
+        26.0
+    );
+    assert!(
+        value(
+            &samples,
+            "leadhook_delivery_duration_seconds_bucket",
+            &[("webhook", "hook"), ("le", "0.005")]
+        )
+        .is_some()
+    );
+    assert_eq!(get("leadhook_in_flight", &[("webhook", "hook")]), 0.0);
+    assert_eq!(get("leadhook_source_connected", &[]), 1.0);
+    // Idle now: the lag is reported and small once the position catches up.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let lag =
+            value(&scrape(&admin).await, "leadhook_replication_lag_bytes", &[]).expect("lag gauge");
+        if lag < 100_000.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replication lag stays at {lag}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// reqwest in the test process needs the same crypto provider the sidecar installs.
+fn leadhook_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_the_database_while_healthz_stays_up_and_the_port_is_read_only() {
+    leadhook_crypto();
+    let mut cluster = start_cluster(ClusterOptions::default());
+    let db = TestDb::create(&cluster, "ready").await;
+    let receiver = Receiver::start(0).await.unwrap();
+    let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
+    db.wait_streaming(&mut sidecar).await;
+    let admin = sidecar.admin_url().await;
+
+    assert_eq!(
+        http_status(&format!("{admin}/readyz"), reqwest::Method::GET).await,
+        (200, "ready\n".into())
+    );
+    assert_eq!(
+        http_status(&format!("{admin}/healthz"), reqwest::Method::GET)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        http_status(&format!("{admin}/metrics"), reqwest::Method::POST)
+            .await
+            .0,
+        405
+    );
+    assert_eq!(
+        http_status(&format!("{admin}/admin"), reqwest::Method::GET)
+            .await
+            .0,
+        404
+    );
+
+    tokio::task::block_in_place(|| cluster.stop()).unwrap();
+    let deadline = Instant::now() + WAIT;
+    let reason = loop {
+        let (status, body) = http_status(&format!("{admin}/readyz"), reqwest::Method::GET).await;
+        if status == 503 {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still ready with the database down"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        reason.starts_with("not ready: ") && reason.lines().count() == 1,
+        "{reason:?}"
+    );
+    assert_eq!(
+        http_status(&format!("{admin}/healthz"), reqwest::Method::GET)
+            .await
+            .0,
+        200
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sidecar.assert_running();
+
+    tokio::task::block_in_place(|| cluster.start_again()).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while http_status(&format!("{admin}/readyz"), reqwest::Method::GET)
+        .await
+        .0
+        != 200
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not ready again after the database came back:\n{}",
+            sidecar.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_under_load_finishes_cleanly_and_a_restart_loses_nothing() {
+    let db = TestDb::create(shared_cluster(), "sigterm").await;
+    let receiver = Receiver::start(0).await.unwrap();
+    receiver.set_responder(|_, _| Reply::ok().after(Duration::from_millis(3)));
+    let hook = webhook("hook", &receiver, "/leads") + "max_in_flight = 4\n";
+    let mut sidecar = Sidecar::start(&db.config(&hook));
+    db.wait_streaming(&mut sidecar).await;
+
+    db.sql
+        .batch_execute(
+            "INSERT INTO leads (email, score) SELECT 's' || i, i FROM generate_series(1, 3000) i",
+        )
+        .await
+        .unwrap();
+    receiver.wait_for("/leads", 200, WAIT).await.unwrap();
+    sidecar.terminate();
+    let status = sidecar.wait_exit(Duration::from_secs(20)).await;
+    assert_eq!(status.code(), Some(0), "{}", sidecar.log());
+    let log = sidecar.log();
+    assert!(log.contains("replication stream closed"), "{log}");
+    let before = receiver.requests_to("/leads").len();
+    assert!(before < 3000, "the stop must land mid-stream");
+    // Stopped cleanly: the slot is free at once.
+    let active: bool = db
+        .sql
+        .query_one(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+            &[&db.name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!active);
+
+    sidecar.restart();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = receiver.requests_to("/leads");
+        let scores: HashSet<i64> = got
+            .iter()
+            .map(|r| data(r)["score"].as_i64().unwrap())
+            .collect();
+        if scores.len() == 3000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "changes lost after SIGTERM and restart ({} of 3000)",
+            scores.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_when_idle_confirms_everything_delivered() {
+    let db = TestDb::create(shared_cluster(), "sigterm_idle").await;
+    let receiver = Receiver::start(0).await.unwrap();
+    let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
+    db.wait_streaming(&mut sidecar).await;
+    db.sql
+        .batch_execute("INSERT INTO leads (email) VALUES ('x')")
+        .await
+        .unwrap();
+    let after: String = db
+        .sql
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    receiver.wait_for("/leads", 1, WAIT).await.unwrap();
+    sidecar.terminate();
+    assert_eq!(
+        sidecar.wait_exit(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
+    let confirmed: bool = db
+        .sql
+        .query_one("SELECT confirmed_flush_lsn >= $2::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $1", &[&db.name, &after])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        confirmed,
+        "the delivered change must be confirmed at shutdown"
+    );
+}
+
+#[tokio::test]
+async fn logs_can_be_json_lines_at_the_configured_level() {
+    let db = TestDb::create(shared_cluster(), "jsonlog").await;
+    let receiver = Receiver::start(0).await.unwrap();
+    receiver.set_responder(|_, n| {
+        if n == 1 {
+            Reply::status(500)
+        } else {
+            Reply::ok()
+        }
+    });
+    let config = db.config(&webhook("hook", &receiver, "/leads")).replace(
+        "[admin]\n",
+        "[log]\nformat = \"json\"\nlevel = \"warn\"\n\n[admin]\n",
+    );
+    let mut sidecar = Sidecar::start_with_env(
+        &(config + "initial_backoff = \"50ms\"\n"),
+        &[("RUST_LOG", "")],
+    );
+    db.wait_streaming(&mut sidecar).await;
+    db.sql
+        .batch_execute("INSERT INTO leads (email) VALUES ('j')")
+        .await
+        .unwrap();
+    receiver.wait_for("/leads", 2, WAIT).await.unwrap();
+    let log = sidecar.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(!lines.is_empty());
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"] == "WARN" || l["level"] == "ERROR"),
+        "level = warn hides info:\n{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "delivery failed"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_instance_takes_over_within_seconds_when_the_active_one_dies() {
+    leadhook_crypto();
+    let db = TestDb::create(shared_cluster(), "ha").await;
+    let receiver = Receiver::start(0).await.unwrap();
+    let config = db.config(&webhook("hook", &receiver, "/leads"));
+    let mut active = Sidecar::start(&config);
+    db.wait_streaming(&mut active).await;
+    let mut standby = Sidecar::start(&config);
+    let standby_admin = standby.admin_url().await;
+    let deadline = Instant::now() + WAIT;
+    while !standby.log().contains("standing by") {
+        assert!(
+            Instant::now() < deadline,
+            "the second instance should stand by:\n{}",
+            standby.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, reason) =
+        http_status(&format!("{standby_admin}/readyz"), reqwest::Method::GET).await;
+    assert_eq!(status, 503);
+    assert!(reason.contains("standby"), "{reason}");
+
+    db.sql
+        .batch_execute(
+            "INSERT INTO leads (email, score) SELECT 'h' || i, i FROM generate_series(1, 100) i",
+        )
+        .await
+        .unwrap();
+    receiver.wait_for("/leads", 100, WAIT).await.unwrap();
+    active.kill();
+    let killed = Instant::now();
+    db.sql
+        .batch_execute(
+            "INSERT INTO leads (email, score) SELECT 'h' || i, i FROM generate_series(101, 200) i",
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let scores: HashSet<i64> = receiver
+            .requests_to("/leads")
+            .iter()
+            .map(|r| data(r)["score"].as_i64().unwrap())
+            .collect();
+        if (1..=200).all(|s| scores.contains(&s)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standby did not take over:\n{}",
+            standby.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(10), "takeover took {took:?}");
+    assert_eq!(
+        http_status(&format!("{standby_admin}/readyz"), reqwest::Method::GET)
+            .await
+            .0,
+        200
+    );
+}

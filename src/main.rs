@@ -64,7 +64,12 @@ struct ConfigArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread: leadhook is I/O-bound and shares its cores with PostgreSQL
+    // and the receivers. Measured with leadhook-bench on 2 cores, the
+    // multi-threaded runtime spent more on cross-thread wake-ups and malloc
+    // lock contention than it gained: 39k vs 49k events/s, and 3.2 vs 1.9
+    // CPU-seconds per 100k events (README, "Performance").
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -225,3 +230,6 @@ fn init_logging(log: &LogConfig) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

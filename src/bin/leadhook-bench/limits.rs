@@ -1,0 +1,87 @@
+//! The physical limits leadhook is compared with, measured in the same run:
+//! how fast PostgreSQL decodes the WAL range (pg_recvlogical), and how fast
+//! the receiver takes requests from a minimal client.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use leadhook::throwaway::Cluster;
+
+/// Events/s at which pg_recvlogical streams `slot` up to `end` into a file.
+pub fn decode_rate(
+    bin: &Path,
+    cluster: &Cluster,
+    db: &str,
+    slot: &str,
+    end: &str,
+    events: u64,
+) -> anyhow::Result<f64> {
+    let out = tempfile::NamedTempFile::new()?;
+    let started = Instant::now();
+    let status = Command::new(bin.join("pg_recvlogical"))
+        .arg("-d")
+        .arg(format!(
+            "host=127.0.0.1 port={} user=postgres dbname={db}",
+            cluster.port()
+        ))
+        .args([
+            "-S",
+            slot,
+            "--start",
+            "--no-loop",
+            "-o",
+            "proto_version=1",
+            "-o",
+            "publication_names=bench",
+        ])
+        .arg(format!("--endpos={end}"))
+        .arg("-f")
+        .arg(out.path())
+        .env("PGPASSWORD", "postgres")
+        .status()
+        .context("running pg_recvlogical")?;
+    let elapsed = started.elapsed().as_secs_f64();
+    if !status.success() {
+        bail!("pg_recvlogical failed with {status}");
+    }
+    Ok(events as f64 / elapsed)
+}
+
+/// Requests/s the receiver takes: `count` identical bodies over `connections`
+/// concurrent keep-alive connections (as many as leadhook uses).
+pub async fn http_rate(
+    url: &str,
+    body: &'static [u8],
+    count: u64,
+    connections: usize,
+) -> anyhow::Result<f64> {
+    let client = reqwest::Client::builder().tcp_nodelay(true).build()?;
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let (client, next, url) = (client.clone(), next.clone(), url.to_owned());
+        tasks.spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < count {
+                let response = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?;
+                if !response.status().is_success() {
+                    bail!("receiver answered {}", response.status());
+                }
+            }
+            Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}

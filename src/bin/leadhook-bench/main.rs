@@ -1,0 +1,372 @@
+//! `leadhook-bench`: end-to-end throughput, latency and memory of the real
+//! `leadhook` binary against a private PostgreSQL and a fast receiver, next
+//! to the limits measured on the same machine in the same run.
+//!
+//! A benchmark, not a test: it prints figures and PASS/MISS against the
+//! targets, and fails only when something breaks.
+
+mod database;
+mod limits;
+mod plot;
+mod process;
+mod report;
+mod sink;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use leadhook::throwaway::{Cluster, ClusterOptions, PgBinaries};
+
+use database::BenchDb;
+use process::Sidecar;
+use report::{Report, quantile};
+use sink::Sink;
+
+#[derive(Parser, Debug, serde::Serialize)]
+#[command(
+    name = "leadhook-bench",
+    about = "Benchmark the leadhook sidecar end to end"
+)]
+struct Options {
+    /// Leads committed before leadhook starts (throughput and fan-out runs).
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// Rows per transaction when committing them.
+    #[arg(long, default_value_t = 1_000)]
+    batch: u64,
+    /// Single-row commits per second during the latency run.
+    #[arg(long, default_value_t = 1_000)]
+    latency_rate: u64,
+    /// Length of the latency run.
+    #[arg(long, default_value_t = 20)]
+    latency_seconds: u64,
+    /// Webhooks in the fan-out run.
+    #[arg(long, default_value_t = 4)]
+    fanout: usize,
+    /// Leads in the backlog run (receiver paused for the first half of the drain).
+    #[arg(long, default_value_t = 1_000_000)]
+    backlog_events: u64,
+    /// Write every figure as JSON here.
+    #[arg(long)]
+    #[serde(skip)]
+    json: Option<PathBuf>,
+    /// Write the SVG plot here.
+    #[arg(long)]
+    #[serde(skip)]
+    plot: Option<PathBuf>,
+    /// The leadhook binary (default: built next to this one).
+    #[arg(long)]
+    #[serde(skip)]
+    leadhook: Option<PathBuf>,
+}
+
+/// Connections leadhook opens to one webhook (its default `max_in_flight`).
+const CONNECTIONS: usize = 64;
+const SAMPLE_BODY: &[u8] = br#"{"data":{"email":"lead1@example.com","company":"Company 1","first_name":"Ada","last_name":"Lovelace","phone":null,"website":"https://example.com/1","position":"Engineer","twitter":null,"linkedin":null,"notes":"1764000000000000","score":1}}"#;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let options = Options::parse();
+    // The load generator's reqwest needs the process-wide rustls provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if options.fanout == 0 || options.fanout > 4 || options.events == 0 {
+        bail!("--fanout must be 1 to 4 and --events at least 1");
+    }
+    let binary = process::leadhook_binary(options.leadhook.clone())?;
+    eprintln!("starting PostgreSQL...");
+    let bins = PgBinaries::find()?;
+    let cluster = tokio::task::spawn_blocking(|| {
+        Cluster::start(
+            ClusterOptions::default()
+                .setting("max_wal_size", "4GB")
+                .setting("shared_buffers", "256MB")
+                // As in production: a commit is flushed, so the walsender sends it at once.
+                .setting("synchronous_commit", "on"),
+        )
+    })
+    .await??;
+    let sink = Sink::start().await?;
+    let mut report = Report {
+        options: serde_json::to_value(&options)?,
+        ..Report::default()
+    };
+    report.machine = machine(&cluster).await?;
+
+    throughput(&options, &binary, &bins, &cluster, &sink, &mut report).await?;
+    fanout(&options, &binary, &cluster, &sink, &mut report).await?;
+    latency(&options, &binary, &cluster, &sink, &mut report).await?;
+    backlog(&options, &binary, &cluster, &sink, &mut report).await?;
+
+    report.judge();
+    report.print();
+    if let Some(path) = &options.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("\nJSON: {}", path.display());
+    }
+    if let Some(path) = &options.plot {
+        plot::draw(&report, path)?;
+        println!("plot: {}", path.display());
+    }
+    Ok(())
+}
+
+/// Throughput with one webhook, and the two limits on the same WAL range.
+async fn throughput(
+    options: &Options,
+    binary: &std::path::Path,
+    bins: &PgBinaries,
+    cluster: &Cluster,
+    sink: &Sink,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let n = options.events;
+    eprintln!(
+        "throughput: committing {n} leads in transactions of {}...",
+        options.batch
+    );
+    let db = BenchDb::create(
+        cluster,
+        "bench_throughput",
+        &["bench_throughput", "bench_decode"],
+    )
+    .await?;
+    let end = db.insert(n, options.batch).await?;
+
+    eprintln!("throughput: decode limit (pg_recvlogical)...");
+    let decode = limits::decode_rate(bins.dir(), cluster, &db.name, "bench_decode", &end, n)?;
+    eprintln!("throughput: HTTP limit ({CONNECTIONS} connections)...");
+    sink.reset();
+    let http = limits::http_rate(&sink.url("/limit"), SAMPLE_BODY, n, CONNECTIONS).await?;
+
+    eprintln!("throughput: leadhook...");
+    sink.reset();
+    let started = Instant::now();
+    let mut sidecar = Sidecar::start(binary, &db.sidecar_config(&db.name, &[sink.url("/hook0")]))?;
+    wait_for(sink, &mut sidecar, &["/hook0"], n, Duration::from_secs(600)).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    report.resources.throughput_peak_rss_mib = sidecar.peak_rss_mib();
+    report.resources.cpu_seconds_per_100k_events = sidecar.cpu_seconds() * 100_000.0 / n as f64;
+    sidecar.stop();
+    let rate = n as f64 / elapsed;
+    report.throughput = report::Throughput {
+        events: n,
+        events_per_second: rate,
+        decode_limit_per_second: decode,
+        http_limit_per_second: http,
+        ratio: rate / decode.min(http),
+    };
+    Ok(())
+}
+
+/// The throughput run again with several webhooks; the time each took.
+async fn fanout(
+    options: &Options,
+    binary: &std::path::Path,
+    cluster: &Cluster,
+    sink: &Sink,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let (n, hooks) = (options.events, options.fanout);
+    eprintln!("fan-out: {n} leads to {hooks} webhooks...");
+    let db = BenchDb::create(cluster, "bench_fanout", &["bench_fanout"]).await?;
+    db.insert(n, options.batch).await?;
+    sink.reset();
+    let paths: Vec<&str> = sink::PATHS[..hooks].to_vec();
+    let urls: Vec<String> = paths.iter().map(|p| sink.url(p)).collect();
+    let started = Instant::now();
+    let mut sidecar = Sidecar::start(binary, &db.sidecar_config(&db.name, &urls))?;
+    let mut finished = vec![None; hooks];
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while finished.iter().any(Option::is_none) {
+        for (i, path) in paths.iter().enumerate() {
+            if finished[i].is_none() && sink.count(path) >= n {
+                finished[i] = Some(started.elapsed().as_secs_f64());
+            }
+        }
+        check(&mut sidecar, deadline, "fan-out")?;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    sidecar.stop();
+    let rates: Vec<f64> = finished
+        .iter()
+        .map(|t| n as f64 / t.unwrap_or(f64::INFINITY))
+        .collect();
+    // Each event is decoded once but sent `hooks` times: the receiver's
+    // request rate is shared among the webhooks.
+    let limit = report
+        .throughput
+        .decode_limit_per_second
+        .min(report.throughput.http_limit_per_second / hooks as f64);
+    report.fanout = report::Fanout {
+        webhooks: hooks,
+        limit_per_second: limit,
+        ratio: rates.iter().copied().fold(f64::INFINITY, f64::min) / limit,
+        events_per_second_per_webhook: rates,
+    };
+    Ok(())
+}
+
+/// Steady single-row commits while leadhook runs; commit → arrival.
+async fn latency(
+    options: &Options,
+    binary: &std::path::Path,
+    cluster: &Cluster,
+    sink: &Sink,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let (rate, seconds) = (options.latency_rate.max(1), options.latency_seconds);
+    eprintln!("latency: {rate} commits/s for {seconds} s...");
+    let db = BenchDb::create(cluster, "bench_latency", &["bench_latency"]).await?;
+    sink.reset();
+    let mut sidecar = Sidecar::start(
+        binary,
+        &db.sidecar_config(&db.name, &[sink.url("/latency")]),
+    )?;
+    db.wait_active(&db.name).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    report.resources.idle_rss_mib = sidecar.rss_mib();
+
+    let total = rate * seconds;
+    let insert = db
+        .sql
+        .prepare("INSERT INTO leads (email, company, score) VALUES ($1, 'Latency', 1)")
+        .await?;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for i in 0..total {
+        tick.tick().await;
+        db.sql
+            .execute(&insert, &[&format!("latency{i}@example.com")])
+            .await?;
+    }
+    wait_for(
+        sink,
+        &mut sidecar,
+        &["/latency"],
+        total,
+        Duration::from_secs(120),
+    )
+    .await?;
+    sidecar.stop();
+    let mut all: Vec<f64> = sink
+        .latencies()
+        .iter()
+        .map(|us| *us as f64 / 1000.0)
+        .collect();
+    all.sort_by(f64::total_cmp);
+    report.latency = report::Latency {
+        offered_per_second: rate,
+        seconds,
+        samples: all.len(),
+        p50_ms: quantile(&all, 0.50),
+        p90_ms: quantile(&all, 0.90),
+        p99_ms: quantile(&all, 0.99),
+        max_ms: all.last().copied().unwrap_or(0.0),
+        all_ms: all,
+    };
+    Ok(())
+}
+
+/// A large backlog, the receiver paused for the first half of the drain:
+/// memory must stay flat.
+async fn backlog(
+    options: &Options,
+    binary: &std::path::Path,
+    cluster: &Cluster,
+    sink: &Sink,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let n = options.backlog_events;
+    eprintln!("backlog: committing {n} leads...");
+    let db = BenchDb::create(cluster, "bench_backlog", &["bench_backlog"]).await?;
+    db.insert(n, 10_000).await?;
+    // Half of the drain time the throughput run predicts.
+    let pause = Duration::from_secs_f64(
+        (n as f64 / report.throughput.events_per_second.max(1.0) / 2.0).max(1.0),
+    );
+    eprintln!(
+        "backlog: draining with the receiver paused for the first {:.0} s...",
+        pause.as_secs_f64()
+    );
+    sink.reset();
+    sink.pause(true);
+    let mut sidecar = Sidecar::start(binary, &db.sidecar_config(&db.name, &[sink.url("/hook0")]))?;
+    tokio::time::sleep(pause).await;
+    sidecar.check_running()?;
+    sink.pause(false);
+    let resumed = Instant::now();
+    wait_for(
+        sink,
+        &mut sidecar,
+        &["/hook0"],
+        n,
+        Duration::from_secs(1800),
+    )
+    .await?;
+    report.backlog = report::Backlog {
+        events: n,
+        paused_seconds: pause.as_secs_f64(),
+        events_per_second_after_resume: n as f64 / resumed.elapsed().as_secs_f64(),
+        peak_rss_mib: sidecar.peak_rss_mib(),
+    };
+    sidecar.stop();
+    Ok(())
+}
+
+/// Waits until every path in `paths` has received `n` requests.
+async fn wait_for(
+    sink: &Sink,
+    sidecar: &mut Sidecar,
+    paths: &[&str],
+    n: u64,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while paths.iter().any(|p| sink.count(p) < n) {
+        check(sidecar, deadline, paths.join(","))?;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}
+
+fn check(
+    sidecar: &mut Sidecar,
+    deadline: Instant,
+    what: impl std::fmt::Display,
+) -> anyhow::Result<()> {
+    sidecar.check_running()?;
+    if Instant::now() > deadline {
+        bail!(
+            "{what}: deliveries did not finish in time; leadhook log:\n{}",
+            sidecar.log()
+        );
+    }
+    Ok(())
+}
+
+async fn machine(cluster: &Cluster) -> anyhow::Result<report::Machine> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown".into(), |(_, m)| m.trim().to_owned());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_kib: f64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let sql = database::connect(&cluster.url("postgres")).await?;
+    let postgres: String = sql.query_one("SHOW server_version", &[]).await?.get(0);
+    Ok(report::Machine {
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu_model,
+        memory_gib: mem_kib / 1024.0 / 1024.0,
+        postgres,
+    })
+}

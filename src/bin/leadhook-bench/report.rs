@@ -1,0 +1,229 @@
+//! The figures of one run, their targets, and how they are shown.
+
+use serde::Serialize;
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub machine: Machine,
+    pub options: serde_json::Value,
+    pub throughput: Throughput,
+    pub fanout: Fanout,
+    pub latency: Latency,
+    pub resources: Resources,
+    pub backlog: Backlog,
+    pub targets: Vec<Target>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub memory_gib: f64,
+    pub postgres: String,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Throughput {
+    pub events: u64,
+    pub events_per_second: f64,
+    pub decode_limit_per_second: f64,
+    pub http_limit_per_second: f64,
+    /// leadhook ÷ min(decode, HTTP).
+    pub ratio: f64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Fanout {
+    pub webhooks: usize,
+    pub events_per_second_per_webhook: Vec<f64>,
+    /// min(decode, HTTP ÷ webhooks): each event is sent once per webhook.
+    pub limit_per_second: f64,
+    /// The slowest webhook ÷ that limit.
+    pub ratio: f64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Latency {
+    pub offered_per_second: u64,
+    pub seconds: u64,
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Every sample, in ms, for the plot.
+    #[serde(skip)]
+    pub all_ms: Vec<f64>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Resources {
+    pub idle_rss_mib: f64,
+    pub throughput_peak_rss_mib: f64,
+    pub cpu_seconds_per_100k_events: f64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Backlog {
+    pub events: u64,
+    pub paused_seconds: f64,
+    pub events_per_second_after_resume: f64,
+    pub peak_rss_mib: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Target {
+    pub name: String,
+    pub goal: String,
+    pub measured: String,
+    pub pass: bool,
+}
+
+impl Report {
+    /// Judges the figures against the product's targets.
+    pub fn judge(&mut self) {
+        let mut target = |name: &str, goal: String, measured: String, pass: bool| {
+            self.targets.push(Target {
+                name: name.into(),
+                goal,
+                measured,
+                pass,
+            });
+        };
+        target(
+            "throughput, 1 webhook",
+            "≥ 0.80 × limit".into(),
+            format!("{:.2} ×", self.throughput.ratio),
+            self.throughput.ratio >= 0.8,
+        );
+        target(
+            "throughput, fan-out",
+            "≥ 0.60 × limit".into(),
+            format!("{:.2} ×", self.fanout.ratio),
+            self.fanout.ratio >= 0.6,
+        );
+        target(
+            "latency p50",
+            "≤ 5 ms".into(),
+            format!("{:.2} ms", self.latency.p50_ms),
+            self.latency.p50_ms <= 5.0,
+        );
+        target(
+            "latency p99",
+            "≤ 25 ms".into(),
+            format!("{:.2} ms", self.latency.p99_ms),
+            self.latency.p99_ms <= 25.0,
+        );
+        target(
+            "peak RSS, backlog",
+            "≤ 64 MB".into(),
+            format!("{:.1} MiB", self.backlog.peak_rss_mib),
+            self.backlog.peak_rss_mib <= 64.0,
+        );
+        target(
+            "RSS, idle",
+            "≤ 20 MB".into(),
+            format!("{:.1} MiB", self.resources.idle_rss_mib),
+            self.resources.idle_rss_mib <= 20.0,
+        );
+    }
+
+    pub fn print(&self) {
+        let m = &self.machine;
+        println!(
+            "\nleadhook benchmark — {} CPUs ({}), {:.0} GiB, PostgreSQL {}\n",
+            m.cpus, m.cpu_model, m.memory_gib, m.postgres
+        );
+        let t = &self.throughput;
+        println!("{:<50} {:>14}", "measure", "value");
+        let row = |name: &str, value: String| println!("{name:<50} {value:>14}");
+        row(
+            &format!("throughput, 1 webhook ({} events)", t.events),
+            format!("{:.0} ev/s", t.events_per_second),
+        );
+        row(
+            "  decode limit (pg_recvlogical)",
+            format!("{:.0} ev/s", t.decode_limit_per_second),
+        );
+        row(
+            "  HTTP limit (64 connections)",
+            format!("{:.0} req/s", t.http_limit_per_second),
+        );
+        row("  ratio to min(limits)", format!("{:.2}", t.ratio));
+        for (i, rate) in self.fanout.events_per_second_per_webhook.iter().enumerate() {
+            row(
+                &format!("fan-out: webhook {} of {}", i + 1, self.fanout.webhooks),
+                format!("{rate:.0} ev/s"),
+            );
+        }
+        row(
+            "  limit per webhook: min(decode, HTTP ÷ webhooks)",
+            format!("{:.0} ev/s", self.fanout.limit_per_second),
+        );
+        row(
+            "  ratio (slowest webhook)",
+            format!("{:.2}", self.fanout.ratio),
+        );
+        let l = &self.latency;
+        row(
+            &format!(
+                "latency at {}/s for {} s ({} samples)",
+                l.offered_per_second, l.seconds, l.samples
+            ),
+            String::new(),
+        );
+        for (name, value) in [
+            ("  p50", l.p50_ms),
+            ("  p90", l.p90_ms),
+            ("  p99", l.p99_ms),
+            ("  max", l.max_ms),
+        ] {
+            row(name, format!("{value:.2} ms"));
+        }
+        let r = &self.resources;
+        row("RSS idle", format!("{:.1} MiB", r.idle_rss_mib));
+        row(
+            "peak RSS, throughput run",
+            format!("{:.1} MiB", r.throughput_peak_rss_mib),
+        );
+        row(
+            "CPU per 100 000 events",
+            format!("{:.2} s", r.cpu_seconds_per_100k_events),
+        );
+        let b = &self.backlog;
+        row(
+            &format!(
+                "backlog: {} events, receiver paused {:.0} s",
+                b.events, b.paused_seconds
+            ),
+            String::new(),
+        );
+        row(
+            "  drain after resume",
+            format!("{:.0} ev/s", b.events_per_second_after_resume),
+        );
+        row("  peak RSS", format!("{:.1} MiB", b.peak_rss_mib));
+        println!(
+            "\n{:<24} {:<16} {:>12}  result",
+            "target", "goal", "measured"
+        );
+        for t in &self.targets {
+            println!(
+                "{:<24} {:<16} {:>12}  {}",
+                t.name,
+                t.goal,
+                t.measured,
+                if t.pass { "PASS" } else { "MISS" }
+            );
+        }
+    }
+}
+
+/// The q-quantile (0..=1) of sorted samples.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}

@@ -34,11 +34,14 @@ fn latency(
         )
         .margin(15)
         .x_label_area_size(40)
-        .y_label_area_size(50)
+        .y_label_area_size(60)
         .build_cartesian_2d(0.0..x_max, 0.0..100.0)?;
     chart
         .configure_mesh()
-        .x_desc("commit → arrival (ms)")
+        .light_line_style(RGBColor(238, 238, 238))
+        .bold_line_style(RGBColor(215, 215, 215))
+        .y_labels(11)
+        .x_desc("commit → arrival (ms); green: p50, red: p99")
         .y_desc("% of events")
         .draw()?;
     let n = sorted.len().max(1) as f64;
@@ -58,7 +61,7 @@ fn latency(
     Ok(())
 }
 
-/// Throughput bars: leadhook (one webhook, slowest fan-out webhook) and the limits.
+/// Throughput as horizontal bars: leadhook next to the limits it is held to.
 fn throughput(
     report: &Report,
     area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
@@ -73,54 +76,59 @@ fn throughput(
     let bars = [
         ("leadhook, 1 webhook", t.events_per_second, BLUE),
         (
-            "leadhook, fan-out (each)",
-            if slowest.is_finite() { slowest } else { 0.0 },
-            CYAN,
-        ),
-        (
-            "fan-out limit (each)",
-            report.fanout.limit_per_second,
-            RGBColor(200, 200, 200),
-        ),
-        (
-            "decode limit",
-            t.decode_limit_per_second,
-            RGBColor(120, 120, 120),
-        ),
-        (
-            "HTTP limit",
+            "HTTP limit (same receiver)",
             t.http_limit_per_second,
-            RGBColor(160, 160, 160),
+            RGBColor(150, 150, 150),
+        ),
+        (
+            "decode limit (pg_recvlogical)",
+            t.decode_limit_per_second,
+            RGBColor(150, 150, 150),
+        ),
+        (
+            "leadhook, fan-out, per webhook",
+            if slowest.is_finite() { slowest } else { 0.0 },
+            RGBColor(60, 160, 220),
+        ),
+        (
+            "fan-out limit per webhook",
+            report.fanout.limit_per_second,
+            RGBColor(190, 190, 190),
         ),
     ];
-    let y_max = bars.iter().map(|b| b.1).fold(1.0, f64::max) * 1.15;
+    let x_max = bars.iter().map(|b| b.1).fold(1.0, f64::max) * 1.25;
+    let n = bars.len() as f64;
     let mut chart = ChartBuilder::on(area)
         .caption("Throughput vs. the limits (events/s)", ("sans-serif", 18))
         .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..bars.len() as f64, 0.0..y_max)?;
+        .x_label_area_size(45)
+        .y_label_area_size(10)
+        .build_cartesian_2d(0.0..x_max, 0.0..n)?;
     chart
         .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(0)
-        .y_desc("events/s")
+        .disable_y_mesh()
+        .y_labels(0)
+        .light_line_style(RGBColor(238, 238, 238))
+        .bold_line_style(RGBColor(215, 215, 215))
+        .x_desc("events/s")
+        .x_label_formatter(&|x| format!("{:.0}k", x / 1000.0))
         .draw()?;
     for (i, (label, value, color)) in bars.iter().enumerate() {
-        let x = i as f64;
+        let top = n - i as f64 - 0.35;
+        let bottom = n - i as f64 - 0.85;
         chart.draw_series([Rectangle::new(
-            [(x + 0.15, 0.0), (x + 0.85, *value)],
+            [(0.0, bottom), (*value, top)],
             color.filled(),
         )])?;
         chart.draw_series([Text::new(
-            format!("{value:.0}"),
-            (x + 0.2, *value + y_max * 0.02),
-            ("sans-serif", 14),
+            label.to_string(),
+            (x_max * 0.01, top + 0.28),
+            ("sans-serif", 13),
         )])?;
         chart.draw_series([Text::new(
-            label.to_string(),
-            (x + 0.05, y_max * 0.97 - (i % 2) as f64 * y_max * 0.05),
-            ("sans-serif", 12),
+            format!("{value:.0}"),
+            (*value + x_max * 0.01, top - 0.12),
+            ("sans-serif", 13),
         )])?;
     }
     Ok(())

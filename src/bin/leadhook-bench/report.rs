@@ -227,3 +227,29 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_pick_the_nearest_rank() {
+        let sorted: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&sorted, 0.5), 50.0);
+        assert_eq!(quantile(&sorted, 0.99), 99.0);
+        assert_eq!(quantile(&sorted, 1.0), 100.0);
+        assert_eq!(quantile(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn targets_are_judged_against_the_figures() {
+        let mut report = Report::default();
+        report.throughput.ratio = 0.9;
+        report.fanout.ratio = 0.5;
+        report.latency.p50_ms = 1.0;
+        report.latency.p99_ms = 30.0;
+        report.judge();
+        let passed: Vec<bool> = report.targets.iter().map(|t| t.pass).collect();
+        assert_eq!(passed, [true, false, true, false, true, true]);
+    }
+}

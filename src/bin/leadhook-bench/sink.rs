@@ -112,3 +112,15 @@ fn commit_micros(body: &[u8]) -> Option<i64> {
     let end = start + text[start..].find('"')?;
     text[start..end].parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_commit_time_is_read_from_notes() {
+        let body = br#"{"data":{"email":"a","notes":"1764000000123456","score":1}}"#;
+        assert_eq!(commit_micros(body), Some(1_764_000_000_123_456));
+        assert_eq!(commit_micros(br#"{"data":{"notes":null}}"#), None);
+    }
+}

@@ -73,6 +73,7 @@ struct State {
     /// webhook holds anything (and when there are no webhooks).
     stream: Progress,
     webhooks: Vec<Track>,
+    allow_lagging: bool,
 }
 
 #[derive(Debug)]
@@ -104,6 +105,17 @@ struct Tx {
 
 impl Checkpoint {
     pub(crate) fn new(positions: &Positions) -> Self {
+        Self::build(positions, true)
+    }
+
+    /// For the outbox of notify mode: positions there are read indexes of
+    /// one session, so a webhook cannot be skipped ahead in a later one and
+    /// lagging is off (a full queue is plain backpressure).
+    pub(crate) fn for_outbox(webhooks: usize) -> Self {
+        Self::build(&Positions::at(Lsn::ZERO, webhooks), false)
+    }
+
+    fn build(positions: &Positions, allow_lagging: bool) -> Self {
         let webhooks = positions
             .webhooks
             .iter()
@@ -114,7 +126,11 @@ impl Checkpoint {
             .collect();
         let stream = Progress::new(positions.resume());
         Checkpoint {
-            state: Mutex::new(State { stream, webhooks }),
+            state: Mutex::new(State {
+                stream,
+                webhooks,
+                allow_lagging,
+            }),
         }
     }
 
@@ -204,6 +220,9 @@ impl Checkpoint {
     pub(crate) fn set_lagging(&self, webhook: usize) -> bool {
         let mut state = self.lock();
         let keeping_up = state.webhooks.iter().filter(|t| !t.lagging).count();
+        if !state.allow_lagging {
+            return false;
+        }
         match state.webhooks.get_mut(webhook) {
             Some(track) if !track.lagging && keeping_up > 1 => {
                 track.lagging = true;
@@ -386,6 +405,12 @@ mod tests {
                 webhooks: vec![Lsn(10), Lsn(300)]
             }
         );
+    }
+
+    #[test]
+    fn the_outbox_never_sets_a_webhook_lagging() {
+        let cp = Checkpoint::for_outbox(2);
+        assert!(!cp.set_lagging(0));
     }
 
     #[test]

@@ -99,6 +99,9 @@ pub struct SourceConfig {
     pub create: bool,
     #[serde(default)]
     pub columns: ColumnsConfig,
+    /// Notify mode: how often the outbox is read even without a notification.
+    #[serde(default = "default_poll_interval", deserialize_with = "duration")]
+    pub poll_interval: Duration,
 }
 
 impl Default for SourceConfig {
@@ -110,6 +113,7 @@ impl Default for SourceConfig {
             publication: default_publication(),
             create: true,
             columns: ColumnsConfig::default(),
+            poll_interval: default_poll_interval(),
         }
     }
 }
@@ -119,7 +123,7 @@ impl Default for SourceConfig {
 pub enum SourceMode {
     #[default]
     Replication,
-    /// Accepted by the parser so the error can say it is not available yet.
+    /// A trigger outbox and LISTEN/NOTIFY, for databases without logical replication.
     Notify,
 }
 
@@ -368,10 +372,6 @@ impl Config {
     }
 
     fn validate(&mut self, problems: &mut Vec<String>) {
-        if self.source.mode == SourceMode::Notify {
-            problems
-                .push("source.mode: \"notify\" is not available yet; use \"replication\"".into());
-        }
         for (key, value) in [
             ("database.schema", &self.database.schema),
             ("source.slot", &self.source.slot),
@@ -594,6 +594,9 @@ fn default_admin_listen() -> SocketAddr {
 }
 fn default_timeout() -> Duration {
     Duration::from_secs(5)
+}
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(1)
 }
 fn default_shutdown_grace() -> Duration {
     Duration::from_secs(10)

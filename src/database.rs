@@ -104,6 +104,40 @@ impl Database {
         self.pg.get_dbname().unwrap_or_else(|| self.user())
     }
 
+    /// An SQL connection whose notifications ring the returned doorbell
+    /// (notify mode listens on it).
+    pub(crate) async fn sql_with_doorbell(
+        &self,
+    ) -> Result<(tokio_postgres::Client, Arc<tokio::sync::Notify>), DatabaseError> {
+        let connector =
+            tokio_postgres_rustls::MakeRustlsConnect::new((*self.tls.client_config()).clone());
+        let (client, mut connection) =
+            self.pg
+                .connect(connector)
+                .await
+                .map_err(|source| DatabaseError::Connect {
+                    target: self.to_string(),
+                    source,
+                })?;
+        let doorbell = Arc::new(tokio::sync::Notify::new());
+        let ring = doorbell.clone();
+        tokio::spawn(async move {
+            // Driving the connection by hand is how tokio-postgres hands out notifications.
+            loop {
+                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => ring.notify_one(),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "SQL connection closed");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        });
+        Ok((client, doorbell))
+    }
+
     /// Opens an ordinary SQL connection; its driver task ends with the client.
     pub async fn sql(&self) -> Result<tokio_postgres::Client, DatabaseError> {
         let connector =

@@ -48,6 +48,10 @@ pub(crate) enum LeadError {
     NoRelation,
     #[error("a delivery worker stopped")]
     Downstream,
+    #[error(
+        "an outbox row's lead is not what the capture trigger writes ({0}); re-run `leadhook setup --apply`"
+    )]
+    Captured(String),
     #[error("reading the current value of an unchanged large column: {0}")]
     Lookup(#[from] tokio_postgres::Error),
 }
@@ -301,6 +305,48 @@ impl LeadMapping {
     }
 }
 
+/// A lead as notify mode's trigger captured it: payload field → the column's
+/// text, exactly as the replication stream would carry it.
+#[derive(Debug, serde::Deserialize)]
+struct CapturedLead {
+    email: Option<String>,
+    company: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    phone: Option<String>,
+    website: Option<String>,
+    position: Option<String>,
+    twitter: Option<String>,
+    linkedin: Option<String>,
+    notes: Option<String>,
+    score: Option<String>,
+}
+
+/// The payload of an outbox row's `lead` (JSON). Same rendering as the
+/// stream, so the same row gives byte-identical payloads in both modes.
+pub(crate) fn captured_payload(lead: &str) -> Result<Bytes, LeadError> {
+    let lead: CapturedLead =
+        serde_json::from_str(lead).map_err(|e| LeadError::Captured(e.to_string()))?;
+    let fields = [
+        lead.email,
+        lead.company,
+        lead.first_name,
+        lead.last_name,
+        lead.phone,
+        lead.website,
+        lead.position,
+        lead.twitter,
+        lead.linkedin,
+        lead.notes,
+        lead.score,
+    ];
+    let values = fields.map(|field| match field {
+        Some(text) => FieldValue::Text(Cow::Owned(text.into_bytes())),
+        None => FieldValue::Null,
+    });
+    Ok(render(&values))
+}
+
 /// A field's value before it is rendered.
 #[derive(Debug)]
 enum FieldValue<'a> {
@@ -505,6 +551,24 @@ mod tests {
             warnings.iter().any(|w| w.contains("not an integer")),
             "{warnings:?}"
         );
+    }
+
+    #[test]
+    fn a_captured_lead_renders_like_a_streamed_row() {
+        let rel = relation(&ALL);
+        let m = mapping(ColumnsConfig::default(), &rel);
+        let mut row = vec![Value::Null; 12];
+        row[1] = text("a@b.c");
+        row[10] = text("line\nbreak \"quoted\" ✓");
+        row[11] = text("7");
+        let (streamed, _) = render_row(&m, &row);
+        let captured = captured_payload(
+            r#"{"email": "a@b.c", "company": null, "first_name": null, "last_name": null, "phone": null, "website": null,
+                "position": null, "twitter": null, "linkedin": null, "notes": "line\nbreak \"quoted\" ✓", "score": "7"}"#,
+        )
+        .unwrap();
+        assert_eq!(streamed.as_bytes(), &captured[..]);
+        assert!(captured_payload("[]").is_err());
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! - [`database`]: the database URL, TLS and the ordinary SQL connection.
 //! - [`source`]: the replication stream. `source::replication` speaks the
 //!   protocol, `source::pgoutput` decodes it (pure, no I/O) and
-//!   `source::prerequisites` checks and prepares the database.
+//!   `source::prerequisites` checks and prepares the database. Notify mode:
+//!   `source::outbox` (the trigger outbox as SQL) and `source::notify` (reading it).
 //! - `change`: the row changes the source hands on, with their stable ids.
 //! - `lead`: a row becomes the `save_lead` payload.
 //! - `delivery`: webhooks, HTTP, retries, signatures, ordered concurrency.
@@ -17,7 +18,8 @@
 //! - `checkpoint`: which WAL position may be confirmed to the server.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`sidecar`]: wires one session of the above and reconnects when it ends.
-//! - [`check`] and [`demo`]: the `leadhook check` and `leadhook demo` commands.
+//! - [`check`], [`setup`] and [`demo`]: the `leadhook check`, `leadhook setup` and
+//!   `leadhook demo` commands.
 //! - [`throwaway`] and [`receiver`]: a private PostgreSQL cluster and a
 //!   recording webhook receiver, for the demo, the tests and the benchmark.
 
@@ -29,6 +31,7 @@ pub mod dead_letter;
 pub mod demo;
 pub mod lsn;
 pub mod receiver;
+pub mod setup;
 pub mod sidecar;
 pub mod source;
 pub mod throwaway;

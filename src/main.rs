@@ -26,6 +26,17 @@ enum Command {
     Check(ConfigArg),
     /// Start a throwaway Postgres, a receiver and the pipeline, and show a few deliveries.
     Demo,
+    /// Print (or --apply) the SQL the configured mode needs; --uninstall removes it.
+    Setup {
+        /// Run the SQL instead of printing it.
+        #[arg(long, conflicts_with = "uninstall")]
+        apply: bool,
+        /// Remove what setup installs (notify: trigger and outbox; replication: slot and publication).
+        #[arg(long)]
+        uninstall: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// List or replay the changes webhooks gave up on.
     #[command(subcommand)]
     DeadLetters(DeadLettersCommand),
@@ -85,6 +96,11 @@ fn main() -> ExitCode {
             Command::Check(arg) => check(arg).await,
             Command::Demo => demo().await,
             Command::DeadLetters(command) => dead_letters(command).await,
+            Command::Setup {
+                apply,
+                uninstall,
+                config,
+            } => setup(apply, uninstall, config).await,
         }
     })
 }
@@ -132,6 +148,26 @@ async fn check(arg: ConfigArg) -> ExitCode {
     match leadhook::check::check(&config, &mut std::io::stdout()).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn setup(apply: bool, uninstall: bool, arg: ConfigArg) -> ExitCode {
+    use leadhook::setup::SetupAction;
+    let config = match load(&arg) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let action = match (apply, uninstall) {
+        (_, true) => SetupAction::Uninstall,
+        (true, false) => SetupAction::Apply,
+        (false, false) => SetupAction::Print,
+    };
+    match leadhook::setup::setup(&config, action, &mut std::io::stdout()).await {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -8,6 +8,7 @@
 //! stops reading, deliveries in flight get `admin.shutdown_grace` to finish,
 //! and the position of everything handled is confirmed before closing.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -19,12 +20,14 @@ use tokio_postgres::Client;
 
 use crate::admin::{self, AdminError, Health};
 use crate::checkpoint::{Checkpoint, Positions};
-use crate::config::Config;
+use crate::config::{Config, SourceMode};
 use crate::database::{Database, DatabaseError};
 use crate::dead_letter::DeadLetterStore;
 use crate::delivery::{DeliveryError, Webhooks};
 use crate::lead::{LeadError, LeadMapping, LeadStage};
 use crate::lsn::Lsn;
+use crate::source::notify::{self, OutboxError, OutboxSource};
+use crate::source::outbox::Outbox;
 use crate::source::prerequisites::{self, PrerequisiteError};
 use crate::source::replication::{ReplicationConnection, ReplicationError, quote_identifier};
 use crate::source::{Source, SourceError};
@@ -72,6 +75,11 @@ enum SessionError {
     /// backlog streamed again.
     #[error("a lagging webhook caught up")]
     CaughtUp,
+    #[error("{0}")]
+    Outbox(#[from] OutboxError),
+    /// Another instance delivers from the outbox (it holds the lock).
+    #[error("another instance holds the outbox lock")]
+    OutboxLocked,
     /// Not a failure: asked to stop, and stopped.
     #[error("stopped")]
     Stopped,
@@ -90,6 +98,7 @@ impl SessionError {
     /// Another instance holds the slot: this one is a standby.
     fn is_standby(&self) -> bool {
         matches!(self, SessionError::Replication(e) if e.code() == Some(SLOT_IN_USE))
+            || matches!(self, SessionError::OutboxLocked)
     }
 }
 
@@ -159,10 +168,17 @@ pub async fn run(
             delay = FIRST_RETRY;
         }
         let wait = if error.is_standby() {
-            health.not_ready(format!(
-                "standby: slot {:?} is streaming to another connection",
-                config.source.slot
-            ));
+            health.not_ready(match config.source.mode {
+                SourceMode::Replication => {
+                    format!(
+                        "standby: slot {:?} is streaming to another connection",
+                        config.source.slot
+                    )
+                }
+                SourceMode::Notify => {
+                    "standby: another instance delivers from the outbox".to_owned()
+                }
+            });
             tracing::info!(error = %error, "standing by: another instance holds the slot; taking over when it is released");
             STANDBY_RETRY
         } else {
@@ -196,6 +212,12 @@ impl Session<'_> {
     /// One session: connect, check, stream until something fails or a stop
     /// is asked for. `positions` is kept up to date for the next session.
     async fn run(&self, positions: &mut Positions) -> SessionError {
+        if self.config.source.mode == SourceMode::Notify {
+            return match self.drain_outbox().await {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+        }
         let checkpoint = Arc::new(Checkpoint::new(positions));
         let error = match self.stream(&checkpoint).await {
             Ok(never) => match never {},
@@ -203,6 +225,66 @@ impl Session<'_> {
         };
         *positions = checkpoint.positions();
         error
+    }
+
+    /// Notify mode: deliver from the trigger outbox (see `source::notify`).
+    async fn drain_outbox(&self) -> Result<Infallible, SessionError> {
+        let config = self.config;
+        self.health.not_ready(format!("connecting to {}", self.db));
+        let outbox = Outbox::new(config);
+        let mut stop = self.stop.clone();
+        let setup = async {
+            let (sql, doorbell) = self.db.sql_with_doorbell().await?;
+            prerequisites::prepare(&sql, config).await?;
+            if !notify::try_lock(&sql, &outbox).await? {
+                return Err(SessionError::OutboxLocked);
+            }
+            sql.batch_execute(&format!("LISTEN {}", quote_identifier(&outbox.channel())))
+                .await?;
+            Ok::<_, SessionError>((sql, doorbell))
+        };
+        let (sql, doorbell) = tokio::select! {
+            ready = setup => ready?,
+            _ = stop.wait_for(|stop| *stop) => return Err(SessionError::Stopped),
+        };
+        tracing::info!(database = %self.db, outbox = %outbox.table(), "delivering from the outbox");
+        self.health.ready();
+
+        let checkpoint = Arc::new(Checkpoint::for_outbox(self.webhooks.len()));
+        let mut workers = JoinSet::new();
+        let caught_up = Arc::new(Notify::new());
+        let mut source = OutboxSource {
+            sql,
+            doorbell,
+            outbox,
+            checkpoint: checkpoint.clone(),
+            dispatcher: self.webhooks.spawn(
+                &mut workers,
+                &checkpoint,
+                &self.dead_letters,
+                &caught_up,
+            ),
+            poll_interval: config.source.poll_interval,
+            undeleted: VecDeque::new(),
+            next_index: 0,
+        };
+        let ended = tokio::select! {
+            result = source.run(&mut stop) => result.map_err(SessionError::from),
+            _ = workers.join_next() => Err(SourceError::Downstream.into()),
+        };
+        let error = match ended {
+            Ok(()) => {
+                self.health.not_ready("shutting down");
+                let drained = async { while workers.join_next().await.is_some() {} };
+                let left = source.finish(drained, config.admin.shutdown_grace).await?;
+                tracing::info!(left_in_outbox = left, "deleted every handled row; stopped");
+                SessionError::Stopped
+            }
+            Err(e) => e,
+        };
+        workers.abort_all();
+        self.health.not_ready("session ended");
+        Err(error)
     }
 
     async fn stream(&self, checkpoint: &Arc<Checkpoint>) -> Result<Infallible, SessionError> {

@@ -160,9 +160,10 @@ fn an_invalid_header_name_is_an_error() {
 }
 
 #[test]
-fn notify_mode_is_refused_until_it_exists() {
-    let found = problems("[database]\nurl = \"postgres://x@h/db\"\n[source]\nmode = \"notify\"\n");
-    assert!(found[0].starts_with("source.mode"), "{found:?}");
+fn notify_mode_has_a_poll_interval() {
+    let config = Config::from_toml("[database]\nurl = \"postgres://x@h/db\"\n[source]\nmode = \"notify\"\npoll_interval = \"250ms\"\n").unwrap();
+    assert_eq!(config.source.mode, SourceMode::Notify);
+    assert_eq!(config.source.poll_interval, Duration::from_millis(250));
 }
 
 #[test]

@@ -6,6 +6,8 @@
 //! our memory) but keeps sending status updates, so `wal_sender_timeout`
 //! never cuts off a consumer that is merely slow.
 
+pub(crate) mod notify;
+pub(crate) mod outbox;
 pub(crate) mod pgoutput;
 pub mod prerequisites;
 pub(crate) mod replication;

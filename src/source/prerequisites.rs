@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::config::Config;
+use crate::config::{Config, SourceMode};
 use crate::dead_letter;
 use crate::lead::INTEGER_TYPES;
+use crate::source::outbox::Outbox;
 use crate::source::replication::quote_identifier;
 
 /// A primary-key column: reading a row back needs its name and SQL type.
@@ -30,6 +31,7 @@ pub struct Inspection {
     create_publication: bool,
     create_slot: bool,
     create_dead_letters: bool,
+    create_outbox: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,12 +52,19 @@ impl PrerequisiteError {
 /// Inspects everything without changing anything.
 pub async fn inspect(sql: &Client, config: &Config) -> Result<Inspection, tokio_postgres::Error> {
     let mut report = Inspection::default();
-    check_server(sql, &mut report).await?;
+    let replication = config.source.mode == SourceMode::Replication;
+    check_server(sql, replication, &mut report).await?;
     if let Some(table_oid) = check_table(sql, config, &mut report).await? {
         check_columns(sql, config, table_oid, &mut report).await?;
-        check_publication(sql, config, table_oid, &mut report).await?;
+        if replication {
+            check_publication(sql, config, table_oid, &mut report).await?;
+        } else {
+            check_outbox(sql, config, table_oid, &mut report).await?;
+        }
     }
-    check_slot(sql, config, &mut report).await?;
+    if replication {
+        check_slot(sql, config, &mut report).await?;
+    }
     check_dead_letters(sql, config, &mut report).await?;
     Ok(report)
 }
@@ -80,6 +89,11 @@ pub(crate) async fn prepare(
         );
         ignore_duplicate(sql.batch_execute(&statement).await)?;
         tracing::info!(publication = %source.publication, "created publication");
+    }
+    if report.create_outbox {
+        sql.batch_execute(&Outbox::new(config).install_sql(config, &report.key))
+            .await?;
+        tracing::info!(outbox = %Outbox::new(config).table(), "installed the outbox and its capture trigger");
     }
     if report.create_dead_letters {
         ignore_duplicate(
@@ -129,7 +143,11 @@ fn ignore_duplicate(
     }
 }
 
-async fn check_server(sql: &Client, report: &mut Inspection) -> Result<(), tokio_postgres::Error> {
+async fn check_server(
+    sql: &Client,
+    replication_mode: bool,
+    report: &mut Inspection,
+) -> Result<(), tokio_postgres::Error> {
     let row = sql
         .query_one(
             "SELECT current_setting('server_version'), current_setting('wal_level'), current_user::text,
@@ -143,6 +161,13 @@ async fn check_server(sql: &Client, report: &mut Inspection) -> Result<(), tokio
     report
         .found
         .push(format!("PostgreSQL {version}, connected as {user}"));
+    if !replication_mode {
+        // Notify mode works with any wal_level and needs no replication right.
+        report.found.push(format!(
+            "notify mode (wal_level = {wal_level}, no replication needed)"
+        ));
+        return Ok(());
+    }
     if wal_level == "logical" {
         report.found.push("wal_level = logical".into());
     } else {
@@ -392,6 +417,56 @@ async fn check_dead_letters(
         (false, _, false) => report.problems.push(format!(
             "the dead-letter table {table} is missing and the role may not create it (database.schema = {schema:?}): have a DBA run sql/setup.sql"
         )),
+    }
+    Ok(())
+}
+
+/// Notify mode: the outbox and the capture trigger, installed or installable.
+async fn check_outbox(
+    sql: &Client,
+    config: &Config,
+    table_oid: u32,
+    report: &mut Inspection,
+) -> Result<(), tokio_postgres::Error> {
+    let outbox = Outbox::new(config);
+    let table = outbox.table();
+    let (has_outbox, has_trigger) = outbox.installed(sql).await?;
+    if has_outbox && has_trigger {
+        let row = sql
+            .query_one(
+                "SELECT has_table_privilege(to_regclass($1), 'SELECT, DELETE')",
+                &[&table],
+            )
+            .await?;
+        if row.get(0) {
+            report.found.push(format!(
+                "outbox {table} and its capture trigger are installed"
+            ));
+        } else {
+            report.problems.push(format!("the role may not read and delete from {table}: GRANT SELECT, DELETE ON {table} TO <role>;"));
+        }
+        return Ok(());
+    }
+    let row = sql
+        .query_one(
+            "SELECT pg_has_role(c.relowner, 'USAGE') OR r.rolsuper,
+                    coalesce((SELECT has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = $2),
+                             has_database_privilege(current_database(), 'CREATE'))
+             FROM pg_class c, pg_roles r WHERE c.oid = $1 AND r.rolname = current_user",
+            &[&table_oid, &config.database.schema],
+        )
+        .await?;
+    let (owner, creatable): (bool, bool) = (row.get(0), row.get(1));
+    if config.source.create && owner && creatable {
+        report.create_outbox = true;
+        report.found.push(format!(
+            "outbox {table} and its capture trigger are missing and will be installed"
+        ));
+    } else {
+        report.problems.push(format!(
+            "notify mode needs the outbox {table} and a capture trigger on {}: have the table owner run `leadhook setup --apply` (or sql/notify.sql), or set source.create = true as the owner",
+            config.table()
+        ));
     }
     Ok(())
 }

@@ -31,6 +31,19 @@ pub fn shared_cluster() -> &'static Cluster {
     CLUSTER.get_or_init(|| start_cluster(ClusterOptions::default()).keep_until_exit())
 }
 
+/// A shared cluster with `wal_level = replica`, as on databases where logical
+/// replication is not allowed: notify mode's home.
+pub fn shared_replica_cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<&'static Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        start_cluster(ClusterOptions {
+            wal_level: leadhook::throwaway::WalLevel::Replica,
+            ..ClusterOptions::default()
+        })
+        .keep_until_exit()
+    })
+}
+
 /// A cluster of the test's own, for tests that restart or reconfigure it.
 pub fn start_cluster(options: ClusterOptions) -> Cluster {
     let options = options
@@ -80,6 +93,14 @@ impl TestDb {
             "[database]\nurl = \"{url}?sslmode=disable\"\n\n[source]\nslot = \"{name}\"\npublication = \"{name}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[delivery]\ntimeout = \"2s\"\n\n{webhooks}\n",
             url = self.url,
             name = self.name
+        )
+    }
+
+    /// A notify-mode config for this database (outbox polled every 200 ms).
+    pub fn notify_config(&self, webhooks: &str) -> String {
+        self.config(webhooks).replace(
+            "[source]\n",
+            "[source]\nmode = \"notify\"\npoll_interval = \"200ms\"\n",
         )
     }
 
@@ -188,6 +209,20 @@ impl Sidecar {
         }
     }
 
+    /// Waits until the log contains `text`.
+    pub async fn wait_log(&mut self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.log().contains(text) {
+            self.assert_running();
+            assert!(
+                Instant::now() < deadline,
+                "never logged {text:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGTERM: the graceful stop.
     pub fn terminate(&self) {
         let pid = i32::try_from(self.child.id()).expect("pid");
@@ -246,7 +281,10 @@ pub fn leadhook_command(dir: &std::path::Path, args: &[&str], env: &[(&str, &str
         .args(args)
         .arg("--config")
         .arg(dir.join("sidecar.toml"))
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("E2E_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr);

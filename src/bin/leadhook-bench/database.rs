@@ -106,8 +106,17 @@ impl BenchDb {
 
     /// The sidecar's config for this database, delivering to `urls`.
     pub fn sidecar_config(&self, slot: &str, urls: &[String]) -> String {
+        self.config_for("replication", slot, urls)
+    }
+
+    /// The same for notify mode (trigger outbox).
+    pub fn notify_config(&self, urls: &[String]) -> String {
+        self.config_for("notify", &self.name, urls)
+    }
+
+    fn config_for(&self, mode: &str, slot: &str, urls: &[String]) -> String {
         let mut config = format!(
-            "[database]\nurl = \"{}?sslmode=disable\"\n[source]\nslot = \"{slot}\"\npublication = \"bench\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            "[database]\nurl = \"{}?sslmode=disable\"\n[source]\nmode = \"{mode}\"\nslot = \"{slot}\"\npublication = \"bench\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
             self.url
         );
         for (i, url) in urls.iter().enumerate() {

@@ -98,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
     fanout(&options, &binary, &cluster, &sink, &mut report).await?;
     latency(&options, &binary, &cluster, &sink, &mut report).await?;
     backlog(&options, &binary, &cluster, &sink, &mut report).await?;
+    notify(&options, &binary, &cluster, &sink, &mut report).await?;
 
     report.judge();
     report.print();
@@ -133,7 +134,9 @@ async fn throughput(
         &["bench_throughput", "bench_decode"],
     )
     .await?;
+    let inserting = Instant::now();
     let end = db.insert(n, options.batch).await?;
+    report.notify.insert_seconds_replication = inserting.elapsed().as_secs_f64();
 
     eprintln!("throughput: decode limit (pg_recvlogical)...");
     let decode = limits::decode_rate(bins.dir(), cluster, &db.name, "bench_decode", &end, n)?;
@@ -229,19 +232,7 @@ async fn latency(
     tokio::time::sleep(Duration::from_secs(2)).await;
     report.resources.idle_rss_mib = sidecar.rss_mib();
 
-    let total = rate * seconds;
-    let insert = db
-        .sql
-        .prepare("INSERT INTO leads (email, company, score) VALUES ($1, 'Latency', 1)")
-        .await?;
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    for i in 0..total {
-        tick.tick().await;
-        db.sql
-            .execute(&insert, &[&format!("latency{i}@example.com")])
-            .await?;
-    }
+    let total = steady_inserts(&db, rate, seconds).await?;
     wait_for(
         sink,
         &mut sidecar,
@@ -251,12 +242,7 @@ async fn latency(
     )
     .await?;
     sidecar.stop();
-    let mut all: Vec<f64> = sink
-        .latencies()
-        .iter()
-        .map(|us| *us as f64 / 1000.0)
-        .collect();
-    all.sort_by(f64::total_cmp);
+    let all = sorted_latencies(sink);
     report.latency = report::Latency {
         offered_per_second: rate,
         seconds,
@@ -314,6 +300,84 @@ async fn backlog(
     };
     sidecar.stop();
     Ok(())
+}
+
+/// Notify mode on the throughput and latency workloads.
+async fn notify(
+    options: &Options,
+    binary: &std::path::Path,
+    cluster: &Cluster,
+    sink: &Sink,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let n = options.events;
+    eprintln!("notify mode: committing {n} leads through the capture trigger...");
+    let db = BenchDb::create(cluster, "bench_notify", &[]).await?;
+    let config = db.notify_config(&[sink.url("/hook0")]);
+    process::setup(binary, &config)?;
+    let inserting = Instant::now();
+    db.insert(n, options.batch).await?;
+    report.notify.insert_seconds_notify = inserting.elapsed().as_secs_f64();
+    sink.reset();
+    let started = Instant::now();
+    let mut sidecar = Sidecar::start(binary, &config)?;
+    wait_for(sink, &mut sidecar, &["/hook0"], n, Duration::from_secs(600)).await?;
+    report.notify.events_per_second = n as f64 / started.elapsed().as_secs_f64();
+    sidecar.stop();
+
+    let (rate, seconds) = (options.latency_rate.max(1), options.latency_seconds);
+    eprintln!("notify mode: latency at {rate} commits/s for {seconds} s...");
+    let db = BenchDb::create(cluster, "bench_notify_latency", &[]).await?;
+    let config = db.notify_config(&[sink.url("/latency")]);
+    process::setup(binary, &config)?;
+    sink.reset();
+    let mut sidecar = Sidecar::start(binary, &config)?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let total = steady_inserts(&db, rate, seconds).await?;
+    wait_for(
+        sink,
+        &mut sidecar,
+        &["/latency"],
+        total,
+        Duration::from_secs(120),
+    )
+    .await?;
+    sidecar.stop();
+    let all = sorted_latencies(sink);
+    report.notify.latency_p50_ms = quantile(&all, 0.50);
+    report.notify.latency_p90_ms = quantile(&all, 0.90);
+    report.notify.latency_p99_ms = quantile(&all, 0.99);
+    report.notify.latency_max_ms = all.last().copied().unwrap_or(0.0);
+    Ok(())
+}
+
+/// `rate` single-row commits per second for `seconds`; returns how many.
+async fn steady_inserts(db: &BenchDb, rate: u64, seconds: u64) -> anyhow::Result<u64> {
+    let total = rate * seconds;
+    let insert = db
+        .sql
+        .prepare("INSERT INTO leads (email, company, score) VALUES ($1, 'Latency', 1)")
+        .await?;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for i in 0..total {
+        tick.tick().await;
+        db.sql
+            .execute(&insert, &[&format!("latency{i}@example.com")])
+            .await?;
+    }
+    Ok(total)
+}
+
+/// Commit → arrival of every `/latency` request, in ms, sorted.
+fn sorted_latencies(sink: &Sink) -> Vec<f64> {
+    let mut all: Vec<f64> = sink
+        .latencies()
+        .iter()
+        .map(|us| *us as f64 / 1000.0)
+        .collect();
+    all.sort_by(f64::total_cmp);
+    all
 }
 
 /// Waits until every path in `paths` has received `n` requests.

@@ -38,6 +38,24 @@ pub fn leadhook_binary(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(sibling)
 }
 
+/// Runs `leadhook setup --apply` on a config (installs notify mode's outbox).
+pub fn setup(binary: &Path, config: &str) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("sidecar.toml");
+    std::fs::write(&path, config)?;
+    let output = Command::new(binary)
+        .args(["setup", "--apply", "--config"])
+        .arg(&path)
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "leadhook setup --apply failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
 /// A running sidecar.
 pub struct Sidecar {
     child: Child,

@@ -11,7 +11,21 @@ pub struct Report {
     pub latency: Latency,
     pub resources: Resources,
     pub backlog: Backlog,
+    pub notify: Notify,
     pub targets: Vec<Target>,
+}
+
+/// Notify mode (trigger outbox) on the same workloads, and its cost on writes.
+#[derive(Debug, Default, Serialize)]
+pub struct Notify {
+    pub events_per_second: f64,
+    /// Committing the throughput run's leads without and with the capture trigger.
+    pub insert_seconds_replication: f64,
+    pub insert_seconds_notify: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p90_ms: f64,
+    pub latency_p99_ms: f64,
+    pub latency_max_ms: f64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -203,6 +217,25 @@ impl Report {
             format!("{:.0} ev/s", b.events_per_second_after_resume),
         );
         row("  peak RSS", format!("{:.1} MiB", b.peak_rss_mib));
+        let n = &self.notify;
+        row(
+            "notify mode: throughput, 1 webhook",
+            format!("{:.0} ev/s", n.events_per_second),
+        );
+        row(
+            "  committing the leads: replication / notify",
+            format!(
+                "{:.2} s / {:.2} s",
+                n.insert_seconds_replication, n.insert_seconds_notify
+            ),
+        );
+        row(
+            "  latency p50 / p99 / max",
+            format!(
+                "{:.2} / {:.2} / {:.2} ms",
+                n.latency_p50_ms, n.latency_p99_ms, n.latency_max_ms
+            ),
+        );
         println!(
             "\n{:<24} {:<16} {:>12}  result",
             "target", "goal", "measured"

@@ -1,0 +1,218 @@
+//! Notify mode's source: reads the trigger outbox in sequence order, hands
+//! each row to the delivery engine, and deletes a row only once every
+//! webhook has handled it. `NOTIFY` is only the doorbell: a periodic poll
+//! catches rows whose notification was missed (sent while disconnected),
+//! and at startup whatever is in the outbox is delivered.
+//!
+//! One instance delivers from an outbox at a time: it holds a session-level
+//! advisory lock, and others stand by. That keeps each lead's changes in
+//! order, which `FOR UPDATE SKIP LOCKED` sharing would not.
+
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::HeaderValue;
+use tokio::sync::{Notify, watch};
+use tokio_postgres::Client;
+
+use crate::change::PG_EPOCH_OFFSET_MICROS;
+use crate::checkpoint::Checkpoint;
+use crate::delivery::{Dispatcher, Event};
+use crate::lead::{LeadError, captured_payload};
+use crate::lsn::Lsn;
+use crate::source::outbox::Outbox;
+
+/// Rows read per query.
+const BATCH: i64 = 500;
+/// Rows dispatched but not yet deleted, at most (memory stays bounded).
+const MAX_UNDELETED: usize = 2_000;
+/// How often handled rows are deleted and the doorbell checked.
+const TICK: Duration = Duration::from_millis(20);
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OutboxError {
+    #[error("outbox: {}", crate::database::with_causes(.0))]
+    Sql(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Lead(#[from] LeadError),
+    #[error("a delivery worker stopped")]
+    Downstream,
+}
+
+pub(crate) struct OutboxSource {
+    pub(crate) sql: Client,
+    /// Rung by the connection on every notification of the outbox channel.
+    pub(crate) doorbell: Arc<Notify>,
+    pub(crate) outbox: Outbox,
+    /// Positions here are read indexes: row n of this session is `Lsn(n)`.
+    pub(crate) checkpoint: Arc<Checkpoint>,
+    pub(crate) dispatcher: Dispatcher,
+    pub(crate) poll_interval: Duration,
+    /// Rows read but not yet deleted, in read order: (read index, seq).
+    pub(crate) undeleted: VecDeque<(u64, i64)>,
+    pub(crate) next_index: u64,
+}
+
+impl OutboxSource {
+    /// Delivers until `stop` turns true (`Ok`) or something fails.
+    pub(crate) async fn run(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), OutboxError> {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_read = tokio::time::Instant::now();
+        let mut read_now = true;
+        loop {
+            self.delete_handled().await?;
+            let due = read_now || last_read.elapsed() >= self.poll_interval;
+            if due && self.undeleted.len() < MAX_UNDELETED {
+                read_now = self.read_batch().await? == BATCH as usize;
+                last_read = tokio::time::Instant::now();
+                if read_now {
+                    continue;
+                }
+            }
+            tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => return Ok(()),
+                () = self.doorbell.notified() => read_now = true,
+                _ = tick.tick() => {}
+            }
+        }
+    }
+
+    /// After `run` stopped: lets deliveries in flight finish (`drained`) for
+    /// at most `grace`, then deletes what was handled.
+    pub(crate) async fn finish(
+        self,
+        drained: impl Future<Output = ()>,
+        grace: Duration,
+    ) -> Result<usize, OutboxError> {
+        let OutboxSource {
+            sql,
+            outbox,
+            checkpoint,
+            dispatcher,
+            mut undeleted,
+            ..
+        } = self;
+        drop(dispatcher); // closing the queues lets the workers finish and stop
+        if tokio::time::timeout(grace, drained).await.is_err() {
+            tracing::warn!(
+                ?grace,
+                "shutdown grace period over; abandoning deliveries still in flight (their rows stay in the outbox)"
+            );
+        }
+        let seqs = take_handled(&mut undeleted, checkpoint.confirmed());
+        delete(&sql, &outbox, &seqs).await?;
+        Ok(undeleted.len())
+    }
+
+    /// Reads the next rows (in sequence order, skipping those in flight) and
+    /// dispatches them; returns how many.
+    async fn read_batch(&mut self) -> Result<usize, OutboxError> {
+        let in_flight: Vec<i64> = self.undeleted.iter().map(|(_, seq)| *seq).collect();
+        let query = format!(
+            "SELECT seq, op, lead_key, lead::text, (extract(epoch FROM captured_at) * 1000000)::int8
+             FROM {} WHERE seq <> ALL($1::int8[]) ORDER BY seq LIMIT $2",
+            self.outbox.table()
+        );
+        let rows = self.sql.query(&query, &[&in_flight, &BATCH]).await?;
+        tracing::debug!(
+            read = rows.len(),
+            undeleted = self.undeleted.len(),
+            "read outbox rows"
+        );
+        for row in &rows {
+            let (seq, op, key, lead, captured): (i64, &str, &str, &str, i64) =
+                (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+            metrics::counter!("leadhook_changes_total", "op" => if op == "insert" { "insert" } else { "update" }).increment(1);
+            self.next_index += 1;
+            let index = self.next_index;
+            let tx = self.checkpoint.begin(Lsn(index));
+            let targets = self.checkpoint.track(tx);
+            self.checkpoint.commit(tx, Lsn(index));
+            self.undeleted.push_back((index, seq));
+            let event = Event {
+                id: HeaderValue::from_str(&format!("outbox-{seq}"))
+                    .map_err(|_| OutboxError::Downstream)?,
+                payload: captured_payload(lead)?,
+                key: lead_key(key),
+                tx,
+                targets,
+                commit_time: captured - PG_EPOCH_OFFSET_MICROS,
+            };
+            self.dispatcher
+                .dispatch(event)
+                .await
+                .map_err(|_| OutboxError::Downstream)?;
+        }
+        Ok(rows.len())
+    }
+
+    async fn delete_handled(&mut self) -> Result<(), OutboxError> {
+        let seqs = take_handled(&mut self.undeleted, self.checkpoint.confirmed());
+        delete(&self.sql, &self.outbox, &seqs).await
+    }
+}
+
+/// The rows every webhook has handled: a prefix in read order.
+fn take_handled(undeleted: &mut VecDeque<(u64, i64)>, confirmed: Lsn) -> Vec<i64> {
+    let mut seqs = Vec::new();
+    while let Some(&(index, seq)) = undeleted.front() {
+        if index > confirmed.0 {
+            break;
+        }
+        seqs.push(seq);
+        undeleted.pop_front();
+    }
+    seqs
+}
+
+async fn delete(sql: &Client, outbox: &Outbox, seqs: &[i64]) -> Result<(), OutboxError> {
+    if !seqs.is_empty() {
+        tracing::debug!(deleted = seqs.len(), "deleting handled outbox rows");
+        let statement = format!("DELETE FROM {} WHERE seq = ANY($1::int8[])", outbox.table());
+        sql.execute(&statement, &[&seqs]).await?;
+    }
+    Ok(())
+}
+
+/// Orders a lead's changes: the hash of its captured primary key.
+fn lead_key(key: &str) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Takes the outbox lock for this session; `false` if another instance has it.
+pub(crate) async fn try_lock(sql: &Client, outbox: &Outbox) -> Result<bool, tokio_postgres::Error> {
+    let row = sql
+        .query_one(
+            "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+            &[&outbox.lock_name()],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_handled_prefix_in_read_order_is_deleted() {
+        let mut undeleted: VecDeque<(u64, i64)> = [(1, 40), (2, 12), (3, 41)].into();
+        assert_eq!(take_handled(&mut undeleted, Lsn(2)), [40, 12]);
+        assert_eq!(undeleted, [(3, 41)]);
+        assert!(take_handled(&mut undeleted, Lsn(2)).is_empty());
+    }
+
+    #[test]
+    fn the_same_key_orders_together() {
+        assert_eq!(lead_key("[\"7\"]"), lead_key("[\"7\"]"));
+        assert_ne!(lead_key("[\"7\"]"), lead_key("[\"8\"]"));
+    }
+}

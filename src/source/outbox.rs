@@ -1,0 +1,197 @@
+//! The trigger outbox of notify mode, as SQL: an outbox table in the
+//! sidecar's schema and an `AFTER INSERT OR UPDATE` row trigger on the leads
+//! table that writes each change into it, in the same transaction (so a
+//! rollback leaves nothing), then rings `pg_notify`.
+//!
+//! The trigger is generated from the config: it stores the mapped columns
+//! under their payload names, each as `column::text` (the column type's own
+//! output function, exactly what pgoutput sends), so a payload built from
+//! the outbox is byte-identical to one built from the replication stream.
+
+use crate::config::{Config, TableName};
+use crate::source::prerequisites::KeyColumn;
+use crate::source::replication::quote_identifier;
+
+/// The outbox, the function and the trigger of one config.
+#[derive(Debug, Clone)]
+pub(crate) struct Outbox {
+    schema: String,
+    table: TableName,
+}
+
+impl Outbox {
+    pub(crate) fn new(config: &Config) -> Outbox {
+        Outbox {
+            schema: config.database.schema.clone(),
+            table: config.table(),
+        }
+    }
+
+    /// `"schema".outbox`
+    pub(crate) fn table(&self) -> String {
+        format!("{}.outbox", quote_identifier(&self.schema))
+    }
+
+    /// The notification channel: one per sidecar schema.
+    pub(crate) fn channel(&self) -> String {
+        format!("{}_outbox", self.schema)
+    }
+
+    fn function(&self) -> String {
+        format!("{}.capture_lead", quote_identifier(&self.schema))
+    }
+
+    fn trigger(&self) -> &'static str {
+        "leadhook_capture"
+    }
+
+    fn leads(&self) -> String {
+        format!(
+            "{}.{}",
+            quote_identifier(&self.table.schema),
+            quote_identifier(&self.table.name)
+        )
+    }
+
+    /// Key for `pg_try_advisory_lock`: one delivering instance per outbox.
+    pub(crate) fn lock_name(&self) -> String {
+        format!("leadhook outbox {}", self.table())
+    }
+
+    /// Everything notify mode needs, idempotent (safe to run again after
+    /// changing `[source.columns]`).
+    pub(crate) fn install_sql(&self, config: &Config, key: &[KeyColumn]) -> String {
+        let row = |name: &str| format!("NEW.{}", quote_identifier(name));
+        let fields: Vec<String> = config
+            .source
+            .columns
+            .resolve()
+            .iter()
+            .map(|(field, column)| match column {
+                Some(column) => format!("'{field}', {}::text", row(column)),
+                None => format!("'{field}', NULL::text"),
+            })
+            .collect();
+        let key: Vec<String> = key
+            .iter()
+            .map(|k| format!("{}::text", row(&k.name)))
+            .collect();
+        format!(
+            "-- leadhook notify mode: outbox and capture trigger for {leads}.
+CREATE SCHEMA IF NOT EXISTS {schema};
+CREATE TABLE IF NOT EXISTS {outbox} (
+    seq         bigserial   PRIMARY KEY,
+    op          text        NOT NULL,
+    lead_key    text        NOT NULL,
+    lead        jsonb       NOT NULL,
+    captured_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {outbox} (op, lead_key, lead)
+    VALUES (lower(TG_OP),
+            jsonb_build_array({key})::text,
+            jsonb_build_object({fields}));
+    PERFORM pg_notify('{channel}', '');
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS {trigger} ON {leads};
+CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE ON {leads}
+    FOR EACH ROW EXECUTE FUNCTION {function}();
+",
+            schema = quote_identifier(&self.schema),
+            outbox = self.table(),
+            function = self.function(),
+            trigger = self.trigger(),
+            leads = self.leads(),
+            channel = self.channel().replace('\'', "''"),
+            key = key.join(", "),
+            fields = fields.join(",\n                               "),
+        )
+    }
+
+    /// Removes the trigger, its function and the outbox (and the changes
+    /// still in it: uninstall only once they are delivered, or not needed).
+    pub(crate) fn uninstall_sql(&self) -> String {
+        format!(
+            "DROP TRIGGER IF EXISTS {trigger} ON {leads};
+DROP FUNCTION IF EXISTS {function}();
+DROP TABLE IF EXISTS {outbox};
+",
+            trigger = self.trigger(),
+            leads = self.leads(),
+            function = self.function(),
+            outbox = self.table(),
+        )
+    }
+
+    /// Whether the trigger and the outbox exist.
+    pub(crate) async fn installed(
+        &self,
+        sql: &tokio_postgres::Client,
+    ) -> Result<(bool, bool), tokio_postgres::Error> {
+        let row = sql
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL,
+                        EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = $2 AND tgrelid = to_regclass($3) AND NOT tgisinternal)",
+                &[&self.table(), &self.trigger(), &self.leads()],
+            )
+            .await?;
+        Ok((row.get(0), row.get(1)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn default_config() -> Config {
+        Config::from_toml("[database]\nurl = \"postgres://leadhook@localhost/app\"\n[source]\nmode = \"notify\"\n").unwrap()
+    }
+
+    #[test]
+    fn the_dba_script_is_the_sql_for_the_default_config() {
+        let config = default_config();
+        let key = [KeyColumn {
+            name: "id".into(),
+            type_name: "bigint".into(),
+        }];
+        let outbox = Outbox::new(&config);
+        let script = include_str!("../../sql/notify.sql");
+        assert!(
+            script.contains(&outbox.install_sql(&config, &key)),
+            "sql/notify.sql is out of date"
+        );
+        let commented: String = outbox
+            .uninstall_sql()
+            .lines()
+            .map(|l| format!("-- {l}\n"))
+            .collect();
+        assert!(
+            script.contains(&commented),
+            "sql/notify.sql's uninstall part is out of date"
+        );
+    }
+
+    #[test]
+    fn renamed_and_absent_columns_are_captured_under_their_payload_names() {
+        let config = Config::from_toml(
+            "[database]\nurl = \"postgres://x@h/db\"\n[source]\nmode = \"notify\"\n[source.columns]\nemail = \"mail\"\ntwitter = false\n",
+        )
+        .unwrap();
+        let sql = Outbox::new(&config).install_sql(
+            &config,
+            &[KeyColumn {
+                name: "id".into(),
+                type_name: "int".into(),
+            }],
+        );
+        assert!(sql.contains(r#"'email', NEW."mail"::text"#), "{sql}");
+        assert!(sql.contains("'twitter', NULL::text"), "{sql}");
+        assert!(
+            sql.contains(r#"jsonb_build_array(NEW."id"::text)"#),
+            "{sql}"
+        );
+    }
+}

@@ -8,7 +8,15 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use tokio::sync::Notify;
+use tokio_postgres::Socket;
 use tokio_postgres::config::{Host, SslMode as PgSslMode};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// The driver half of an SQL connection, over TLS or not.
+type SqlConnection =
+    tokio_postgres::Connection<Socket, <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream>;
 
 pub(crate) use tls::TlsSettings;
 
@@ -108,18 +116,9 @@ impl Database {
     /// (notify mode listens on it).
     pub(crate) async fn sql_with_doorbell(
         &self,
-    ) -> Result<(tokio_postgres::Client, Arc<tokio::sync::Notify>), DatabaseError> {
-        let connector =
-            tokio_postgres_rustls::MakeRustlsConnect::new((*self.tls.client_config()).clone());
-        let (client, mut connection) =
-            self.pg
-                .connect(connector)
-                .await
-                .map_err(|source| DatabaseError::Connect {
-                    target: self.to_string(),
-                    source,
-                })?;
-        let doorbell = Arc::new(tokio::sync::Notify::new());
+    ) -> Result<(tokio_postgres::Client, Arc<Notify>), DatabaseError> {
+        let (client, mut connection) = self.connect().await?;
+        let doorbell = Arc::new(Notify::new());
         let ring = doorbell.clone();
         tokio::spawn(async move {
             // Driving the connection by hand is how tokio-postgres hands out notifications.
@@ -140,22 +139,24 @@ impl Database {
 
     /// Opens an ordinary SQL connection; its driver task ends with the client.
     pub async fn sql(&self) -> Result<tokio_postgres::Client, DatabaseError> {
-        let connector =
-            tokio_postgres_rustls::MakeRustlsConnect::new((*self.tls.client_config()).clone());
-        let (client, connection) =
-            self.pg
-                .connect(connector)
-                .await
-                .map_err(|source| DatabaseError::Connect {
-                    target: self.to_string(),
-                    source,
-                })?;
+        let (client, connection) = self.connect().await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "SQL connection closed");
             }
         });
         Ok(client)
+    }
+
+    async fn connect(&self) -> Result<(tokio_postgres::Client, SqlConnection), DatabaseError> {
+        let connector = MakeRustlsConnect::new((*self.tls.client_config()).clone());
+        self.pg
+            .connect(connector)
+            .await
+            .map_err(|source| DatabaseError::Connect {
+                target: self.to_string(),
+                source,
+            })
     }
 }
 

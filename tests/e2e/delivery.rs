@@ -9,10 +9,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn insert_then_update_arrive_in_commit_order_with_distinct_ids() {
-    let db = TestDb::create(shared_cluster(), "order").await;
-    let receiver = Receiver::start(0).await.unwrap();
-    let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
-    db.wait_streaming(&mut sidecar).await;
+    let (db, receiver, _sidecar) = streaming_to_one_webhook("order").await;
 
     db.sql
         .batch_execute("INSERT INTO leads (email, score) VALUES ('a@example.com', 1)")
@@ -94,10 +91,7 @@ async fn every_enabled_webhook_gets_every_event_with_its_method_and_headers() {
 
 #[tokio::test]
 async fn rolled_back_transactions_deletes_and_truncates_send_nothing() {
-    let db = TestDb::create(shared_cluster(), "rollback").await;
-    let receiver = Receiver::start(0).await.unwrap();
-    let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
-    db.wait_streaming(&mut sidecar).await;
+    let (db, receiver, _sidecar) = streaming_to_one_webhook("rollback").await;
 
     db.sql
         .batch_execute("BEGIN; INSERT INTO leads (email) VALUES ('rolled@back'); ROLLBACK;")
@@ -131,10 +125,7 @@ async fn rolled_back_transactions_deletes_and_truncates_send_nothing() {
 
 #[tokio::test]
 async fn a_ten_thousand_row_transaction_makes_ten_thousand_deliveries() {
-    let db = TestDb::create(shared_cluster(), "bulk").await;
-    let receiver = Receiver::start(0).await.unwrap();
-    let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
-    db.wait_streaming(&mut sidecar).await;
+    let (db, receiver, _sidecar) = streaming_to_one_webhook("bulk").await;
 
     db.sql
         .batch_execute("INSERT INTO leads (email, score) SELECT 'lead' || i || '@example.com', i FROM generate_series(1, 10000) i")
@@ -195,10 +186,7 @@ async fn changes_to_other_tables_are_never_delivered_even_in_a_shared_publicatio
 
 #[tokio::test]
 async fn schema_changes_mid_stream_do_not_stop_or_corrupt_the_stream() {
-    let db = TestDb::create(shared_cluster(), "ddl").await;
-    let receiver = Receiver::start(0).await.unwrap();
-    let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
-    db.wait_streaming(&mut sidecar).await;
+    let (db, receiver, mut sidecar) = streaming_to_one_webhook("ddl").await;
 
     db.sql
         .batch_execute("INSERT INTO leads (email, score) VALUES ('before@example.com', 1)")

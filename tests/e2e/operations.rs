@@ -335,10 +335,7 @@ async fn sigterm_under_load_finishes_cleanly_and_a_restart_loses_nothing() {
 
 #[tokio::test]
 async fn sigterm_when_idle_confirms_everything_delivered() {
-    let db = TestDb::create(shared_cluster(), "sigterm_idle").await;
-    let receiver = Receiver::start(0).await.unwrap();
-    let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
-    db.wait_streaming(&mut sidecar).await;
+    let (db, receiver, mut sidecar) = streaming_to_one_webhook("sigterm_idle").await;
     db.sql
         .batch_execute("INSERT INTO leads (email) VALUES ('x')")
         .await

@@ -8,10 +8,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn payload_has_exactly_the_documented_shape_with_nulls_by_field_type() {
-    let db = TestDb::create(shared_cluster(), "payload_nulls").await;
-    let receiver = Receiver::start(0).await.unwrap();
-    let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
-    db.wait_streaming(&mut sidecar).await;
+    let (db, receiver, _sidecar) = streaming_to_one_webhook("payload_nulls").await;
 
     db.sql
         .batch_execute("INSERT INTO leads (email) VALUES (NULL)")
@@ -28,10 +25,7 @@ async fn payload_has_exactly_the_documented_shape_with_nulls_by_field_type() {
 
 #[tokio::test]
 async fn text_arrives_byte_exact_and_score_as_an_integer() {
-    let db = TestDb::create(shared_cluster(), "payload_text").await;
-    let receiver = Receiver::start(0).await.unwrap();
-    let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
-    db.wait_streaming(&mut sidecar).await;
+    let (db, receiver, _sidecar) = streaming_to_one_webhook("payload_text").await;
 
     let tricky = "Zoë \"the\" O'Brien \\ back\\slash\nnew line\ttab ✓ 🚀 \u{1}";
     let long = "x".repeat(100_000);

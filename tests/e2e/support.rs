@@ -151,6 +151,16 @@ pub async fn connect(url: &str) -> Client {
     client
 }
 
+/// The common start of a test: a database on the shared cluster, a
+/// receiver, and a sidecar streaming to it as webhook "hook" at `/leads`.
+pub async fn streaming_to_one_webhook(prefix: &str) -> (TestDb, Receiver, Sidecar) {
+    let db = TestDb::create(shared_cluster(), prefix).await;
+    let receiver = Receiver::start(0).await.expect("start receiver");
+    let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
+    db.wait_streaming(&mut sidecar).await;
+    (db, receiver, sidecar)
+}
+
 /// A webhook entry pointing at `receiver` under `path`.
 pub fn webhook(name: &str, receiver: &Receiver, path: &str) -> String {
     format!(

@@ -21,7 +21,7 @@ use leadhook::throwaway::{Cluster, ClusterOptions, PgBinaries};
 
 use database::BenchDb;
 use process::Sidecar;
-use report::{Report, quantile};
+use report::Report;
 use sink::Sink;
 
 #[derive(Parser, Debug, serde::Serialize)]
@@ -224,7 +224,7 @@ async fn latency(
     eprintln!("latency: {rate} commits/s for {seconds} s...");
     let db = BenchDb::create(cluster, "bench_latency", &["bench_latency"]).await?;
     sink.reset();
-    let mut sidecar = Sidecar::start(
+    let sidecar = Sidecar::start(
         binary,
         &db.sidecar_config(&db.name, &[sink.url("/latency")]),
     )?;
@@ -232,25 +232,12 @@ async fn latency(
     tokio::time::sleep(Duration::from_secs(2)).await;
     report.resources.idle_rss_mib = sidecar.rss_mib();
 
-    let total = steady_inserts(&db, rate, seconds).await?;
-    wait_for(
-        sink,
-        &mut sidecar,
-        &["/latency"],
-        total,
-        Duration::from_secs(120),
-    )
-    .await?;
-    sidecar.stop();
-    let all = sorted_latencies(sink);
+    let all = latency_run(&db, sink, sidecar, rate, seconds).await?;
     report.latency = report::Latency {
         offered_per_second: rate,
         seconds,
         samples: all.len(),
-        p50_ms: quantile(&all, 0.50),
-        p90_ms: quantile(&all, 0.90),
-        p99_ms: quantile(&all, 0.99),
-        max_ms: all.last().copied().unwrap_or(0.0),
+        ms: report::Percentiles::of(&all),
         all_ms: all,
     };
     Ok(())
@@ -331,9 +318,23 @@ async fn notify(
     let config = db.notify_config(&[sink.url("/latency")]);
     process::setup(binary, &config)?;
     sink.reset();
-    let mut sidecar = Sidecar::start(binary, &config)?;
+    let sidecar = Sidecar::start(binary, &config)?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let total = steady_inserts(&db, rate, seconds).await?;
+    let all = latency_run(&db, sink, sidecar, rate, seconds).await?;
+    report.notify.latency = report::Percentiles::of(&all);
+    Ok(())
+}
+
+/// The latency workload against a running sidecar delivering to `/latency`:
+/// every sample's commit → arrival in ms, sorted. Stops the sidecar.
+async fn latency_run(
+    db: &BenchDb,
+    sink: &Sink,
+    mut sidecar: Sidecar,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<Vec<f64>> {
+    let total = steady_inserts(db, rate, seconds).await?;
     wait_for(
         sink,
         &mut sidecar,
@@ -343,12 +344,7 @@ async fn notify(
     )
     .await?;
     sidecar.stop();
-    let all = sorted_latencies(sink);
-    report.notify.latency_p50_ms = quantile(&all, 0.50);
-    report.notify.latency_p90_ms = quantile(&all, 0.90);
-    report.notify.latency_p99_ms = quantile(&all, 0.99);
-    report.notify.latency_max_ms = all.last().copied().unwrap_or(0.0);
-    Ok(())
+    Ok(sorted_latencies(sink))
 }
 
 /// `rate` single-row commits per second for `seconds`; returns how many.

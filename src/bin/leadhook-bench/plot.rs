@@ -28,7 +28,7 @@ fn latency(
         .caption(
             format!(
                 "Latency at {} commits/s (p50 {:.1} ms, p99 {:.1} ms)",
-                l.offered_per_second, l.p50_ms, l.p99_ms
+                l.offered_per_second, l.ms.p50_ms, l.ms.p99_ms
             ),
             ("sans-serif", 18),
         )

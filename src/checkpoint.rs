@@ -20,6 +20,9 @@ use crate::lsn::Lsn;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TxSeq(u64);
 
+/// Unconfirmed transactions a webhook may have before the source pauses.
+const MAX_OPEN: usize = 100_000;
+
 /// The webhooks (by index) a change goes to. A bit set: at most 64 webhooks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Targets(u64);
@@ -42,6 +45,11 @@ impl Targets {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Positions {
     webhooks: Vec<Lsn>,
+    /// Per webhook: whether it may be set lagging next session. Not if it
+    /// lagged and got nowhere: one transaction larger than it can take
+    /// before lagging again would otherwise be restarted forever; it gets
+    /// plain backpressure instead, and so makes progress.
+    may_lag: Vec<bool>,
 }
 
 impl Positions {
@@ -49,6 +57,7 @@ impl Positions {
     pub(crate) fn at(start: Lsn, webhooks: usize) -> Positions {
         Positions {
             webhooks: vec![start; webhooks],
+            may_lag: vec![true; webhooks],
         }
     }
 
@@ -79,8 +88,11 @@ struct State {
 #[derive(Debug)]
 struct Track {
     progress: Progress,
-    /// Falling behind: no longer given changes this session; `progress.confirmed` is frozen.
+    /// Falling behind: given no new transactions this session.
     lagging: bool,
+    /// Where this session started it, to tell whether lagging got it anywhere.
+    start: Lsn,
+    may_lag: bool,
 }
 
 /// One consumer's unconfirmed transactions, oldest first.
@@ -119,9 +131,12 @@ impl Checkpoint {
         let webhooks = positions
             .webhooks
             .iter()
-            .map(|&confirmed| Track {
+            .zip(&positions.may_lag)
+            .map(|(&confirmed, &may_lag)| Track {
                 progress: Progress::new(confirmed),
                 lagging: false,
+                start: confirmed,
+                may_lag,
             })
             .collect();
         let stream = Progress::new(positions.resume());
@@ -147,12 +162,17 @@ impl Checkpoint {
 
     /// Each webhook's position, for the next session.
     pub(crate) fn positions(&self) -> Positions {
+        let state = self.lock();
         Positions {
-            webhooks: self
-                .lock()
+            webhooks: state
                 .webhooks
                 .iter()
                 .map(|t| t.progress.confirmed)
+                .collect(),
+            may_lag: state
+                .webhooks
+                .iter()
+                .map(|t| !t.lagging || t.progress.confirmed > t.start)
                 .collect(),
         }
     }
@@ -187,20 +207,33 @@ impl Checkpoint {
     }
 
     /// The Commit of `tx` arrived; its end LSN is what gets confirmed.
+    /// (A lagging webhook only tracks transactions it was given before it
+    /// fell behind; for later ones `get` finds nothing.)
     pub(crate) fn commit(&self, tx: TxSeq, end: Lsn) {
         let mut state = self.lock();
         state.stream.commit(tx, end);
-        for track in state.webhooks.iter_mut().filter(|t| !t.lagging) {
+        for track in &mut state.webhooks {
             track.progress.commit(tx, end);
         }
     }
 
-    /// `webhook` has handled one change of `tx`.
+    /// `webhook` has handled one change of `tx`. Counted for a lagging
+    /// webhook too, so its position still moves over what it was given.
     pub(crate) fn handled(&self, webhook: usize, tx: TxSeq) {
         let mut state = self.lock();
-        if let Some(track) = state.webhooks.get_mut(webhook).filter(|t| !t.lagging) {
+        if let Some(track) = state.webhooks.get_mut(webhook) {
             track.progress.handled(tx);
         }
+    }
+
+    /// Whether a webhook keeping up has so many unconfirmed transactions
+    /// (one change stuck retrying holds all later ones) that the source
+    /// should stop reading until some are confirmed: bounds memory.
+    pub(crate) fn backlogged(&self) -> bool {
+        self.lock()
+            .webhooks
+            .iter()
+            .any(|t| !t.lagging && t.progress.open.len() >= MAX_OPEN)
     }
 
     /// A keepalive reported the server's WAL end. For a consumer with
@@ -214,19 +247,21 @@ impl Checkpoint {
         }
     }
 
-    /// Stops giving `webhook` changes this session and freezes its position.
+    /// Stops giving `webhook` changes this session, from transaction `from`
+    /// on (the first it could not be given a change of). Its position can
+    /// still move over the transactions before, as it handles them.
     /// Refused (false) for the last webhook still keeping up: lagging only
     /// helps when someone else can go on; alone, it waits (backpressure).
-    pub(crate) fn set_lagging(&self, webhook: usize) -> bool {
+    pub(crate) fn set_lagging(&self, webhook: usize, from: TxSeq) -> bool {
         let mut state = self.lock();
         let keeping_up = state.webhooks.iter().filter(|t| !t.lagging).count();
         if !state.allow_lagging {
             return false;
         }
         match state.webhooks.get_mut(webhook) {
-            Some(track) if !track.lagging && keeping_up > 1 => {
+            Some(track) if !track.lagging && track.may_lag && keeping_up > 1 => {
                 track.lagging = true;
-                track.progress.open.clear();
+                track.progress.forget_from(from);
                 true
             }
             _ => false,
@@ -267,6 +302,13 @@ impl Progress {
     fn get(&mut self, tx: TxSeq) -> Option<&mut Tx> {
         let index = tx.0.checked_sub(self.front)?;
         self.open.get_mut(usize::try_from(index).ok()?)
+    }
+
+    /// Drops `from` and later transactions: they will not be completed.
+    fn forget_from(&mut self, from: TxSeq) {
+        let keep = from.0.saturating_sub(self.front);
+        self.open
+            .truncate(usize::try_from(keep).unwrap_or(usize::MAX));
     }
 
     fn commit(&mut self, tx: TxSeq, end: Lsn) {
@@ -384,39 +426,66 @@ mod tests {
         cp.track(first);
         cp.commit(first, Lsn(100));
         cp.handled(1, first);
-        assert!(cp.set_lagging(0));
-        assert!(
-            !cp.set_lagging(1),
-            "the last webhook keeping up waits instead"
-        );
         let second = cp.begin(Lsn(190));
-        assert_eq!(
-            cp.track(second),
-            Targets(0b10),
-            "the lagging webhook gets nothing more"
+        cp.track(second);
+        // Webhook 0 took `first` but could not be given `second`.
+        assert!(cp.set_lagging(0, second));
+        assert!(
+            !cp.set_lagging(1, second),
+            "the last webhook keeping up waits instead"
         );
         cp.commit(second, Lsn(200));
         cp.handled(1, second);
-        cp.idle_at(Lsn(300));
+        let third = cp.begin(Lsn(290));
+        assert_eq!(
+            cp.track(third),
+            Targets(0b10),
+            "the lagging webhook gets nothing more"
+        );
+        cp.commit(third, Lsn(300));
+        cp.handled(1, third);
+        cp.idle_at(Lsn(400));
         assert_eq!(cp.confirmed(), Lsn(10), "held by the lagging webhook");
+        cp.handled(0, first);
+        cp.handled(0, second); // it never got this one: no effect
         assert_eq!(
             cp.positions(),
             Positions {
-                webhooks: vec![Lsn(10), Lsn(300)]
-            }
+                webhooks: vec![Lsn(100), Lsn(400)],
+                may_lag: vec![true, true]
+            },
+            "it still moves over what it was given"
         );
+    }
+
+    #[test]
+    fn a_webhook_that_lagged_without_progress_is_not_set_lagging_again() {
+        let cp = checkpoint(2);
+        let tx = cp.begin(Lsn(90));
+        cp.track(tx);
+        assert!(cp.set_lagging(0, tx));
+        let next = Checkpoint::new(&cp.positions());
+        let tx = next.begin(Lsn(90));
+        next.track(tx);
+        assert!(
+            !next.set_lagging(0, tx),
+            "it waits instead, and so gets through"
+        );
+        assert!(next.set_lagging(1, tx), "the other webhook still may");
     }
 
     #[test]
     fn the_outbox_never_sets_a_webhook_lagging() {
         let cp = Checkpoint::for_outbox(2);
-        assert!(!cp.set_lagging(0));
+        let tx = cp.begin(Lsn(1));
+        assert!(!cp.set_lagging(0, tx));
     }
 
     #[test]
     fn a_new_session_skips_what_each_webhook_already_handled() {
         let positions = Positions {
             webhooks: vec![Lsn(10), Lsn(300)],
+            may_lag: vec![true, true],
         };
         assert_eq!(positions.resume(), Lsn(10));
         let cp = Checkpoint::new(&positions);

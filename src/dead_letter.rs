@@ -116,7 +116,7 @@ impl DeadLetterStore {
             "INSERT INTO {t} (webhook, webhook_id, payload, attempts, last_status, last_error, first_attempt_at, last_attempt_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (webhook, webhook_id) DO UPDATE SET
-                attempts = {t}.attempts + EXCLUDED.attempts, last_status = EXCLUDED.last_status,
+                payload = EXCLUDED.payload, attempts = {t}.attempts + EXCLUDED.attempts, last_status = EXCLUDED.last_status,
                 last_error = EXCLUDED.last_error, last_attempt_at = EXCLUDED.last_attempt_at",
             t = self.table
         );

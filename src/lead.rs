@@ -83,7 +83,7 @@ impl LeadStage {
         Ok(())
     }
 
-    async fn send(&self, change: RowChange) -> Result<(), LeadError> {
+    async fn send(&mut self, change: RowChange) -> Result<(), LeadError> {
         let payload = self
             .mapping
             .payload(&change.new.values, change.old.as_ref(), &self.sql)

@@ -241,9 +241,10 @@ impl Session<'_> {
             }
             sql.batch_execute(&format!("LISTEN {}", quote_identifier(&outbox.channel())))
                 .await?;
-            Ok::<_, SessionError>((sql, doorbell))
+            let epoch = notify::epoch(&sql, &outbox).await?;
+            Ok::<_, SessionError>((sql, doorbell, epoch))
         };
-        let (sql, doorbell) = tokio::select! {
+        let (sql, doorbell, epoch) = tokio::select! {
             ready = setup => ready?,
             _ = stop.wait_for(|stop| *stop) => return Err(SessionError::Stopped),
         };
@@ -265,12 +266,14 @@ impl Session<'_> {
                 &caught_up,
             ),
             poll_interval: config.source.poll_interval,
+            epoch,
             undeleted: VecDeque::new(),
             next_index: 0,
         };
         let ended = tokio::select! {
             result = source.run(&mut stop) => result.map_err(SessionError::from),
-            _ = workers.join_next() => Err(SourceError::Downstream.into()),
+            // With no webhooks the set is empty and this branch stays off.
+            Some(_) = workers.join_next() => Err(SourceError::Downstream.into()),
         };
         let error = match ended {
             Ok(()) => {
@@ -338,7 +341,8 @@ impl Session<'_> {
                 Ok(Err(e)) => e.into(),
                 _ => SourceError::Downstream.into(),
             }),
-            _ = workers.join_next() => Err(SourceError::Downstream.into()),
+            // With no webhooks the set is empty and this branch stays off.
+            Some(_) = workers.join_next() => Err(SourceError::Downstream.into()),
             _ = caught_up.notified() => Err(SessionError::CaughtUp),
         };
         probe.abort();

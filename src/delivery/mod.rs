@@ -14,11 +14,11 @@ mod signature;
 mod worker;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
-use tokio::sync::mpsc::error::SendTimeoutError;
+use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 
@@ -173,8 +173,9 @@ impl Webhooks {
                 tasks.spawn(worker.run());
                 tx
             })
-            .collect();
+            .collect::<Vec<_>>();
         Dispatcher {
+            holding_up_since: vec![None; queues.len()],
             queues,
             hooks: self.hooks.clone(),
             checkpoint: checkpoint.clone(),
@@ -191,35 +192,70 @@ pub(crate) struct Dispatcher {
     queues: Vec<mpsc::Sender<Arc<Event>>>,
     hooks: Arc<[Arc<Webhook>]>,
     checkpoint: Arc<Checkpoint>,
+    /// Per webhook: since when its full queue has been holding the others
+    /// up (they had room); cleared when it takes an event at once.
+    holding_up_since: Vec<Option<Instant>>,
 }
 
 impl Dispatcher {
-    pub(crate) async fn dispatch(&self, event: Event) -> Result<(), WorkerGone> {
+    /// Queues the event for each webhook it targets, in order. A webhook
+    /// that holds the others up for `LAG_GRACE` is set lagging; when all
+    /// are equally slow, everyone waits (backpressure).
+    pub(crate) async fn dispatch(&mut self, event: Event) -> Result<(), WorkerGone> {
         let event = Arc::new(event);
-        for (index, queue) in self.queues.iter().enumerate() {
+        for index in 0..self.queues.len() {
             if !event.targets.contains(index) || self.checkpoint.is_lagging(index) {
                 continue;
             }
-            let mut pending = event.clone();
+            let mut pending = match self.queues[index].try_send(event.clone()) {
+                Ok(()) => {
+                    self.holding_up_since[index] = None;
+                    continue;
+                }
+                Err(TrySendError::Closed(_)) => return Err(WorkerGone),
+                Err(TrySendError::Full(back)) => back,
+            };
             loop {
-                match queue.send_timeout(pending, LAG_GRACE).await {
+                let others_have_room = self.others_have_room(index);
+                let since = match (others_have_room, self.holding_up_since[index]) {
+                    (true, Some(since)) => since,
+                    (true, None) => *self.holding_up_since[index].insert(Instant::now()),
+                    (false, _) => {
+                        self.holding_up_since[index] = None;
+                        Instant::now()
+                    }
+                };
+                let wait = LAG_GRACE
+                    .saturating_sub(since.elapsed())
+                    .max(Duration::from_millis(10));
+                match self.queues[index].send_timeout(pending, wait).await {
                     Ok(()) => break,
                     Err(SendTimeoutError::Closed(_)) => return Err(WorkerGone),
                     Err(SendTimeoutError::Timeout(back)) => {
-                        if self.checkpoint.set_lagging(index) {
+                        let held_long =
+                            since.elapsed() >= LAG_GRACE && self.others_have_room(index);
+                        if held_long && self.checkpoint.set_lagging(index, event.tx) {
                             tracing::warn!(
                                 webhook = %self.hooks[index].name,
                                 "webhook is falling behind; the others go on, and its backlog is streamed again from its position once it catches up"
                             );
+                            self.holding_up_since[index] = None;
                             break;
                         }
-                        // The only webhook keeping up: wait for it (backpressure).
                         pending = back;
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Whether another webhook still keeping up has room in its queue, i.e.
+    /// is being held up rather than slow itself.
+    fn others_have_room(&self, index: usize) -> bool {
+        self.queues.iter().enumerate().any(|(i, queue)| {
+            i != index && !self.checkpoint.is_lagging(i) && queue.capacity() >= QUEUE / 2
+        })
     }
 }
 

@@ -36,6 +36,8 @@ pub(crate) enum SourceError {
     },
     #[error("the lead stage stopped")]
     Downstream,
+    #[error("no message from the server for {0:?}: the connection is presumed dead")]
+    Silent(std::time::Duration),
 }
 
 /// What woke the stream loop.
@@ -101,7 +103,20 @@ impl Source {
     ) -> Result<(), SourceError> {
         let mut heartbeat = tokio::time::interval(self.heartbeat);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // The server sends a keepalive every half wal_sender_timeout (four
+        // beats); silence for twice the timeout means a dead connection
+        // that TCP has not noticed yet.
+        let silence_limit = self.heartbeat * 8;
+        let mut last_heard = tokio::time::Instant::now();
+        let mut was_reading = true;
         loop {
+            // Paused while the next stage is full, or while too many
+            // transactions wait for confirmation (memory stays bounded).
+            let reading = self.pending.is_none() && !self.checkpoint.backlogged();
+            if reading && !was_reading {
+                last_heard = tokio::time::Instant::now();
+            }
+            was_reading = reading;
             let step = tokio::select! {
                 biased;
                 _ = stop.wait_for(|stop| *stop) => return Ok(()),
@@ -113,10 +128,16 @@ impl Source {
                     }
                     continue;
                 }
-                message = self.conn.next(), if self.pending.is_none() => Step::Message(message?),
+                message = self.conn.next(), if reading => {
+                    last_heard = tokio::time::Instant::now();
+                    Step::Message(message?)
+                }
+                () = tokio::time::sleep_until(last_heard + silence_limit), if reading => {
+                    return Err(SourceError::Silent(silence_limit));
+                }
             };
             match step {
-                Step::Heartbeat => self.heartbeat().await?,
+                Step::Heartbeat => self.heartbeat(!reading).await?,
                 Step::Message(ReplicationMessage::XLogData { wal_start, data }) => {
                     let message = pgoutput::decode(data).map_err(|error| SourceError::Decode {
                         at: wal_start,
@@ -161,7 +182,7 @@ impl Source {
                     break;
                 }
                 _ = heartbeat.tick() => {
-                    if self.heartbeat().await.is_err() {
+                    if self.heartbeat(true).await.is_err() {
                         break;
                     }
                 }
@@ -173,10 +194,13 @@ impl Source {
         confirmed
     }
 
-    /// Sends a status update when there is news, and every few beats regardless.
-    async fn heartbeat(&mut self) -> Result<(), SourceError> {
+    /// Sends a status update when there is news, every other beat
+    /// regardless, and every beat while paused (keepalives go unread then,
+    /// so these updates alone keep `wal_sender_timeout` from firing).
+    async fn heartbeat(&mut self, paused: bool) -> Result<(), SourceError> {
         let confirmed = self.checkpoint.confirmed();
-        if confirmed != self.reported || self.last_report.elapsed() >= self.heartbeat * 3 {
+        if paused || confirmed != self.reported || self.last_report.elapsed() >= self.heartbeat * 2
+        {
             self.report(confirmed).await?;
         }
         Ok(())
@@ -230,8 +254,8 @@ impl Source {
                     .any(|id| Some(*id) == self.relation_id)
                 {
                     metrics::counter!("leadhook_changes_total", "op" => "truncate").increment(1);
+                    self.next_index();
                 }
-                self.next_index();
             }
             LogicalMessage::Origin(_) | LogicalMessage::Type(_) | LogicalMessage::Message(_) => {}
         }
@@ -263,11 +287,13 @@ impl Source {
     }
 
     /// Counts a change and gives it its id; `None` if it is not ours.
+    /// Only the table's own changes are numbered, so a change keeps its id
+    /// even if the publication gains or loses other tables in between.
     fn count_change(&mut self, relation_id: u32, op: &'static str) -> Option<(TxSeq, ChangeId)> {
-        let index = self.next_index();
         if Some(relation_id) != self.relation_id {
             return None;
         }
+        let index = self.next_index();
         metrics::counter!("leadhook_changes_total", "op" => op).increment(1);
         let tx = self.tx.as_ref()?;
         Some((

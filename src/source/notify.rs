@@ -50,6 +50,9 @@ pub(crate) struct OutboxSource {
     pub(crate) checkpoint: Arc<Checkpoint>,
     pub(crate) dispatcher: Dispatcher,
     pub(crate) poll_interval: Duration,
+    /// The outbox table's oid, part of every `webhook-id`: sequence numbers
+    /// start again if the outbox is ever dropped and re-created.
+    pub(crate) epoch: u32,
     /// Rows read but not yet deleted, in read order: (read index, seq).
     pub(crate) undeleted: VecDeque<(u64, i64)>,
     pub(crate) next_index: u64,
@@ -69,7 +72,12 @@ impl OutboxSource {
             self.delete_handled().await?;
             let due = read_now || last_read.elapsed() >= self.poll_interval;
             if due && self.undeleted.len() < MAX_UNDELETED {
-                read_now = self.read_batch().await? == BATCH as usize;
+                // A full queue can hold a batch up for long; a stop must not wait for it.
+                // Rows not yet dispatched are simply not handled: they stay in the outbox.
+                read_now = tokio::select! {
+                    read = self.read_batch() => read? == BATCH as usize,
+                    _ = stop.wait_for(|stop| *stop) => return Ok(()),
+                };
                 last_read = tokio::time::Instant::now();
                 if read_now {
                     continue;
@@ -136,7 +144,7 @@ impl OutboxSource {
             self.checkpoint.commit(tx, Lsn(index));
             self.undeleted.push_back((index, seq));
             let event = Event {
-                id: HeaderValue::from_str(&format!("outbox-{seq}"))
+                id: HeaderValue::from_str(&format!("outbox-{}-{seq}", self.epoch))
                     .map_err(|_| OutboxError::Downstream)?,
                 payload: captured_payload(lead)?,
                 key: lead_key(key),
@@ -185,6 +193,14 @@ fn lead_key(key: &str) -> u64 {
     let mut hasher = std::hash::DefaultHasher::new();
     key.hash(&mut hasher);
     hasher.finish()
+}
+
+/// The outbox table's oid (see `OutboxSource::epoch`).
+pub(crate) async fn epoch(sql: &Client, outbox: &Outbox) -> Result<u32, tokio_postgres::Error> {
+    Ok(sql
+        .query_one("SELECT to_regclass($1)::oid", &[&outbox.table()])
+        .await?
+        .get(0))
 }
 
 /// Takes the outbox lock for this session; `false` if another instance has it.

@@ -326,3 +326,42 @@ async fn a_slow_receiver_does_not_get_the_stream_cut_off_by_wal_sender_timeout()
     );
     sidecar.assert_running();
 }
+
+#[tokio::test]
+async fn with_no_enabled_webhook_changes_are_confirmed_without_delivery() {
+    let db = TestDb::create(shared_cluster(), "nohooks").await;
+    let receiver = Receiver::start(0).await.unwrap();
+    let off = webhook("off", &receiver, "/off") + "enabled = false\n";
+    let mut sidecar = Sidecar::start(&db.config(&off));
+    db.wait_streaming(&mut sidecar).await;
+    db.sql
+        .batch_execute("INSERT INTO leads (email) VALUES ('nobody')")
+        .await
+        .unwrap();
+    let after: String = db
+        .sql
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let past: bool = db
+            .sql
+            .query_one("SELECT confirmed_flush_lsn >= $2::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $1", &[&db.name, &after])
+            .await
+            .unwrap()
+            .get(0);
+        if past {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not confirmed; log:\n{}",
+            sidecar.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(receiver.requests().is_empty());
+    assert!(!sidecar.log().contains("reconnecting"), "{}", sidecar.log());
+}

@@ -556,3 +556,62 @@ async fn dead_letter_commands_explain_a_missing_table() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_slow_webhook_falls_behind_then_catches_up_even_through_one_large_transaction() {
+    let db = TestDb::create(shared_cluster(), "catchup").await;
+    let receiver = Receiver::start(0).await.unwrap();
+    // Every request to /slow times out (300 ms) and is dead-lettered at once.
+    receiver.set_responder(|request, _| {
+        if request.path == "/slow" {
+            Reply::ok().after(Duration::from_secs(2))
+        } else {
+            Reply::ok()
+        }
+    });
+    let hooks = format!(
+        "{}timeout = \"300ms\"\nmax_attempts = 1\n\n{}",
+        webhook("slow", &receiver, "/slow"),
+        webhook("fast", &receiver, "/fast")
+    );
+    let mut sidecar = Sidecar::start(&db.config(&hooks));
+    db.wait_streaming(&mut sidecar).await;
+
+    // One transaction, far larger than the slow webhook takes before it lags.
+    db.sql
+        .batch_execute(
+            "INSERT INTO leads (email, score) SELECT 'c' || i, i FROM generate_series(1, 1500) i",
+        )
+        .await
+        .unwrap();
+    let after = current_lsn(&db).await;
+    eventually(
+        &sidecar,
+        "the fast webhook should get every change",
+        async || {
+            let got: HashSet<i64> = receiver
+                .requests_to("/fast")
+                .iter()
+                .map(|r| data(r)["score"].as_i64().unwrap())
+                .collect();
+            got.len() == 1500
+        },
+    )
+    .await;
+    eventually(&sidecar, "the slow webhook should get through the transaction", async || {
+        let row = db.sql.query_one("SELECT count(DISTINCT webhook_id) FROM leadhook.dead_letters WHERE webhook = 'slow'", &[]).await;
+        row.map(|r| r.get::<_, i64>(0)).unwrap_or(0) == 1500
+    })
+    .await;
+    eventually(
+        &sidecar,
+        "the position should move past the transaction",
+        async || confirmed_past(&db, &after).await,
+    )
+    .await;
+    let log = sidecar.log();
+    assert!(
+        log.contains("webhook is falling behind") && log.contains("caught up"),
+        "{log}"
+    );
+}

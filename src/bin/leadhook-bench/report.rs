@@ -158,6 +158,11 @@ impl Report {
     }
 
     pub fn print(&self) {
+        if cfg!(debug_assertions) {
+            println!(
+                "\nNOTE: a debug build; the figures below only show that the benchmark works. Use --release for figures."
+            );
+        }
         let m = &self.machine;
         println!(
             "\nleadhook benchmark — {} CPUs ({}), {:.0} GiB, PostgreSQL {}\n",

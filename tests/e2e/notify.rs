@@ -17,35 +17,6 @@ async fn start(db: &TestDb, webhooks: &str) -> Sidecar {
     sidecar
 }
 
-fn scores(got: &[ReceivedRequest]) -> HashSet<i64> {
-    got.iter()
-        .map(|r| data(r)["score"].as_i64().unwrap())
-        .collect()
-}
-
-async fn wait_scores(
-    receiver: &Receiver,
-    path: &str,
-    n: i64,
-    sidecar: &Sidecar,
-) -> Vec<ReceivedRequest> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let got = receiver.requests_to(path);
-        let arrived = scores(&got);
-        if (1..=n).all(|s| arrived.contains(&s)) {
-            return got;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {n} arrived; log:\n{}",
-            arrived.len(),
-            sidecar.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn notify_mode_payloads_are_byte_identical_to_replication_mode() {
     let db = TestDb::create(shared_cluster(), "identical").await;
@@ -100,18 +71,18 @@ async fn webhooks_rollbacks_other_tables_and_a_ten_thousand_row_transaction() {
     ] {
         db.sql.batch_execute(statement).await.unwrap();
     }
-    let a = wait_scores(&receiver, "/a", 10_000, &sidecar).await;
-    let b = wait_scores(&receiver, "/b", 10_000, &sidecar).await;
+    let a = wait_for_scores(&receiver, "/a", 10_000, &sidecar).await;
+    let b = wait_for_scores(&receiver, "/b", 10_000, &sidecar).await;
     assert!(
         a.iter()
             .all(|r| r.method == "POST" && r.header("x-tenant") == Some("acme"))
     );
     assert!(b.iter().all(|r| r.method == "PUT"));
     assert!(
-        !scores(&a).contains(&-1),
+        !scores_of(&a).contains(&-1),
         "the rolled-back insert was delivered"
     );
-    assert_eq!(scores(&a).len(), 10_000, "nothing else (orders) arrived");
+    assert_eq!(scores_of(&a).len(), 10_000, "nothing else (orders) arrived");
     assert!(receiver.requests_to("/off").is_empty());
     let deadline = Instant::now() + WAIT;
     loop {
@@ -158,7 +129,7 @@ async fn a_receiver_outage_delays_but_loses_nothing() {
         .get(0);
     assert_eq!(held, 20, "undelivered rows stay in the outbox");
     receiver.start_again().await.unwrap();
-    wait_scores(&receiver, "/leads", 20, &sidecar).await;
+    wait_for_scores(&receiver, "/leads", 20, &sidecar).await;
 }
 
 #[tokio::test]
@@ -184,7 +155,7 @@ async fn a_killed_sidecar_redelivers_with_the_same_webhook_ids() {
         "the kill must land mid-way"
     );
     sidecar.restart();
-    let got = wait_scores(&receiver, "/leads", 1000, &sidecar).await;
+    let got = wait_for_scores(&receiver, "/leads", 1000, &sidecar).await;
     let mut ids: HashMap<&str, &[u8]> = HashMap::new();
     for request in &got {
         if let Some(first) = ids.insert(request.header("webhook-id").unwrap(), &request.body) {
@@ -216,7 +187,7 @@ async fn a_postgres_restart_is_survived() {
     )
     .await
     .unwrap();
-    wait_scores(&receiver, "/leads", 100, &sidecar).await;
+    wait_for_scores(&receiver, "/leads", 100, &sidecar).await;
     sidecar.wait_log("reconnecting").await;
 }
 
@@ -257,7 +228,7 @@ async fn two_instances_never_deliver_the_same_row_and_the_standby_takes_over() {
         )
         .await
         .unwrap();
-    let got = wait_scores(&receiver, "/leads", 300, &first).await;
+    let got = wait_for_scores(&receiver, "/leads", 300, &first).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got_now = receiver.requests_to("/leads");
     assert_eq!(
@@ -274,7 +245,7 @@ async fn two_instances_never_deliver_the_same_row_and_the_standby_takes_over() {
         )
         .await
         .unwrap();
-    wait_scores(&receiver, "/leads", 350, &second).await;
+    wait_for_scores(&receiver, "/leads", 350, &second).await;
 }
 
 #[tokio::test]

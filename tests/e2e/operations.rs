@@ -1,6 +1,6 @@
 //! Operations: metrics, health, graceful shutdown, logs, high availability.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use leadhook::throwaway::ClusterOptions;
@@ -314,23 +314,7 @@ async fn sigterm_under_load_finishes_cleanly_and_a_restart_loses_nothing() {
     assert!(!active);
 
     sidecar.restart();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let got = receiver.requests_to("/leads");
-        let scores: HashSet<i64> = got
-            .iter()
-            .map(|r| data(r)["score"].as_i64().unwrap())
-            .collect();
-        if scores.len() == 3000 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "changes lost after SIGTERM and restart ({} of 3000)",
-            scores.len()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_scores(&receiver, "/leads", 3000, &sidecar).await;
 }
 
 #[tokio::test]
@@ -448,23 +432,7 @@ async fn a_standby_instance_takes_over_within_seconds_when_the_active_one_dies()
         )
         .await
         .unwrap();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let scores: HashSet<i64> = receiver
-            .requests_to("/leads")
-            .iter()
-            .map(|r| data(r)["score"].as_i64().unwrap())
-            .collect();
-        if (1..=200).all(|s| scores.contains(&s)) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the standby did not take over:\n{}",
-            standby.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_scores(&receiver, "/leads", 200, &standby).await;
     let took = killed.elapsed();
     assert!(took < Duration::from_secs(10), "takeover took {took:?}");
     assert_eq!(

@@ -69,23 +69,7 @@ async fn a_sidecar_killed_mid_stream_loses_nothing_and_redelivers_with_the_same_
     receiver.wait_for("/leads", 2001, WAIT).await.unwrap();
     // Different leads are delivered concurrently, so wait for every score
     // (redeliveries make plain counts ambiguous).
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let scores: HashSet<i64> = receiver
-            .requests_to("/leads")
-            .iter()
-            .map(|r| data(r)["score"].as_i64().unwrap())
-            .collect();
-        if scores.len() == 2001 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "changes lost: {} of 2001 arrived",
-            scores.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_scores(&receiver, "/leads", 2001, &sidecar).await;
     assert_complete_with_stable_ids(&receiver.requests_to("/leads"), 2001);
 }
 
@@ -117,23 +101,7 @@ async fn a_postgres_restart_mid_stream_is_survived_without_loss() {
     )
     .await
     .unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let scores: HashSet<i64> = receiver
-            .requests_to("/leads")
-            .iter()
-            .map(|r| data(r)["score"].as_i64().unwrap())
-            .collect();
-        if (1..=600).all(|s| scores.contains(&s)) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "changes lost after the restart; sidecar log:\n{}",
-            sidecar.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_scores(&receiver, "/leads", 600, &sidecar).await;
     assert_complete_with_stable_ids(&receiver.requests_to("/leads"), 600);
     assert!(
         sidecar.log().contains("reconnecting"),

@@ -336,6 +336,38 @@ pub fn run_leadhook(
     )
 }
 
+/// The distinct `score`s among delivered payloads (tests number leads by score).
+pub fn scores_of(got: &[ReceivedRequest]) -> std::collections::HashSet<i64> {
+    got.iter()
+        .map(|r| data(r)["score"].as_i64().expect("score"))
+        .collect()
+}
+
+/// Waits until every score 1..=n has arrived at `path` (redeliveries make
+/// plain counts ambiguous); returns everything that arrived there.
+pub async fn wait_for_scores(
+    receiver: &Receiver,
+    path: &str,
+    n: i64,
+    sidecar: &Sidecar,
+) -> Vec<ReceivedRequest> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let got = receiver.requests_to(path);
+        let arrived = scores_of(&got);
+        if (1..=n).all(|s| arrived.contains(&s)) {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "changes lost: {} of {n} arrived; log:\n{}",
+            arrived.len(),
+            sidecar.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The `data` object of a delivered payload.
 pub fn data(request: &ReceivedRequest) -> serde_json::Value {
     let body: serde_json::Value = serde_json::from_slice(&request.body).expect("payload is JSON");

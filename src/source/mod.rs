@@ -137,7 +137,11 @@ impl Source {
                 }
             };
             match step {
-                Step::Heartbeat => self.heartbeat(!reading).await?,
+                Step::Heartbeat => {
+                    // Half the silence allowed: ask the server to answer.
+                    let ping = reading && last_heard.elapsed() >= silence_limit / 2;
+                    self.heartbeat(!reading, ping).await?;
+                }
                 Step::Message(ReplicationMessage::XLogData { wal_start, data }) => {
                     let message = pgoutput::decode(data).map_err(|error| SourceError::Decode {
                         at: wal_start,
@@ -182,14 +186,14 @@ impl Source {
                     break;
                 }
                 _ = heartbeat.tick() => {
-                    if self.heartbeat(true).await.is_err() {
+                    if self.heartbeat(true, false).await.is_err() {
                         break;
                     }
                 }
             }
         }
         let confirmed = self.checkpoint.confirmed();
-        let _ = self.conn.send_status(confirmed).await;
+        let _ = self.conn.send_status(confirmed, false).await;
         self.conn.close().await;
         confirmed
     }
@@ -197,17 +201,26 @@ impl Source {
     /// Sends a status update when there is news, every other beat
     /// regardless, and every beat while paused (keepalives go unread then,
     /// so these updates alone keep `wal_sender_timeout` from firing).
-    async fn heartbeat(&mut self, paused: bool) -> Result<(), SourceError> {
+    /// With `ping`, the update asks for an answer: after a long silence,
+    /// that tells a quiet server from a dead connection.
+    async fn heartbeat(&mut self, paused: bool, ping: bool) -> Result<(), SourceError> {
         let confirmed = self.checkpoint.confirmed();
-        if paused || confirmed != self.reported || self.last_report.elapsed() >= self.heartbeat * 2
+        if ping
+            || paused
+            || confirmed != self.reported
+            || self.last_report.elapsed() >= self.heartbeat * 2
         {
-            self.report(confirmed).await?;
+            self.report_with(confirmed, ping).await?;
         }
         Ok(())
     }
 
     async fn report(&mut self, confirmed: Lsn) -> Result<(), SourceError> {
-        self.conn.send_status(confirmed).await?;
+        self.report_with(confirmed, false).await
+    }
+
+    async fn report_with(&mut self, confirmed: Lsn, ping: bool) -> Result<(), SourceError> {
+        self.conn.send_status(confirmed, ping).await?;
         self.last_report = tokio::time::Instant::now();
         if confirmed != self.reported {
             tracing::debug!(%confirmed, "confirmed position");

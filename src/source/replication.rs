@@ -302,14 +302,19 @@ impl ReplicationConnection {
 
     /// Reports `lsn` as written, flushed and applied: everything before it is
     /// handled, and the server may recycle that WAL.
-    pub(crate) async fn send_status(&mut self, lsn: Lsn) -> Result<(), ReplicationError> {
+    /// With `ping`, asks the server to answer at once (with a keepalive).
+    pub(crate) async fn send_status(
+        &mut self,
+        lsn: Lsn,
+        ping: bool,
+    ) -> Result<(), ReplicationError> {
         let mut body = BytesMut::with_capacity(34);
         body.put_u8(b'r');
         for _ in 0..3 {
             body.put_u64(lsn.0);
         }
         body.put_i64(pg_now_micros());
-        body.put_u8(0);
+        body.put_u8(u8::from(ping));
         frontend::CopyData::new(body.freeze())?.write(&mut self.write_buf);
         self.flush().await?;
         Ok(())

@@ -522,7 +522,9 @@ async fn a_sidecar_killed_during_retries_loses_nothing() {
         )
         .await
         .unwrap();
-    receiver.wait_for("/leads", 100, WAIT).await.unwrap();
+    if let Err(e) = receiver.wait_for("/leads", 100, WAIT).await {
+        panic!("{e:?}; log:\n{}", sidecar.log());
+    }
     sidecar.kill();
     let recovered_at = SystemTime::now();
     healthy.store(true, Ordering::SeqCst);

@@ -132,22 +132,28 @@ async fn wait_until_streaming(
     sql: &tokio_postgres::Client,
     sidecar: &tokio::task::JoinHandle<Result<(), crate::sidecar::SidecarError>>,
 ) -> anyhow::Result<()> {
+    // Active, then caught up with the WAL written since (the server has
+    // finished starting the stream): only then do the demo's changes go in.
+    let mut since: Option<String> = None;
     for _ in 0..300 {
         if sidecar.is_finished() {
             bail!("the sidecar stopped during startup (see the log above)");
         }
-        let row = sql
-            .query_opt(
-                "SELECT active FROM pg_replication_slots WHERE slot_name = 'leadhook'",
-                &[],
-            )
-            .await?;
-        if row.is_some_and(|r| r.get::<_, bool>(0)) {
-            return Ok(());
+        let query = "SELECT active, confirmed_flush_lsn >= $1::text::pg_lsn, pg_current_wal_insert_lsn()::text
+                     FROM pg_replication_slots WHERE slot_name = 'leadhook'";
+        let mark = since
+            .clone()
+            .unwrap_or_else(|| "FFFFFFFF/FFFFFFFF".to_owned());
+        if let Some(row) = sql.query_opt(query, &[&mark]).await? {
+            match (&since, row.get::<_, bool>(0), row.get::<_, Option<bool>>(1)) {
+                (None, true, _) => since = Some(row.get(2)),
+                (Some(_), true, Some(true)) => return Ok(()),
+                _ => {}
+            }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    bail!("the sidecar did not start streaming within 30 s")
+    bail!("the sidecar did not start streaming within 15 s")
 }
 
 fn print_delivery(out: &mut impl Write, n: usize, request: &ReceivedRequest) -> anyhow::Result<()> {

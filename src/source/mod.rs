@@ -156,6 +156,7 @@ impl Source {
                     if self.tx.is_none() {
                         self.checkpoint.idle_at(wal_end);
                     }
+                    tracing::trace!(%wal_end, reply_requested, in_tx = self.tx.is_some(), "keepalive");
                     if reply_requested {
                         self.report(self.checkpoint.confirmed()).await?;
                     }
@@ -232,6 +233,7 @@ impl Source {
     fn handle(&mut self, message: LogicalMessage) {
         match message {
             LogicalMessage::Begin(begin) => {
+                tracing::trace!(final_lsn = %begin.final_lsn, xid = begin.xid, "begin");
                 let seq = self.checkpoint.begin(begin.final_lsn);
                 self.tx = Some(OpenTx {
                     seq,
@@ -241,11 +243,13 @@ impl Source {
                 });
             }
             LogicalMessage::Commit(commit) => {
+                tracing::trace!(end_lsn = %commit.end_lsn, "commit");
                 if let Some(tx) = self.tx.take() {
                     self.checkpoint.commit(tx.seq, commit.end_lsn);
                 }
             }
             LogicalMessage::Relation(relation) => {
+                tracing::trace!(id = relation.id, namespace = %relation.namespace, name = %relation.name, "relation");
                 if relation.namespace == self.table.schema && relation.name == self.table.name {
                     self.relation_id = Some(relation.id);
                     self.pending = Some(SourceMessage::Relation(relation));

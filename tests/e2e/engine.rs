@@ -81,7 +81,7 @@ async fn a_receiver_failing_three_times_gets_the_change_on_the_fourth_attempt() 
         .batch_execute("INSERT INTO leads (email) VALUES ('flaky@example.com')")
         .await
         .unwrap();
-    let got = receiver.wait_for("/leads", 4, WAIT).await.unwrap();
+    let got = wait_or_diagnose(&receiver, "/leads", 4, &db, &sidecar).await;
     let ids: HashSet<&str> = got
         .iter()
         .map(|r| r.header("webhook-id").unwrap())
@@ -522,9 +522,7 @@ async fn a_sidecar_killed_during_retries_loses_nothing() {
         )
         .await
         .unwrap();
-    if let Err(e) = receiver.wait_for("/leads", 100, WAIT).await {
-        panic!("{e:?}; log:\n{}", sidecar.log());
-    }
+    wait_or_diagnose(&receiver, "/leads", 100, &db, &sidecar).await;
     sidecar.kill();
     let recovered_at = SystemTime::now();
     healthy.store(true, Ordering::SeqCst);
@@ -587,6 +585,7 @@ async fn a_slow_webhook_falls_behind_then_catches_up_even_through_one_large_tran
         .await
         .unwrap();
     let after = current_lsn(&db).await;
+    wait_or_diagnose(&receiver, "/fast", 1500, &db, &sidecar).await;
     eventually(
         &sidecar,
         "the fast webhook should get every change",

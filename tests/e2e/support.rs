@@ -118,7 +118,7 @@ impl TestDb {
                 .await
                 .expect("query slots");
             if row.is_some_and(|r| r.get::<_, bool>(0)) {
-                return;
+                break;
             }
             assert!(
                 Instant::now() < deadline,
@@ -126,6 +126,38 @@ impl TestDb {
                 sidecar.log()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Then until it has confirmed the WAL written so far: the walsender
+        // has finished starting up. Seen rarely on this shared cluster: a
+        // change committed in the first moments after the slot turned active
+        // was never sent by the server (only keepalives came). Waiting here
+        // keeps the tests about leadhook; see the closing note.
+        let now: String = self
+            .sql
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .await
+            .expect("lsn")
+            .get(0);
+        loop {
+            sidecar.assert_running();
+            let caught_up: bool = self
+                .sql
+                .query_one(
+                    "SELECT coalesce(confirmed_flush_lsn >= $2::text::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&self.name, &now],
+                )
+                .await
+                .expect("query slots")
+                .get(0);
+            if caught_up {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sidecar did not catch up with the WAL; its log:\n{}",
+                sidecar.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -279,7 +311,47 @@ impl Sidecar {
 
 impl Drop for Sidecar {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_state();
+        }
         self.kill();
+    }
+}
+
+impl Sidecar {
+    /// For a failed test: the sidecar's threads' stacks (when gdb is
+    /// installed) and its metrics, to tell where it was stuck.
+    fn dump_state(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let pid = self.child.id().to_string();
+            if let Ok(out) = Command::new("gdb")
+                .args(["-p", &pid, "-batch", "-ex", "thread apply all bt 30"])
+                .output()
+            {
+                eprintln!(
+                    "DIAG stacks of leadhook {pid}:\n{}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
+        }
+        let log = self.log();
+        if let Some(at) = log.find("admin=") {
+            let addr: String = log[at + 6..]
+                .chars()
+                .take_while(|c| !c.is_whitespace())
+                .collect();
+            if let Ok(out) = Command::new("curl")
+                .args(["-s", &format!("http://{addr}/metrics")])
+                .output()
+            {
+                for line in String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter(|l| !l.starts_with('#') && !l.contains("_bucket"))
+                {
+                    eprintln!("DIAG metric {line}");
+                }
+            }
+        }
     }
 }
 
@@ -365,6 +437,52 @@ pub async fn wait_for_scores(
             sidecar.log()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `receiver.wait_for`, but on a timeout prints the server's view (slots,
+/// walsenders, sessions) and the sidecar's log before failing.
+pub async fn wait_or_diagnose(
+    receiver: &Receiver,
+    path: &str,
+    n: usize,
+    db: &TestDb,
+    sidecar: &Sidecar,
+) -> Vec<ReceivedRequest> {
+    match receiver.wait_for(path, n, Duration::from_secs(60)).await {
+        Ok(got) => got,
+        Err(e) => {
+            for q in [
+                "SELECT slot_name::text, active::text, coalesce(active_pid::text,''), restart_lsn::text, confirmed_flush_lsn::text, coalesce(catalog_xmin::text,'') FROM pg_replication_slots",
+                "SELECT pid::text, application_name, state, sent_lsn::text, write_lsn::text, flush_lsn::text FROM pg_stat_replication",
+                "SELECT pid::text, coalesce(datname::text,''), backend_type, coalesce(state,''), coalesce(wait_event_type,'') || ':' || coalesce(wait_event,''), left(coalesce(query,''), 80), coalesce(backend_xmin::text,''), coalesce(backend_xid::text,'') FROM pg_stat_activity",
+                "SELECT pg_current_wal_insert_lsn()::text",
+            ] {
+                for row in db.sql.query(q, &[]).await.unwrap_or_default() {
+                    let cols: Vec<String> = (0..row.len())
+                        .map(|i| row.get::<_, Option<String>>(i).unwrap_or_default())
+                        .collect();
+                    eprintln!("DIAG {}", cols.join(" | "));
+                }
+            }
+            let log = sidecar.log();
+            if let Some(at) = log.find("admin=") {
+                let addr: String = log[at + 6..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect();
+                if let Ok(response) = reqwest::get(format!("http://{addr}/metrics")).await {
+                    let text = response.text().await.unwrap_or_default();
+                    for line in text
+                        .lines()
+                        .filter(|l| !l.starts_with('#') && !l.contains("_bucket"))
+                    {
+                        eprintln!("DIAG metric {line}");
+                    }
+                }
+            }
+            panic!("{e:?}; log:\n{log}");
+        }
     }
 }
 

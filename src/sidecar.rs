@@ -118,9 +118,10 @@ pub async fn run(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SidecarError> {
     let db = Database::from_url(config.database.url.expose())?;
-    let webhooks = Webhooks::from_config(&config)?;
     let health = Health::new();
     let admin = admin::serve(config.admin.listen, health.clone()).await?;
+    // After the recorder is installed: webhooks register their metric handles.
+    let webhooks = Webhooks::from_config(&config)?;
     tracing::info!(%admin, "admin endpoint listening (/metrics, /healthz, /readyz)");
     if webhooks.len() == 0 {
         tracing::warn!(

@@ -69,6 +69,56 @@ pub(crate) struct Webhook {
     headers: HeaderMap,
     pub(crate) policy: DeliveryConfig,
     signing_key: Option<SigningKey>,
+    pub(crate) metrics: WebhookMetrics,
+}
+
+/// This webhook's metric handles, registered once: each attempt then only
+/// increments, instead of building labels and looking them up.
+#[derive(Clone)]
+pub(crate) struct WebhookMetrics {
+    pub(crate) duration: metrics::Histogram,
+    pub(crate) lag: metrics::Histogram,
+    pub(crate) in_flight: metrics::Gauge,
+    success: metrics::Counter,
+    http_error: metrics::Counter,
+    timeout: metrics::Counter,
+    connect_error: metrics::Counter,
+    pub(crate) delivered: metrics::Counter,
+    pub(crate) dead_lettered: metrics::Counter,
+}
+
+impl WebhookMetrics {
+    fn new(name: &str) -> Self {
+        let attempts = |result: &'static str| metrics::counter!("leadhook_delivery_attempts_total", "webhook" => name.to_owned(), "result" => result);
+        let deliveries = |outcome: &'static str| metrics::counter!("leadhook_deliveries_total", "webhook" => name.to_owned(), "outcome" => outcome);
+        WebhookMetrics {
+            duration: metrics::histogram!("leadhook_delivery_duration_seconds", "webhook" => name.to_owned()),
+            lag: metrics::histogram!("leadhook_event_lag_seconds", "webhook" => name.to_owned()),
+            in_flight: metrics::gauge!("leadhook_in_flight", "webhook" => name.to_owned()),
+            success: attempts("success"),
+            http_error: attempts("http_error"),
+            timeout: attempts("timeout"),
+            connect_error: attempts("connect_error"),
+            delivered: deliveries("delivered"),
+            dead_lettered: deliveries("dead_lettered"),
+        }
+    }
+
+    /// The attempts counter for a `result` label (see `retry::Failure::result_label`).
+    pub(crate) fn attempts(&self, result: &str) -> &metrics::Counter {
+        match result {
+            "success" => &self.success,
+            "http_error" => &self.http_error,
+            "timeout" => &self.timeout,
+            _ => &self.connect_error,
+        }
+    }
+}
+
+impl std::fmt::Debug for WebhookMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WebhookMetrics")
+    }
 }
 
 impl Webhook {
@@ -106,6 +156,7 @@ impl Webhook {
             headers,
             policy,
             signing_key,
+            metrics: WebhookMetrics::new(&hook.name),
         })
     }
 }

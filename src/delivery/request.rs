@@ -34,8 +34,7 @@ pub(crate) async fn attempt(
     }
     let started = Instant::now();
     let result = request.send().await;
-    metrics::histogram!("leadhook_delivery_duration_seconds", "webhook" => hook.name.clone())
-        .record(started.elapsed());
+    hook.metrics.duration.record(started.elapsed());
     let outcome = match result {
         Ok(response) if response.status().is_success() => Ok(()),
         Ok(response) => {
@@ -60,7 +59,7 @@ pub(crate) async fn attempt(
         Ok(()) => "success",
         Err(failure) => failure.result_label(),
     };
-    metrics::counter!("leadhook_delivery_attempts_total", "webhook" => hook.name.clone(), "result" => label).increment(1);
+    hook.metrics.attempts(label).increment(1);
     outcome
 }
 

@@ -35,7 +35,7 @@ impl Worker {
         // Leads with a delivery in flight, and their later changes waiting for it.
         let mut busy: HashMap<u64, VecDeque<Arc<Event>>> = HashMap::new();
         let mut held = 0usize;
-        let gauge = metrics::gauge!("leadhook_in_flight", "webhook" => self.hook.name.clone());
+        let gauge = self.hook.metrics.in_flight.clone();
         // Once the queue is closed (shutdown), what is in flight still finishes.
         let mut open = true;
         while open || held > 0 {
@@ -106,16 +106,16 @@ impl Delivery {
         let mut attempt: u32 = 0;
         let outcome = loop {
             attempt = attempt.saturating_add(1);
-            let failure = match request::attempt(hook, &self.client, &event.id, &event.payload)
-                .await
-            {
-                Ok(()) => {
-                    metrics::histogram!("leadhook_event_lag_seconds", "webhook" => hook.name.clone())
-                        .record(crate::change::commit_age(event.commit_time));
-                    break "delivered";
-                }
-                Err(failure) => failure,
-            };
+            let failure =
+                match request::attempt(hook, &self.client, &event.id, &event.payload).await {
+                    Ok(()) => {
+                        hook.metrics
+                            .lag
+                            .record(crate::change::commit_age(event.commit_time));
+                        break &hook.metrics.delivered;
+                    }
+                    Err(failure) => failure,
+                };
             match retry::next(&hook.policy, &failure, attempt, fastrand::f64()) {
                 Next::RetryAfter(wait) => {
                     tracing::warn!(
@@ -140,11 +140,11 @@ impl Delivery {
                         last_attempt: SystemTime::now(),
                     };
                     self.dead_letters.store(&letter).await;
-                    break "dead_lettered";
+                    break &hook.metrics.dead_lettered;
                 }
             }
         };
-        metrics::counter!("leadhook_deliveries_total", "webhook" => hook.name.clone(), "outcome" => outcome).increment(1);
+        outcome.increment(1);
         self.checkpoint.handled(self.index, event.tx);
     }
 }

@@ -338,21 +338,10 @@ async fn with_no_enabled_webhook_changes_are_confirmed_without_delivery() {
         .batch_execute("INSERT INTO leads (email) VALUES ('nobody')")
         .await
         .unwrap();
-    let after: String = db
-        .sql
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let after = db.insert_lsn().await;
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let past: bool = db
-            .sql
-            .query_one("SELECT confirmed_flush_lsn >= $2::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $1", &[&db.name, &after])
-            .await
-            .unwrap()
-            .get(0);
-        if past {
+        if db.confirmed_past(&after).await {
             break;
         }
         assert!(

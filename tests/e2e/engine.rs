@@ -33,28 +33,6 @@ async fn dead_letters(db: &TestDb) -> Vec<tokio_postgres::Row> {
         .unwrap_or_default()
 }
 
-/// The end of everything written so far (the insert position: with
-/// `synchronous_commit = off` the write position can trail a commit).
-async fn current_lsn(db: &TestDb) -> String {
-    db.sql
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
-/// Whether the slot's confirmed position has reached `lsn`.
-async fn confirmed_past(db: &TestDb, lsn: &str) -> bool {
-    db.sql
-        .query_one(
-            "SELECT confirmed_flush_lsn >= $2::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $1",
-            &[&db.name, &lsn],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
 fn email(request: &ReceivedRequest) -> String {
     data(request)["email"]
         .as_str()
@@ -149,7 +127,7 @@ async fn a_change_that_always_fails_is_dead_lettered_and_the_stream_moves_on_the
         .batch_execute("INSERT INTO leads (email) VALUES ('dead@example.com')")
         .await
         .unwrap();
-    let after_dead = current_lsn(&db).await;
+    let after_dead = db.insert_lsn().await;
     db.sql
         .batch_execute("INSERT INTO leads (email) VALUES ('alive@example.com')")
         .await
@@ -168,7 +146,7 @@ async fn a_change_that_always_fails_is_dead_lettered_and_the_stream_moves_on_the
     eventually(
         &sidecar,
         "the confirmed position did not move past the dead letter",
-        async || confirmed_past(&db, &after_dead).await,
+        async || db.confirmed_past(&after_dead).await,
     )
     .await;
 
@@ -301,14 +279,14 @@ async fn the_stream_is_held_while_a_dead_letter_cannot_be_stored() {
         .batch_execute("INSERT INTO leads (email) VALUES ('held@example.com')")
         .await
         .unwrap();
-    let after = current_lsn(&db).await;
+    let after = db.insert_lsn().await;
     eventually(&sidecar, "the failed store should be logged", async || {
         sidecar.log().contains("cannot store a dead letter")
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
-        !confirmed_past(&db, &after).await,
+        !db.confirmed_past(&after).await,
         "the position moved past a change that is neither delivered nor stored"
     );
 
@@ -323,7 +301,7 @@ async fn the_stream_is_held_while_a_dead_letter_cannot_be_stored() {
     )
     .await;
     eventually(&sidecar, "the position should move on", async || {
-        confirmed_past(&db, &after).await
+        db.confirmed_past(&after).await
     })
     .await;
 }
@@ -370,7 +348,7 @@ async fn a_permanently_failing_webhook_does_not_hold_up_a_healthy_one() {
         sidecar.log()
     );
     assert!(
-        !confirmed_past(&db, &current_lsn(&db).await).await,
+        !db.confirmed_past(&db.insert_lsn().await).await,
         "the failing webhook still holds the position"
     );
 }
@@ -439,14 +417,14 @@ async fn block_mode_keeps_retrying_and_holds_the_position_instead_of_dead_letter
         .batch_execute("INSERT INTO leads (email) VALUES ('blocked@example.com')")
         .await
         .unwrap();
-    let after = current_lsn(&db).await;
+    let after = db.insert_lsn().await;
     receiver.wait_for("/leads", 4, WAIT).await.unwrap();
-    assert!(!confirmed_past(&db, &after).await, "held while blocked");
+    assert!(!db.confirmed_past(&after).await, "held while blocked");
     receiver.wait_for("/leads", 7, WAIT).await.unwrap();
     eventually(
         &sidecar,
         "the position should move once delivered",
-        async || confirmed_past(&db, &after).await,
+        async || db.confirmed_past(&after).await,
     )
     .await;
     assert!(
@@ -584,7 +562,7 @@ async fn a_slow_webhook_falls_behind_then_catches_up_even_through_one_large_tran
         )
         .await
         .unwrap();
-    let after = current_lsn(&db).await;
+    let after = db.insert_lsn().await;
     wait_or_diagnose(&receiver, "/fast", 1500, &db, &sidecar).await;
     eventually(
         &sidecar,
@@ -607,7 +585,7 @@ async fn a_slow_webhook_falls_behind_then_catches_up_even_through_one_large_tran
     eventually(
         &sidecar,
         "the position should move past the transaction",
-        async || confirmed_past(&db, &after).await,
+        async || db.confirmed_past(&after).await,
     )
     .await;
     let log = sidecar.log();

@@ -324,24 +324,14 @@ async fn sigterm_when_idle_confirms_everything_delivered() {
         .batch_execute("INSERT INTO leads (email) VALUES ('x')")
         .await
         .unwrap();
-    let after: String = db
-        .sql
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let after = db.insert_lsn().await;
     receiver.wait_for("/leads", 1, WAIT).await.unwrap();
     sidecar.terminate();
     assert_eq!(
         sidecar.wait_exit(Duration::from_secs(20)).await.code(),
         Some(0)
     );
-    let confirmed: bool = db
-        .sql
-        .query_one("SELECT confirmed_flush_lsn >= $2::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $1", &[&db.name, &after])
-        .await
-        .unwrap()
-        .get(0);
+    let confirmed = db.confirmed_past(&after).await;
     assert!(
         confirmed,
         "the delivered change must be confirmed at shutdown"

@@ -120,18 +120,11 @@ async fn heavy_writes_to_other_tables_do_not_make_the_slot_retain_wal() {
     let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
     db.wait_streaming(&mut sidecar).await;
 
-    let lsn = async || -> String {
-        db.sql
-            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-            .await
-            .unwrap()
-            .get(0)
-    };
-    let before = lsn().await;
+    let before = db.insert_lsn().await;
     for _ in 0..10 {
         db.sql.batch_execute("INSERT INTO events (body) SELECT repeat(md5(i::text), 30) FROM generate_series(1, 10000) i").await.unwrap();
     }
-    let after = lsn().await;
+    let after = db.insert_lsn().await;
     let written: f64 = db
         .sql
         .query_one(

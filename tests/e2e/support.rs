@@ -132,24 +132,10 @@ impl TestDb {
         // change committed in the first moments after the slot turned active
         // was never sent by the server (only keepalives came). Waiting here
         // keeps the tests about leadhook; see the closing note.
-        let now: String = self
-            .sql
-            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-            .await
-            .expect("lsn")
-            .get(0);
+        let now = self.insert_lsn().await;
         loop {
             sidecar.assert_running();
-            let caught_up: bool = self
-                .sql
-                .query_one(
-                    "SELECT coalesce(confirmed_flush_lsn >= $2::text::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $1",
-                    &[&self.name, &now],
-                )
-                .await
-                .expect("query slots")
-                .get(0);
-            if caught_up {
+            if self.confirmed_past(&now).await {
                 return;
             }
             assert!(
@@ -159,6 +145,28 @@ impl TestDb {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The end of everything written so far: the insert position (with
+    /// `synchronous_commit = off` the write position can trail a commit).
+    pub async fn insert_lsn(&self) -> String {
+        self.sql
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .await
+            .expect("lsn")
+            .get(0)
+    }
+
+    /// Whether this database's slot has confirmed everything up to `lsn`.
+    pub async fn confirmed_past(&self, lsn: &str) -> bool {
+        self.sql
+            .query_one(
+                "SELECT coalesce(confirmed_flush_lsn >= $2::text::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $1",
+                &[&self.name, &lsn],
+            )
+            .await
+            .expect("query slots")
+            .get(0)
     }
 
     /// WAL the slot still retains: the server's position minus the confirmed one.

@@ -41,7 +41,7 @@ BEGIN
                                'linkedin', NEW."linkedin"::text,
                                'notes', NEW."notes"::text,
                                'score', NEW."score"::text));
-    PERFORM pg_notify('leadhook_outbox', '');
+    PERFORM pg_notify('leadhook_outbox_16e2a69b0a1ed856', '');
     RETURN NULL;
 END
 $$;

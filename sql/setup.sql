@@ -16,21 +16,29 @@ GRANT USAGE ON SCHEMA public TO leadhook;
 GRANT SELECT ON public.leads TO leadhook;
 
 -- 2. The publication: which table's changes are streamed (as the table owner).
+--    For a partitioned leads table, add WITH (publish_via_partition_root = true),
+--    or its changes are published under the partitions' names and never delivered.
 CREATE PUBLICATION leadhook_leads FOR TABLE public.leads;
 
--- 3. The slot: where the server keeps leadhook's position. From its creation
---    on, the server retains WAL until leadhook confirms it: drop the slot
+-- 3. The slot: where the server keeps leadhook's position. Changes committed
+--    before it is created are not captured. It waits for every transaction
+--    open in the cluster to end first. From its creation on, the server
+--    retains WAL until leadhook confirms it: drop the slot
 --    (SELECT pg_drop_replication_slot('leadhook');) if you retire leadhook.
 SELECT pg_create_logical_replication_slot('leadhook', 'pgoutput');
 
 -- 4. Optional: send whole old rows with each UPDATE, so large unchanged
---    values (e.g. long notes) come with the change instead of being read back
---    by primary key. Costs extra WAL on every UPDATE and DELETE.
+--    values (e.g. long notes) come with the change, exactly as they were,
+--    instead of being read back by primary key (which gives the current value,
+--    possibly newer than the change). Costs extra WAL on every UPDATE and
+--    DELETE. For a partitioned table, run it on each partition too.
 -- ALTER TABLE public.leads REPLICA IDENTITY FULL;
 
--- 5. The dead-letter table, in leadhook's own schema (database.schema):
---    changes a webhook gave up on (see README, "Delivery"). leadhook creates
---    it at startup when the role may; otherwise create it here.
+-- 5. leadhook's own tables, in its schema (database.schema): dead letters,
+--    the changes a webhook gave up on (see README, "Delivery"), and slots, what
+--    leadhook knows of its slot (so a lost slot is noticed and reported).
+--    leadhook creates them at startup when the role may; otherwise create
+--    them here.
 CREATE SCHEMA IF NOT EXISTS "leadhook";
 CREATE TABLE IF NOT EXISTS "leadhook".dead_letters (
     id               bigserial   PRIMARY KEY,
@@ -47,5 +55,14 @@ CREATE TABLE IF NOT EXISTS "leadhook".dead_letters (
 GRANT USAGE ON SCHEMA "leadhook" TO leadhook;
 GRANT SELECT, INSERT, UPDATE, DELETE ON "leadhook".dead_letters TO leadhook;
 GRANT USAGE ON SEQUENCE "leadhook".dead_letters_id_seq TO leadhook;
+CREATE TABLE IF NOT EXISTS "leadhook".slots (
+    slot_name         text        PRIMARY KEY,
+    system_identifier text        NOT NULL,
+    created_at        timestamptz NOT NULL,
+    created_lsn       pg_lsn      NOT NULL,
+    confirmed_lsn     pg_lsn      NOT NULL,
+    confirmed_at      timestamptz NOT NULL
+);
+GRANT SELECT, INSERT, UPDATE ON "leadhook".slots TO leadhook;
 
 -- With all of the above in place, set `create = false` in [source].

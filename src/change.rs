@@ -27,26 +27,45 @@ pub(crate) struct RowChange {
     pub(crate) targets: Targets,
     /// Commit time as the server sent it: µs since 2000-01-01 UTC.
     pub(crate) commit_time: i64,
+    /// The transaction's id, to tell whether a row read back is its version.
+    pub(crate) xid: u32,
     pub(crate) new: Tuple,
     /// Present for updates under `REPLICA IDENTITY FULL` (or a changed key).
     pub(crate) old: Option<OldTuple>,
 }
 
-/// Identifies a change for good: the commit's LSN and the change's place in
-/// that transaction. Both come from the WAL, so a change that is streamed
-/// again after a crash or reconnect gets the same id (and `webhook-id`).
-/// The change's own LSN is not enough: a multi-row insert (COPY) decodes into
-/// several changes that share one record.
+/// Identifies a change for good, as `webhook-id`. Everything in it comes
+/// from the WAL, so a change streamed again (after a crash, a reconnect or a
+/// failover to a standby that replayed it) gets the same id; and two
+/// different changes never share one:
+///
+/// - `system`: a short form of the server's system identifier, so two
+///   database clusters never share ids;
+/// - `commit_lsn`: the commit's position, unique within one WAL history;
+/// - `commit_time`: the commit's timestamp. After a failover to a standby
+///   that was behind, or a restore, the same positions are reused by other
+///   commits, made later: the timestamp tells them apart;
+/// - `index`: the change's place among the table's changes in the
+///   transaction (a multi-row INSERT decodes into several changes that
+///   share one record).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ChangeId {
+    pub(crate) system: u32,
     pub(crate) commit_lsn: Lsn,
+    /// Microseconds since 2000-01-01 UTC.
+    pub(crate) commit_time: i64,
     pub(crate) index: u32,
 }
 
-/// `webhook-id`: e.g. `0/16B3748-3`.
+/// `webhook-id`: e.g. `6b8f3a21-0/16B3748-2e7c1f3a9b2c8-3` (system, commit
+/// LSN, commit time in hexadecimal microseconds, index).
 impl fmt::Display for ChangeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.commit_lsn, self.index)
+        write!(
+            f,
+            "{:08x}-{}-{:x}-{}",
+            self.system, self.commit_lsn, self.commit_time, self.index
+        )
     }
 }
 
@@ -67,11 +86,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn change_ids_read_as_commit_lsn_and_position() {
+    fn change_ids_read_as_system_commit_lsn_time_and_position() {
         let id = ChangeId {
+            system: 0x6b8f_3a21,
             commit_lsn: Lsn(0x16B3748),
+            commit_time: 0x0002_e7c1_f3a9_b2c8,
             index: 3,
         };
-        assert_eq!(id.to_string(), "0/16B3748-3");
+        assert_eq!(id.to_string(), "6b8f3a21-0/16B3748-2e7c1f3a9b2c8-3");
+    }
+
+    #[test]
+    fn a_commit_at_a_reused_position_gets_another_id() {
+        let before = ChangeId {
+            system: 1,
+            commit_lsn: Lsn(0x100),
+            commit_time: 1_000,
+            index: 0,
+        };
+        let after_restore = ChangeId {
+            commit_time: 2_000,
+            ..before
+        };
+        assert_ne!(before.to_string(), after_restore.to_string());
     }
 }

@@ -37,6 +37,9 @@ pub async fn check(config: &Config, out: &mut impl Write) -> io::Result<bool> {
             for line in report.found {
                 writeln!(out, "ok       {line}")?;
             }
+            for line in report.warnings {
+                writeln!(out, "warning  {line}")?;
+            }
             problems.extend(report.problems);
         }
         Err(problem) => problems.push(problem),

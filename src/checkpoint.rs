@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use crate::lsn::Lsn;
+use crate::source::replication::ServerIdentity;
 
 /// Identifies one transaction of the current session, in commit order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,9 +40,10 @@ impl Targets {
     }
 }
 
-/// Where each webhook, and the stream itself, stands: carried from one
-/// session to the next so a restart from an earlier position does not send
-/// a webhook what it already handled.
+/// Where each webhook stands: carried from one session to the next so a
+/// restart from the slot's position does not send a webhook what it already
+/// handled. Valid only on the server and WAL history they were confirmed
+/// on: [`Positions::start_on`] discards them anywhere else.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Positions {
     webhooks: Vec<Lsn>,
@@ -50,20 +52,136 @@ pub(crate) struct Positions {
     /// before lagging again would otherwise be restarted forever; it gets
     /// plain backpressure instead, and so makes progress.
     may_lag: Vec<bool>,
+    /// The server the positions were confirmed on; `None` before the first session.
+    origin: Option<Origin>,
+    /// The last position confirmed to that server.
+    reported: Lsn,
+}
+
+/// Which WAL history a position belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Origin {
+    pub(crate) system_id: u64,
+    pub(crate) timeline: u32,
+}
+
+/// The slot a session streams from, as the server has it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SlotStart {
+    /// The slot's `confirmed_flush_lsn`: where the server resumes.
+    pub(crate) confirmed: Lsn,
+    /// Created by this session: positions of an earlier slot mean nothing to it.
+    pub(crate) created: bool,
+}
+
+/// Why positions kept in memory were not used for a new session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Discarded {
+    #[error(
+        "the server is another database system (system identifier {now}, was {was}): a different cluster answers at this address"
+    )]
+    OtherSystem { was: u64, now: u64 },
+    #[error(
+        "the server is on timeline {now}, was {was}: it was promoted (failover) or restored to a point in time"
+    )]
+    OtherTimeline { was: u32, now: u32 },
+    #[error("the slot was created anew, so positions of the earlier one do not apply")]
+    SlotCreated,
+    #[error(
+        "the server's WAL ends at {server}, before {reported} which was confirmed to it: it is a restored backup, or a standby that was behind"
+    )]
+    AheadOfServer { reported: Lsn, server: Lsn },
+    #[error(
+        "the slot resumes at {slot}, before {reported} which was confirmed to it: the server lost confirmations (crash, restart before PostgreSQL 17, or a restored backup)"
+    )]
+    SlotBehind { reported: Lsn, slot: Lsn },
+}
+
+impl Discarded {
+    /// A different WAL history for certain, rather than lost confirmations
+    /// (which every PostgreSQL before 17 may show after a restart).
+    pub(crate) fn is_other_history(&self) -> bool {
+        !matches!(self, Discarded::SlotBehind { .. })
+    }
 }
 
 impl Positions {
-    /// Everyone at `start` (`0/0`: wherever the slot is).
+    /// Everyone at `start`.
     pub(crate) fn at(start: Lsn, webhooks: usize) -> Positions {
         Positions {
             webhooks: vec![start; webhooks],
             may_lag: vec![true; webhooks],
+            origin: None,
+            reported: Lsn::ZERO,
         }
+    }
+
+    /// The last position confirmed to a server, if a session streamed.
+    pub(crate) fn confirmed_to_server(&self) -> Option<Lsn> {
+        self.origin.map(|_| self.reported)
     }
 
     /// Where streaming must resume: the position of the furthest-behind.
     pub(crate) fn resume(&self) -> Lsn {
         self.webhooks.iter().copied().min().unwrap_or(Lsn::ZERO)
+    }
+
+    /// The positions for a session on `server` streaming from `slot`. The
+    /// stream always starts where the slot is (a start position above it
+    /// would make the server skip commits); positions kept from an earlier
+    /// session only let each webhook skip what it handled, and only on the
+    /// same WAL history. Elsewhere they are discarded, and why is returned.
+    /// Nobody is placed before the slot: the stream cannot go back there,
+    /// and confirming a position below it would move the slot backwards.
+    pub(crate) fn start_on(
+        &self,
+        server: &ServerIdentity,
+        slot: SlotStart,
+    ) -> (Positions, Option<Discarded>) {
+        let origin = Origin {
+            system_id: server.system_id,
+            timeline: server.timeline,
+        };
+        let discarded = self.origin.and_then(|was| {
+            if was.system_id != origin.system_id {
+                Some(Discarded::OtherSystem {
+                    was: was.system_id,
+                    now: origin.system_id,
+                })
+            } else if was.timeline != origin.timeline {
+                Some(Discarded::OtherTimeline {
+                    was: was.timeline,
+                    now: origin.timeline,
+                })
+            } else if slot.created {
+                Some(Discarded::SlotCreated)
+            } else if self.reported > server.wal_position {
+                Some(Discarded::AheadOfServer {
+                    reported: self.reported,
+                    server: server.wal_position,
+                })
+            } else if self.reported > slot.confirmed {
+                Some(Discarded::SlotBehind {
+                    reported: self.reported,
+                    slot: slot.confirmed,
+                })
+            } else {
+                None
+            }
+        });
+        let mut next = match discarded {
+            Some(_) => Positions::at(slot.confirmed, self.webhooks.len()),
+            None => {
+                let mut kept = self.clone();
+                for position in &mut kept.webhooks {
+                    *position = (*position).max(slot.confirmed);
+                }
+                kept
+            }
+        };
+        next.origin = Some(origin);
+        next.reported = slot.confirmed;
+        (next, discarded)
     }
 }
 
@@ -83,6 +201,10 @@ struct State {
     stream: Progress,
     webhooks: Vec<Track>,
     allow_lagging: bool,
+    /// Carried into the next session's [`Positions`].
+    origin: Option<Origin>,
+    /// The last position sent to the server.
+    reported: Lsn,
 }
 
 #[derive(Debug)]
@@ -100,6 +222,8 @@ struct Track {
 struct Progress {
     /// Everything before this is handled.
     confirmed: Lsn,
+    /// The end of the last transaction handled (keepalives move `confirmed`, not this).
+    last_commit: Lsn,
     open: VecDeque<Tx>,
     /// The sequence number of `open[0]`.
     front: u64,
@@ -145,6 +269,8 @@ impl Checkpoint {
                 stream,
                 webhooks,
                 allow_lagging,
+                origin: positions.origin,
+                reported: positions.reported,
             }),
         }
     }
@@ -160,6 +286,18 @@ impl Checkpoint {
             .unwrap_or(state.stream.confirmed)
     }
 
+    /// The end of the last lead transaction every webhook has handled:
+    /// what is worth recording, since keepalives alone move `confirmed`.
+    pub(crate) fn confirmed_commit(&self) -> Lsn {
+        let state = self.lock();
+        state
+            .webhooks
+            .iter()
+            .map(|t| t.progress.last_commit)
+            .min()
+            .unwrap_or(state.stream.last_commit)
+    }
+
     /// Each webhook's position, for the next session.
     pub(crate) fn positions(&self) -> Positions {
         let state = self.lock();
@@ -169,12 +307,21 @@ impl Checkpoint {
                 .iter()
                 .map(|t| t.progress.confirmed)
                 .collect(),
+            // Lagging (or held back from it) and got nowhere: not again.
+            // A session that ended before it streamed changes nothing.
             may_lag: state
                 .webhooks
                 .iter()
-                .map(|t| !t.lagging || t.progress.confirmed > t.start)
+                .map(|t| (!t.lagging && t.may_lag) || t.progress.confirmed > t.start)
                 .collect(),
+            origin: state.origin,
+            reported: state.reported,
         }
+    }
+
+    /// `lsn` was sent to the server as confirmed.
+    pub(crate) fn reported(&self, lsn: Lsn) {
+        self.lock().reported = lsn;
     }
 
     /// A Begin arrived; `final_lsn` is the position of its commit record.
@@ -285,6 +432,7 @@ impl Progress {
     fn new(confirmed: Lsn) -> Self {
         Progress {
             confirmed,
+            last_commit: confirmed,
             open: VecDeque::new(),
             front: 0,
         }
@@ -339,6 +487,7 @@ impl Progress {
         }) = self.open.front()
         {
             self.confirmed = self.confirmed.max(*end);
+            self.last_commit = self.last_commit.max(*end);
             self.open.pop_front();
             self.front += 1;
         }
@@ -346,154 +495,4 @@ impl Progress {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn checkpoint(webhooks: usize) -> Checkpoint {
-        Checkpoint::new(&Positions::at(Lsn(10), webhooks))
-    }
-
-    #[test]
-    fn a_transaction_is_confirmed_only_after_its_commit_and_all_its_changes() {
-        let cp = checkpoint(1);
-        let tx = cp.begin(Lsn(90));
-        assert_eq!(cp.track(tx), Targets(1));
-        cp.track(tx);
-        cp.handled(0, tx);
-        cp.commit(tx, Lsn(100));
-        assert_eq!(cp.confirmed(), Lsn(10), "one change still outstanding");
-        cp.handled(0, tx);
-        assert_eq!(cp.confirmed(), Lsn(100));
-    }
-
-    #[test]
-    fn every_webhook_must_handle_a_change_before_it_is_confirmed() {
-        let cp = checkpoint(2);
-        let tx = cp.begin(Lsn(90));
-        assert_eq!(cp.track(tx), Targets(0b11));
-        cp.commit(tx, Lsn(100));
-        cp.handled(1, tx);
-        assert_eq!(cp.confirmed(), Lsn(10));
-        cp.handled(0, tx);
-        assert_eq!(cp.confirmed(), Lsn(100));
-    }
-
-    #[test]
-    fn a_finished_later_transaction_waits_for_an_earlier_one() {
-        let cp = checkpoint(1);
-        let first = cp.begin(Lsn(90));
-        cp.track(first);
-        cp.commit(first, Lsn(100));
-        let second = cp.begin(Lsn(190));
-        cp.track(second);
-        cp.commit(second, Lsn(200));
-        cp.handled(0, second);
-        assert_eq!(cp.confirmed(), Lsn(10));
-        cp.handled(0, first);
-        assert_eq!(cp.confirmed(), Lsn(200));
-    }
-
-    #[test]
-    fn without_webhooks_the_stream_position_is_confirmed() {
-        let cp = checkpoint(0);
-        let tx = cp.begin(Lsn(40));
-        assert_eq!(cp.track(tx), Targets::default());
-        cp.commit(tx, Lsn(50));
-        assert_eq!(cp.confirmed(), Lsn(50));
-    }
-
-    #[test]
-    fn keepalives_advance_the_position_only_when_nothing_is_in_flight() {
-        let cp = checkpoint(1);
-        let tx = cp.begin(Lsn(590));
-        cp.idle_at(Lsn(500));
-        assert_eq!(cp.confirmed(), Lsn(10), "open transaction");
-        cp.track(tx);
-        cp.commit(tx, Lsn(600));
-        cp.idle_at(Lsn(700));
-        assert_eq!(cp.confirmed(), Lsn(10), "undelivered change");
-        cp.handled(0, tx);
-        cp.idle_at(Lsn(700));
-        assert_eq!(cp.confirmed(), Lsn(700));
-        cp.idle_at(Lsn(650));
-        assert_eq!(cp.confirmed(), Lsn(700), "never moves backwards");
-    }
-
-    #[test]
-    fn a_lagging_webhook_holds_the_position_while_the_others_go_on() {
-        let cp = checkpoint(2);
-        let first = cp.begin(Lsn(90));
-        cp.track(first);
-        cp.commit(first, Lsn(100));
-        cp.handled(1, first);
-        let second = cp.begin(Lsn(190));
-        cp.track(second);
-        // Webhook 0 took `first` but could not be given `second`.
-        assert!(cp.set_lagging(0, second));
-        assert!(
-            !cp.set_lagging(1, second),
-            "the last webhook keeping up waits instead"
-        );
-        cp.commit(second, Lsn(200));
-        cp.handled(1, second);
-        let third = cp.begin(Lsn(290));
-        assert_eq!(
-            cp.track(third),
-            Targets(0b10),
-            "the lagging webhook gets nothing more"
-        );
-        cp.commit(third, Lsn(300));
-        cp.handled(1, third);
-        cp.idle_at(Lsn(400));
-        assert_eq!(cp.confirmed(), Lsn(10), "held by the lagging webhook");
-        cp.handled(0, first);
-        cp.handled(0, second); // it never got this one: no effect
-        assert_eq!(
-            cp.positions(),
-            Positions {
-                webhooks: vec![Lsn(100), Lsn(400)],
-                may_lag: vec![true, true]
-            },
-            "it still moves over what it was given"
-        );
-    }
-
-    #[test]
-    fn a_webhook_that_lagged_without_progress_is_not_set_lagging_again() {
-        let cp = checkpoint(2);
-        let tx = cp.begin(Lsn(90));
-        cp.track(tx);
-        assert!(cp.set_lagging(0, tx));
-        let next = Checkpoint::new(&cp.positions());
-        let tx = next.begin(Lsn(90));
-        next.track(tx);
-        assert!(
-            !next.set_lagging(0, tx),
-            "it waits instead, and so gets through"
-        );
-        assert!(next.set_lagging(1, tx), "the other webhook still may");
-    }
-
-    #[test]
-    fn the_outbox_never_sets_a_webhook_lagging() {
-        let cp = Checkpoint::for_outbox(2);
-        let tx = cp.begin(Lsn(1));
-        assert!(!cp.set_lagging(0, tx));
-    }
-
-    #[test]
-    fn a_new_session_skips_what_each_webhook_already_handled() {
-        let positions = Positions {
-            webhooks: vec![Lsn(10), Lsn(300)],
-            may_lag: vec![true, true],
-        };
-        assert_eq!(positions.resume(), Lsn(10));
-        let cp = Checkpoint::new(&positions);
-        let old = cp.begin(Lsn(190));
-        assert_eq!(cp.track(old), Targets(0b01), "webhook 1 handled it before");
-        cp.commit(old, Lsn(200));
-        cp.handled(0, old);
-        let new = cp.begin(Lsn(390));
-        assert_eq!(cp.track(new), Targets(0b11));
-    }
-}
+mod tests;

@@ -513,6 +513,16 @@ pub struct TableName {
 }
 
 impl TableName {
+    /// `"schema"."name"`, ready for SQL.
+    pub(crate) fn quoted(&self) -> String {
+        use postgres_protocol::escape::escape_identifier;
+        format!(
+            "{}.{}",
+            escape_identifier(&self.schema),
+            escape_identifier(&self.name)
+        )
+    }
+
     fn parse(text: &str) -> Result<TableName, String> {
         let (schema, name) = text.split_once('.').unwrap_or(("public", text));
         check_identifier(schema)?;

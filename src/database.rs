@@ -148,10 +148,20 @@ impl Database {
         Ok(client)
     }
 
+    /// Every SQL connection of leadhook commits with `synchronous_commit =
+    /// on`, whatever the server's default: what it writes (dead letters, the
+    /// slot record, outbox deletes) is what lets the slot's position move
+    /// past a change, so it must survive a crash (and, with synchronous
+    /// standbys, a failover). Set in the startup packet, so no round trip.
     async fn connect(&self) -> Result<(tokio_postgres::Client, SqlConnection), DatabaseError> {
         let connector = MakeRustlsConnect::new((*self.tls.client_config()).clone());
-        self.pg
-            .connect(connector)
+        let mut pg = self.pg.clone();
+        let options = match pg.get_options() {
+            Some(given) => format!("{given} -c synchronous_commit=on"),
+            None => "-c synchronous_commit=on".to_owned(),
+        };
+        pg.options(&options);
+        pg.connect(connector)
             .await
             .map_err(|source| DatabaseError::Connect {
                 target: self.to_string(),

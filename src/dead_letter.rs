@@ -87,7 +87,11 @@ impl DeadLetterStore {
     }
 
     /// Stores `letter`, retrying until it is stored: until then the
-    /// confirmed position cannot pass the change, so nothing is lost.
+    /// confirmed position cannot pass the change, so nothing is lost. The
+    /// connection commits with `synchronous_commit = on` (see
+    /// `Database::sql`), so a stored letter survives a crash of the server.
+    /// The same change dead-lettered again (after a restart) adds its
+    /// attempts to the letter; the payload first stored is never replaced.
     pub(crate) async fn store(&self, letter: &DeadLetter) {
         let mut delay = Duration::from_secs(1);
         loop {
@@ -116,7 +120,7 @@ impl DeadLetterStore {
             "INSERT INTO {t} (webhook, webhook_id, payload, attempts, last_status, last_error, first_attempt_at, last_attempt_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (webhook, webhook_id) DO UPDATE SET
-                payload = EXCLUDED.payload, attempts = {t}.attempts + EXCLUDED.attempts, last_status = EXCLUDED.last_status,
+                attempts = {t}.attempts + EXCLUDED.attempts, last_status = EXCLUDED.last_status,
                 last_error = EXCLUDED.last_error, last_attempt_at = EXCLUDED.last_attempt_at",
             t = self.table
         );

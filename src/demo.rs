@@ -126,30 +126,21 @@ headers = {{ Authorization = "Bearer demo-token" }}
     )
 }
 
-/// The slot exists and is active once the sidecar has started streaming;
-/// changes committed before that would not be seen.
+/// Once a walsender holds the slot the sidecar streams, and every change
+/// committed from then on is captured.
 async fn wait_until_streaming(
     sql: &tokio_postgres::Client,
     sidecar: &tokio::task::JoinHandle<Result<(), crate::sidecar::SidecarError>>,
 ) -> anyhow::Result<()> {
-    // Active, then caught up with the WAL written since (the server has
-    // finished starting the stream): only then do the demo's changes go in.
-    let mut since: Option<String> = None;
     for _ in 0..300 {
         if sidecar.is_finished() {
             bail!("the sidecar stopped during startup (see the log above)");
         }
-        let query = "SELECT active, confirmed_flush_lsn >= $1::text::pg_lsn, pg_current_wal_insert_lsn()::text
-                     FROM pg_replication_slots WHERE slot_name = 'leadhook'";
-        let mark = since
-            .clone()
-            .unwrap_or_else(|| "FFFFFFFF/FFFFFFFF".to_owned());
-        if let Some(row) = sql.query_opt(query, &[&mark]).await? {
-            match (&since, row.get::<_, bool>(0), row.get::<_, Option<bool>>(1)) {
-                (None, true, _) => since = Some(row.get(2)),
-                (Some(_), true, Some(true)) => return Ok(()),
-                _ => {}
-            }
+        let row = sql
+            .query_one(crate::throwaway::SLOT_IS_STREAMING, &[&"leadhook"])
+            .await?;
+        if row.get::<_, bool>(0) {
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

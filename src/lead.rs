@@ -86,7 +86,12 @@ impl LeadStage {
     async fn send(&mut self, change: RowChange) -> Result<(), LeadError> {
         let payload = self
             .mapping
-            .payload(&change.new.values, change.old.as_ref(), &self.sql)
+            .payload(
+                &change.new.values,
+                change.old.as_ref(),
+                change.xid,
+                &self.sql,
+            )
             .await?;
         // Digits, `/` and `-` only: always a valid header value.
         let id =
@@ -170,13 +175,14 @@ impl LeadMapping {
         warnings
     }
 
-    /// The payload of a change. Unchanged large values (`u` in the stream)
-    /// are taken from the old tuple when the table has REPLICA IDENTITY FULL,
-    /// else read from the table by primary key.
+    /// The payload of a change made by transaction `xid`. Unchanged large
+    /// values (`u` in the stream) are taken from the old tuple when the table
+    /// has REPLICA IDENTITY FULL, else read from the table by primary key.
     pub(crate) async fn payload(
         &self,
         new: &[Value],
         old: Option<&OldTuple>,
+        xid: u32,
         sql: &Client,
     ) -> Result<Bytes, LeadError> {
         if !self.described {
@@ -189,7 +195,7 @@ impl LeadMapping {
         let fetched = if missing.is_empty() {
             Vec::new()
         } else {
-            self.fetch_current(&missing, new, sql).await?
+            self.fetch_current(&missing, new, xid, sql).await?
         };
         for (&i, value) in missing.iter().zip(&fetched) {
             values[i] = match value {
@@ -240,13 +246,17 @@ impl LeadMapping {
         hasher.finish()
     }
 
-    /// Reads the current values of `fields` for the changed row. If the row
-    /// is gone (deleted since), its value at the time cannot be recovered:
-    /// the fields are sent as NULL and a warning says so.
+    /// Reads the current values of `fields` for the row that transaction
+    /// `xid` changed. The row may have changed again since: its current
+    /// values are all there is to read. `leadhook_toast_reads_total` says
+    /// which happened: `exact` (the row is still the version `xid` wrote),
+    /// `newer` (a later transaction changed it), `deleted` (it is gone, so
+    /// the fields are sent as NULL and a warning says so).
     async fn fetch_current(
         &self,
         fields: &[usize],
         new: &[Value],
+        xid: u32,
         sql: &Client,
     ) -> Result<Vec<Option<String>>, LeadError> {
         let mut key_values = Vec::with_capacity(self.key.len());
@@ -266,11 +276,23 @@ impl LeadMapping {
             .iter()
             .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
             .collect();
+        let toast_reads = |result: &'static str| {
+            metrics::counter!("leadhook_toast_reads_total", "result" => result).increment(1)
+        };
         match sql.query_opt(&query, &params).await? {
-            Some(row) => Ok((0..fields.len())
-                .map(|i| row.get::<_, Option<String>>(i))
-                .collect()),
+            Some(row) => {
+                let version: String = row.get(0);
+                toast_reads(if version == xid.to_string() {
+                    "exact"
+                } else {
+                    "newer"
+                });
+                Ok((1..=fields.len())
+                    .map(|i| row.get::<_, Option<String>>(i))
+                    .collect())
+            }
             None => {
+                toast_reads("deleted");
                 tracing::warn!(table = %self.table, "row was deleted before its unchanged large values could be read; sending them as NULL");
                 Ok(vec![None; fields.len()])
             }
@@ -297,7 +319,7 @@ impl LeadMapping {
             })
             .collect();
         format!(
-            "SELECT {} FROM {} WHERE {}",
+            "SELECT xmin::text, {} FROM {} WHERE {}",
             columns.join(", "),
             self.table,
             conditions.join(" AND ")
@@ -577,7 +599,7 @@ mod tests {
         let m = mapping(ColumnsConfig::default(), &rel);
         assert_eq!(
             m.lookup_query(&[9, 1]),
-            r#"SELECT "notes"::text, "company"::text FROM "public"."leads" WHERE "id" = $1::text::bigint"#
+            r#"SELECT xmin::text, "notes"::text, "company"::text FROM "public"."leads" WHERE "id" = $1::text::bigint"#
         );
     }
 }

@@ -34,6 +34,10 @@ enum Command {
         /// Remove what setup installs (notify: trigger and outbox; replication: slot and publication).
         #[arg(long)]
         uninstall: bool,
+        /// Also set REPLICA IDENTITY FULL on the table (and its partitions), so
+        /// large unchanged values come with each change, exact (costs WAL on UPDATE and DELETE).
+        #[arg(long, conflicts_with = "uninstall")]
+        replica_identity_full: bool,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -99,8 +103,9 @@ fn main() -> ExitCode {
             Command::Setup {
                 apply,
                 uninstall,
+                replica_identity_full,
                 config,
-            } => setup(apply, uninstall, config).await,
+            } => setup(apply, uninstall, replica_identity_full, config).await,
         }
     })
 }
@@ -155,8 +160,13 @@ async fn check(arg: ConfigArg) -> ExitCode {
     }
 }
 
-async fn setup(apply: bool, uninstall: bool, arg: ConfigArg) -> ExitCode {
-    use leadhook::setup::SetupAction;
+async fn setup(
+    apply: bool,
+    uninstall: bool,
+    replica_identity_full: bool,
+    arg: ConfigArg,
+) -> ExitCode {
+    use leadhook::setup::{SetupAction, SetupOptions};
     let config = match load(&arg) {
         Ok(config) => config,
         Err(code) => return code,
@@ -166,7 +176,11 @@ async fn setup(apply: bool, uninstall: bool, arg: ConfigArg) -> ExitCode {
         (true, false) => SetupAction::Apply,
         (false, false) => SetupAction::Print,
     };
-    match leadhook::setup::setup(&config, action, &mut std::io::stdout()).await {
+    let options = SetupOptions {
+        action,
+        replica_identity_full,
+    };
+    match leadhook::setup::setup(&config, options, &mut std::io::stdout()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -9,14 +9,24 @@ use crate::config::{Config, SourceMode};
 use crate::database::{Database, DatabaseError};
 use crate::dead_letter;
 use crate::source::outbox::Outbox;
-use crate::source::prerequisites::{self, KeyColumn};
+use crate::source::prerequisites::{self, KeyColumn, publication};
 use crate::source::replication::quote_identifier;
+use crate::source::slot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetupAction {
     Print,
     Apply,
     Uninstall,
+}
+
+/// What `leadhook setup` was asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetupOptions {
+    pub action: SetupAction,
+    /// Also make the table (and its partitions) `REPLICA IDENTITY FULL`, so
+    /// unchanged large values come with each change rather than read back.
+    pub replica_identity_full: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,9 +43,10 @@ pub enum SetupError {
 
 pub async fn setup(
     config: &Config,
-    action: SetupAction,
+    options: SetupOptions,
     out: &mut impl Write,
 ) -> Result<(), SetupError> {
+    let action = options.action;
     let sql = Database::from_url(config.database.url.expose())?
         .sql()
         .await?;
@@ -45,7 +56,7 @@ pub async fn setup(
             uninstall_replication(&sql, config, out).await
         }
         (_, mode) => {
-            let statements = install_statements(&sql, config, mode).await?;
+            let statements = install_statements(&sql, config, mode, options).await?;
             for statement in &statements {
                 if action == SetupAction::Apply {
                     sql.batch_execute(statement).await.or_else(already_there)?;
@@ -70,34 +81,56 @@ async fn install_statements(
     sql: &Client,
     config: &Config,
     mode: SourceMode,
+    options: SetupOptions,
 ) -> Result<Vec<String>, SetupError> {
-    let table = config.table();
-    let leads = format!(
-        "{}.{}",
-        quote_identifier(&table.schema),
-        quote_identifier(&table.name)
-    );
+    let report = prerequisites::inspect(sql, config).await?;
+    let schema = &config.database.schema;
     let mut statements = match mode {
         SourceMode::Replication => vec![
-            format!(
-                "CREATE PUBLICATION {} FOR TABLE {leads};",
-                quote_identifier(&config.source.publication)
-            ),
+            publication::create_statement(config, report.partitioned),
             format!(
                 "SELECT pg_create_logical_replication_slot('{}', 'pgoutput');",
                 config.source.slot.replace('\'', "''")
             ),
         ],
         SourceMode::Notify => {
-            vec![Outbox::new(config).install_sql(config, &primary_key(sql, config).await?)]
+            vec![Outbox::new(config).install_sql(config, &primary_key(config, report)?)]
         }
     };
-    statements.push(dead_letter::create_statements(&config.database.schema));
+    statements.push(dead_letter::create_statements(schema));
+    if mode == SourceMode::Replication {
+        statements.push(slot::create_statement(schema));
+        if options.replica_identity_full {
+            statements.push(replica_identity_full(sql, config).await?);
+        }
+    }
     Ok(statements)
 }
 
-async fn primary_key(sql: &Client, config: &Config) -> Result<Vec<KeyColumn>, SetupError> {
-    let report = prerequisites::inspect(sql, config).await?;
+/// `ALTER TABLE … REPLICA IDENTITY FULL` for the table and, when it is
+/// partitioned, each partition (the setting is per partition, and is not
+/// inherited by partitions created later).
+async fn replica_identity_full(sql: &Client, config: &Config) -> Result<String, SetupError> {
+    let rows = sql
+        .query(
+            "SELECT format('ALTER TABLE %s REPLICA IDENTITY FULL;', t.relid)
+             FROM (SELECT to_regclass($1) AS relid, 0 AS level
+                   UNION SELECT relid, level FROM pg_partition_tree(to_regclass($1)) WHERE level > 0) t
+             ORDER BY t.level, t.relid::text",
+            &[&config.table().quoted()],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+fn primary_key(
+    config: &Config,
+    report: prerequisites::Inspection,
+) -> Result<Vec<KeyColumn>, SetupError> {
     if report.key.is_empty() {
         return Err(SetupError::Unmet(format!(
             "{} has no primary key (or does not exist): the capture trigger needs one",
@@ -169,6 +202,19 @@ async fn uninstall_replication(
             &[slot],
         )
         .await?;
+    // Without its record, a slot created later is a new one, not a lost one.
+    let record = slot::table(&config.database.schema);
+    let has_record: bool = sql
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&record])
+        .await?
+        .get(0);
+    if dropped.is_some() && has_record {
+        sql.execute(
+            &format!("DELETE FROM {record} WHERE slot_name = $1"),
+            &[slot],
+        )
+        .await?;
+    }
     match dropped {
         Some(_) => writeln!(out, "removed the replication slot {slot:?}")?,
         None => writeln!(

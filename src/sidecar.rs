@@ -29,7 +29,10 @@ use crate::lsn::Lsn;
 use crate::source::notify::{self, OutboxError, OutboxSource};
 use crate::source::outbox::Outbox;
 use crate::source::prerequisites::{self, PrerequisiteError};
-use crate::source::replication::{ReplicationConnection, ReplicationError, quote_identifier};
+use crate::source::replication::{
+    ReplicationConnection, ReplicationError, ServerIdentity, quote_identifier,
+};
+use crate::source::slot::{self, SlotError};
 use crate::source::{Source, SourceError};
 
 /// Changes buffered between the source and the lead stage.
@@ -69,6 +72,8 @@ enum SessionError {
     Replication(#[from] ReplicationError),
     #[error("replication: {0}")]
     Source(#[from] SourceError),
+    #[error(transparent)]
+    Slot(#[from] SlotError),
     #[error("lead mapping: {0}")]
     Lead(#[from] LeadError),
     /// Not a failure: a lagging webhook drained its queue and needs its
@@ -90,6 +95,11 @@ impl SessionError {
     fn into_fatal(self) -> Result<SidecarError, SessionError> {
         match self {
             SessionError::Prerequisites(e) if e.is_fatal() => Ok(SidecarError::Prerequisites(e)),
+            SessionError::Slot(e @ SlotError::Missing(_)) => {
+                Ok(SidecarError::Prerequisites(PrerequisiteError::Unmet(vec![
+                    e.to_string(),
+                ])))
+            }
             SessionError::Replication(e) if is_refusal(&e) => Ok(SidecarError::Refused(e)),
             other => Err(other),
         }
@@ -219,13 +229,67 @@ impl Session<'_> {
                 Err(e) => e,
             };
         }
-        let checkpoint = Arc::new(Checkpoint::new(positions));
-        let error = match self.stream(&checkpoint).await {
+        self.health.not_ready(format!("connecting to {}", self.db));
+        let mut stop = self.stop.clone();
+        // Nothing streams yet, so a stop here needs no winding down.
+        let started = tokio::select! {
+            started = self.start_stream(positions) => started,
+            _ = stop.wait_for(|stop| *stop) => return SessionError::Stopped,
+        };
+        let started = match started {
+            Ok(started) => started,
+            Err(e) => return e,
+        };
+        let checkpoint = started.checkpoint.clone();
+        let error = match self.stream(started).await {
             Ok(never) => match never {},
             Err(e) => e,
         };
         *positions = checkpoint.positions();
         error
+    }
+
+    /// Connects, checks, opens the slot (re-creating a lost one) and starts
+    /// replication where the slot is. Positions kept from an earlier session
+    /// are checked against this server's WAL history first.
+    async fn start_stream(&self, positions: &Positions) -> Result<Started, SessionError> {
+        let (config, source) = (self.config, &self.config.source);
+        let sql = Arc::new(self.db.sql().await?);
+        let inspection = prerequisites::prepare(&sql, config).await?;
+        let heartbeat = prerequisites::heartbeat_interval(&sql).await?;
+        let mut conn = ReplicationConnection::connect(self.db).await?;
+        let server = conn.identify_system().await?;
+        let slot = slot::open(
+            &sql,
+            self.db,
+            config,
+            &server,
+            positions.confirmed_to_server(),
+            self.health,
+        )
+        .await?;
+        let (positions, discarded) = positions.start_on(&server, slot);
+        match discarded {
+            Some(why) if why.is_other_history() => {
+                tracing::warn!(reason = %why, from = %slot.confirmed,
+                "discarding the positions kept in memory: they belong to another WAL history; streaming from the slot's position")
+            }
+            Some(why) => tracing::info!(reason = %why, from = %slot.confirmed,
+                "streaming again from the slot's position; changes after it are delivered again"),
+            None => {}
+        }
+        // 0/0: where the slot is. A position of ours above it would make
+        // the server skip every commit in between.
+        conn.start_replication(&source.slot, &source.publication, Lsn::ZERO)
+            .await?;
+        Ok(Started {
+            sql,
+            inspection,
+            heartbeat,
+            conn,
+            system: ServerIdentity::system_tag(server.system_id),
+            checkpoint: Arc::new(Checkpoint::new(&positions)),
+        })
     }
 
     /// Notify mode: deliver from the trigger outbox (see `source::notify`).
@@ -243,9 +307,10 @@ impl Session<'_> {
             sql.batch_execute(&format!("LISTEN {}", quote_identifier(&outbox.channel())))
                 .await?;
             let epoch = notify::epoch(&sql, &outbox).await?;
-            Ok::<_, SessionError>((sql, doorbell, epoch))
+            let system = notify::system_tag(&sql).await?;
+            Ok::<_, SessionError>((sql, doorbell, epoch, system))
         };
-        let (sql, doorbell, epoch) = tokio::select! {
+        let (sql, doorbell, epoch, system) = tokio::select! {
             ready = setup => ready?,
             _ = stop.wait_for(|stop| *stop) => return Err(SessionError::Stopped),
         };
@@ -268,6 +333,7 @@ impl Session<'_> {
             ),
             poll_interval: config.source.poll_interval,
             epoch,
+            system,
             undeleted: VecDeque::new(),
             next_index: 0,
         };
@@ -291,33 +357,23 @@ impl Session<'_> {
         Err(error)
     }
 
-    async fn stream(&self, checkpoint: &Arc<Checkpoint>) -> Result<Infallible, SessionError> {
+    async fn stream(&self, started: Started) -> Result<Infallible, SessionError> {
         let (config, source) = (self.config, &self.config.source);
-        self.health.not_ready(format!("connecting to {}", self.db));
+        let Started {
+            sql,
+            inspection,
+            heartbeat,
+            conn,
+            system,
+            checkpoint,
+        } = started;
+        let checkpoint = &checkpoint;
         let mut stop = self.stop.clone();
-        let setup = async {
-            let sql = Arc::new(self.db.sql().await?);
-            let inspection = prerequisites::prepare(&sql, config).await?;
-            let heartbeat = prerequisites::heartbeat_interval(&sql).await?;
-            let mut conn = ReplicationConnection::connect(self.db).await?;
-            conn.start_replication(&source.slot, &source.publication, checkpoint.confirmed())
-                .await?;
-            Ok::<_, SessionError>((sql, inspection, heartbeat, conn))
-        };
-        // Nothing streams yet, so a stop here needs no winding down.
-        let (sql, inspection, heartbeat, conn) = tokio::select! {
-            ready = setup => ready?,
-            _ = stop.wait_for(|stop| *stop) => return Err(SessionError::Stopped),
-        };
         tracing::info!(database = %self.db, slot = %source.slot, from = %checkpoint.confirmed(), "streaming changes");
         self.health.ready();
 
         let table = config.table();
-        let quoted = format!(
-            "{}.{}",
-            quote_identifier(&table.schema),
-            quote_identifier(&table.name)
-        );
+        let quoted = table.quoted();
         let (changes_tx, changes_rx) = mpsc::channel(CHANGE_BUFFER);
         let mut workers = JoinSet::new();
         let caught_up = Arc::new(Notify::new());
@@ -332,8 +388,21 @@ impl Session<'_> {
             ),
         };
         let mut lead = tokio::spawn(lead.run(changes_rx));
-        let probe = tokio::spawn(report_replication_lag(sql, checkpoint.clone(), heartbeat));
-        let mut source = Source::new(conn, checkpoint.clone(), changes_tx, table, heartbeat);
+        let probe = tokio::spawn(slot::monitor(
+            sql,
+            checkpoint.clone(),
+            heartbeat,
+            config.database.schema.clone(),
+            source.slot.clone(),
+        ));
+        let mut source = Source::new(
+            conn,
+            checkpoint.clone(),
+            changes_tx,
+            table,
+            system,
+            heartbeat,
+        );
         // Whichever stage stops first ends the session; aborting the others
         // abandons their in-flight work, which the next session redelivers.
         let ended = tokio::select! {
@@ -367,23 +436,14 @@ impl Session<'_> {
     }
 }
 
-/// `leadhook_replication_lag_bytes`: the server's WAL position minus the
-/// confirmed one, asked over SQL so it stays right while the stream is
-/// paused by backpressure (when no keepalive is read).
-async fn report_replication_lag(sql: Arc<Client>, checkpoint: Arc<Checkpoint>, every: Duration) {
-    let gauge = metrics::gauge!("leadhook_replication_lag_bytes");
-    loop {
-        match sql
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
-            .await
-        {
-            Ok(row) => {
-                if let Ok(current) = row.get::<_, String>(0).parse::<Lsn>() {
-                    gauge.set(current.0.saturating_sub(checkpoint.confirmed().0) as f64);
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "cannot read the server's WAL position"),
-        }
-        tokio::time::sleep(every).await;
-    }
+/// A started replication session, ready to stream.
+struct Started {
+    /// For reading back unchanged large values and watching the slot.
+    sql: Arc<Client>,
+    inspection: prerequisites::Inspection,
+    heartbeat: Duration,
+    conn: ReplicationConnection,
+    /// The server's system identifier, folded: part of every change id.
+    system: u32,
+    checkpoint: Arc<Checkpoint>,
 }

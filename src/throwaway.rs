@@ -50,6 +50,13 @@ host all all 127.0.0.1/32 md5
 host replication all 127.0.0.1/32 md5
 ";
 
+/// Whether a walsender holds the slot named `$1`, i.e. streams from it.
+/// Not `pg_replication_slots.active`: that is also true while the slot is
+/// still being created, before its consistent point, when changes committed
+/// are not captured.
+pub const SLOT_IS_STREAMING: &str = "SELECT EXISTS (SELECT 1 FROM pg_replication_slots s
+    JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1)";
+
 /// Why a throwaway cluster could not be found, started or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {

@@ -11,6 +11,7 @@ pub(crate) mod outbox;
 pub(crate) mod pgoutput;
 pub mod prerequisites;
 pub(crate) mod replication;
+pub(crate) mod slot;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +52,7 @@ struct OpenTx {
     seq: TxSeq,
     commit_lsn: Lsn,
     commit_time: i64,
+    xid: u32,
     /// Position of the next change within the transaction (every table).
     next_index: u32,
 }
@@ -61,6 +63,8 @@ pub(crate) struct Source {
     checkpoint: Arc<Checkpoint>,
     out: mpsc::Sender<SourceMessage>,
     table: TableName,
+    /// The server's system identifier, folded: part of every change id.
+    system: u32,
     /// Set by the table's Relation message; changes of other relations (a
     /// publication shared with other tables) are skipped.
     relation_id: Option<u32>,
@@ -79,6 +83,7 @@ impl Source {
         checkpoint: Arc<Checkpoint>,
         out: mpsc::Sender<SourceMessage>,
         table: TableName,
+        system: u32,
         heartbeat: Duration,
     ) -> Self {
         Source {
@@ -86,6 +91,7 @@ impl Source {
             checkpoint,
             out,
             table,
+            system,
             relation_id: None,
             tx: None,
             pending: None,
@@ -194,7 +200,9 @@ impl Source {
             }
         }
         let confirmed = self.checkpoint.confirmed();
-        let _ = self.conn.send_status(confirmed, false).await;
+        if self.conn.send_status(confirmed, false).await.is_ok() {
+            self.checkpoint.reported(confirmed);
+        }
         self.conn.close().await;
         confirmed
     }
@@ -222,6 +230,7 @@ impl Source {
 
     async fn report_with(&mut self, confirmed: Lsn, ping: bool) -> Result<(), SourceError> {
         self.conn.send_status(confirmed, ping).await?;
+        self.checkpoint.reported(confirmed);
         self.last_report = tokio::time::Instant::now();
         if confirmed != self.reported {
             tracing::debug!(%confirmed, "confirmed position");
@@ -239,6 +248,7 @@ impl Source {
                     seq,
                     commit_lsn: begin.final_lsn,
                     commit_time: begin.commit_time,
+                    xid: begin.xid,
                     next_index: 0,
                 });
             }
@@ -288,7 +298,7 @@ impl Source {
         let Some((tx, id)) = self.count_change(relation_id, op) else {
             return;
         };
-        let commit_time = self.tx.as_ref().map_or(0, |t| t.commit_time);
+        let (commit_time, xid) = self.tx.as_ref().map_or((0, 0), |t| (t.commit_time, t.xid));
         let targets = self.checkpoint.track(tx);
         if targets == Targets::default() {
             return; // every webhook handled this transaction in an earlier session
@@ -298,6 +308,7 @@ impl Source {
             tx,
             targets,
             commit_time,
+            xid,
             new,
             old,
         }));
@@ -316,7 +327,9 @@ impl Source {
         Some((
             tx.seq,
             ChangeId {
+                system: self.system,
                 commit_lsn: tx.commit_lsn,
+                commit_time: tx.commit_time,
                 index: index?,
             },
         ))

@@ -39,6 +39,10 @@ pub(crate) enum OutboxError {
     Lead(#[from] LeadError),
     #[error("a delivery worker stopped")]
     Downstream,
+    #[error(
+        "the outbox {0} is gone (dropped while leadhook ran?): re-create it with `leadhook setup --apply`"
+    )]
+    Missing(String),
 }
 
 pub(crate) struct OutboxSource {
@@ -50,9 +54,10 @@ pub(crate) struct OutboxSource {
     pub(crate) checkpoint: Arc<Checkpoint>,
     pub(crate) dispatcher: Dispatcher,
     pub(crate) poll_interval: Duration,
-    /// The outbox table's oid, part of every `webhook-id`: sequence numbers
-    /// start again if the outbox is ever dropped and re-created.
+    /// The outbox table's oid and the server's folded system identifier:
+    /// part of every `webhook-id` (see [`outbox_id`]).
     pub(crate) epoch: u32,
+    pub(crate) system: u32,
     /// Rows read but not yet deleted, in read order: (read index, seq).
     pub(crate) undeleted: VecDeque<(u64, i64)>,
     pub(crate) next_index: u64,
@@ -144,7 +149,7 @@ impl OutboxSource {
             self.checkpoint.commit(tx, Lsn(index));
             self.undeleted.push_back((index, seq));
             let event = Event {
-                id: HeaderValue::from_str(&format!("outbox-{}-{seq}", self.epoch))
+                id: HeaderValue::from_str(&outbox_id(self.system, self.epoch, seq, captured))
                     .map_err(|_| OutboxError::Downstream)?,
                 payload: captured_payload(lead)?,
                 key: lead_key(key),
@@ -195,12 +200,37 @@ fn lead_key(key: &str) -> u64 {
     hasher.finish()
 }
 
-/// The outbox table's oid (see `OutboxSource::epoch`).
-pub(crate) async fn epoch(sql: &Client, outbox: &Outbox) -> Result<u32, tokio_postgres::Error> {
-    Ok(sql
+/// `webhook-id` of an outbox row: `outbox-<system>-<outbox oid>-<seq>-<captured>`,
+/// the same on every redelivery of the row, and never shared by two rows:
+/// the oid tells a re-created outbox (whose sequence starts again) from the
+/// old one, and the capture time (µs since 1970, hexadecimal) tells apart
+/// rows that reuse a sequence number after a restore; the system tag keeps
+/// database clusters apart.
+fn outbox_id(system: u32, epoch: u32, seq: i64, captured: i64) -> String {
+    format!("outbox-{system:08x}-{epoch}-{seq}-{captured:x}")
+}
+
+/// The outbox table's oid (see [`outbox_id`]); an error if it is gone.
+pub(crate) async fn epoch(sql: &Client, outbox: &Outbox) -> Result<u32, OutboxError> {
+    let row = sql
         .query_one("SELECT to_regclass($1)::oid", &[&outbox.table()])
-        .await?
-        .get(0))
+        .await?;
+    row.get::<_, Option<u32>>(0)
+        .ok_or_else(|| OutboxError::Missing(outbox.table()))
+}
+
+/// The server's system identifier, folded as in replication mode's ids.
+pub(crate) async fn system_tag(sql: &Client) -> Result<u32, tokio_postgres::Error> {
+    let row = sql
+        .query_one(
+            "SELECT system_identifier::text FROM pg_control_system()",
+            &[],
+        )
+        .await?;
+    let id: String = row.get(0);
+    Ok(crate::source::replication::ServerIdentity::system_tag(
+        id.parse().unwrap_or_default(),
+    ))
 }
 
 /// Takes the outbox lock for this session; `false` if another instance has it.
@@ -224,6 +254,16 @@ mod tests {
         assert_eq!(take_handled(&mut undeleted, Lsn(2)), [40, 12]);
         assert_eq!(undeleted, [(3, 41)]);
         assert!(take_handled(&mut undeleted, Lsn(2)).is_empty());
+    }
+
+    #[test]
+    fn an_outbox_row_reusing_a_sequence_number_after_a_restore_gets_another_id() {
+        let before = outbox_id(0x6b8f_3a21, 16_384, 7, 1_764_612_345_123_456);
+        assert_eq!(before, "outbox-6b8f3a21-16384-7-644e7d3ff5280");
+        assert_ne!(
+            before,
+            outbox_id(0x6b8f_3a21, 16_384, 7, 1_764_612_999_000_000)
+        );
     }
 
     #[test]

@@ -32,9 +32,15 @@ impl Outbox {
         format!("{}.outbox", quote_identifier(&self.schema))
     }
 
-    /// The notification channel: one per sidecar schema.
+    /// The notification channel: one per sidecar schema. Derived from a hash
+    /// of the schema's name so it always fits PostgreSQL's 63-byte channel
+    /// limit (a longer one would make the trigger, and so the application's
+    /// own writes, fail).
     pub(crate) fn channel(&self) -> String {
-        format!("{}_outbox", self.schema)
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(self.schema.as_bytes());
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        format!("leadhook_outbox_{hex}")
     }
 
     fn function(&self) -> String {
@@ -76,6 +82,23 @@ impl Outbox {
             .iter()
             .map(|k| format!("{}::text", row(&k.name)))
             .collect();
+        let body = format!(
+            "
+BEGIN
+    INSERT INTO {outbox} (op, lead_key, lead)
+    VALUES (lower(TG_OP),
+            jsonb_build_array({key})::text,
+            jsonb_build_object({fields}));
+    PERFORM pg_notify('{channel}', '');
+    RETURN NULL;
+END
+",
+            outbox = self.table(),
+            channel = self.channel(),
+            key = key.join(", "),
+            fields = fields.join(",\n                               "),
+        );
+        let tag = dollar_tag(&body);
         format!(
             "-- leadhook notify mode: outbox and capture trigger for {leads}.
 CREATE SCHEMA IF NOT EXISTS {schema};
@@ -86,16 +109,7 @@ CREATE TABLE IF NOT EXISTS {outbox} (
     lead        jsonb       NOT NULL,
     captured_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
-CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO {outbox} (op, lead_key, lead)
-    VALUES (lower(TG_OP),
-            jsonb_build_array({key})::text,
-            jsonb_build_object({fields}));
-    PERFORM pg_notify('{channel}', '');
-    RETURN NULL;
-END
-$$;
+CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS {tag}{body}{tag};
 DROP TRIGGER IF EXISTS {trigger} ON {leads};
 CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE ON {leads}
     FOR EACH ROW EXECUTE FUNCTION {function}();
@@ -105,9 +119,6 @@ CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE ON {leads}
             function = self.function(),
             trigger = self.trigger(),
             leads = self.leads(),
-            channel = self.channel().replace('\'', "''"),
-            key = key.join(", "),
-            fields = fields.join(",\n                               "),
         )
     }
 
@@ -142,6 +153,18 @@ DROP TABLE IF EXISTS {outbox};
     }
 }
 
+/// A dollar-quote tag that does not occur in `body`: names come from the
+/// config, and a `$$` in one must not end the function body early.
+fn dollar_tag(body: &str) -> String {
+    (0..)
+        .map(|n| match n {
+            0 => "$$".to_owned(),
+            n => format!("$leadhook{n}$"),
+        })
+        .find(|tag| !body.contains(tag.as_str()))
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +195,25 @@ mod tests {
             script.contains(&commented),
             "sql/notify.sql's uninstall part is out of date"
         );
+    }
+
+    #[test]
+    fn the_channel_fits_however_long_the_schema_name() {
+        let config = Config::from_toml(&format!(
+            "[database]\nurl = \"postgres://x@h/db\"\nschema = \"{}\"\n[source]\nmode = \"notify\"\n",
+            "s".repeat(63)
+        ))
+        .unwrap();
+        let channel = Outbox::new(&config).channel();
+        assert!(channel.len() <= 63, "{channel}");
+        assert_ne!(channel, Outbox::new(&default_config()).channel());
+    }
+
+    #[test]
+    fn a_dollar_quote_in_a_name_cannot_end_the_function_body() {
+        assert_eq!(dollar_tag("plain"), "$$");
+        assert_eq!(dollar_tag(r#"NEW."e$$mail""#), "$leadhook1$");
+        assert_eq!(dollar_tag("$$ $leadhook1$"), "$leadhook2$");
     }
 
     #[test]

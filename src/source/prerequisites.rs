@@ -14,6 +14,10 @@ use crate::dead_letter;
 use crate::lead::INTEGER_TYPES;
 use crate::source::outbox::Outbox;
 use crate::source::replication::quote_identifier;
+use crate::source::slot;
+
+pub(crate) mod publication;
+mod tables;
 
 /// A primary-key column: reading a row back needs its name and SQL type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,11 +30,14 @@ pub(crate) struct KeyColumn {
 #[derive(Debug, Default)]
 pub struct Inspection {
     pub found: Vec<String>,
+    /// Working, but with a limit the user should know of.
+    pub warnings: Vec<String>,
     pub problems: Vec<String>,
     pub(crate) key: Vec<KeyColumn>,
+    /// The table is partitioned: its publication must publish via the root.
+    pub(crate) partitioned: bool,
     create_publication: bool,
-    create_slot: bool,
-    create_dead_letters: bool,
+    create_own_tables: bool,
     create_outbox: bool,
 }
 
@@ -57,7 +64,7 @@ pub async fn inspect(sql: &Client, config: &Config) -> Result<Inspection, tokio_
     if let Some(table_oid) = check_table(sql, config, &mut report).await? {
         check_columns(sql, config, table_oid, &mut report).await?;
         if replication {
-            check_publication(sql, config, table_oid, &mut report).await?;
+            publication::check(sql, config, table_oid, &mut report).await?;
         } else {
             check_outbox(sql, config, table_oid, &mut report).await?;
         }
@@ -65,11 +72,12 @@ pub async fn inspect(sql: &Client, config: &Config) -> Result<Inspection, tokio_
     if replication {
         check_slot(sql, config, &mut report).await?;
     }
-    check_dead_letters(sql, config, &mut report).await?;
+    tables::check(sql, config, &mut report).await?;
     Ok(report)
 }
 
-/// Inspects, then creates the publication and slot if allowed and missing.
+/// Inspects, then creates the publication, the outbox and leadhook's own
+/// tables if allowed and missing. The slot is `source::slot`'s.
 pub(crate) async fn prepare(
     sql: &Client,
     config: &Config,
@@ -80,14 +88,9 @@ pub(crate) async fn prepare(
     }
     let source = &config.source;
     if report.create_publication {
-        let table = config.table();
-        let statement = format!(
-            "CREATE PUBLICATION {} FOR TABLE {}.{}",
-            quote_identifier(&source.publication),
-            quote_identifier(&table.schema),
-            quote_identifier(&table.name)
-        );
-        ignore_duplicate(sql.batch_execute(&statement).await)?;
+        sql.batch_execute(&publication::create_statement(config, report.partitioned))
+            .await
+            .or_else(ignore_duplicate)?;
         tracing::info!(publication = %source.publication, "created publication");
     }
     if report.create_outbox {
@@ -95,22 +98,16 @@ pub(crate) async fn prepare(
             .await?;
         tracing::info!(outbox = %Outbox::new(config).table(), "installed the outbox and its capture trigger");
     }
-    if report.create_dead_letters {
-        ignore_duplicate(
-            sql.batch_execute(&dead_letter::create_statements(&config.database.schema))
-                .await,
-        )?;
-        tracing::info!(table = %dead_letter::table(&config.database.schema), "created the dead-letter table");
-    }
-    if report.create_slot {
-        let created = sql
-            .execute(
-                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-                &[&source.slot],
-            )
-            .await;
-        ignore_duplicate(created.map(drop))?;
-        tracing::info!(slot = %source.slot, "created replication slot");
+    if report.create_own_tables {
+        let mut statements = dead_letter::create_statements(&config.database.schema);
+        if config.source.mode == SourceMode::Replication {
+            statements.push('\n');
+            statements.push_str(&slot::create_statement(&config.database.schema));
+        }
+        sql.batch_execute(&statements)
+            .await
+            .or_else(ignore_duplicate)?;
+        tracing::info!(schema = %config.database.schema, "created leadhook's own tables");
     }
     Ok(report)
 }
@@ -134,12 +131,10 @@ pub(crate) async fn heartbeat_interval(sql: &Client) -> Result<Duration, tokio_p
 }
 
 /// Another instance creating the same object at the same time is fine.
-fn ignore_duplicate(
-    result: Result<(), tokio_postgres::Error>,
-) -> Result<(), tokio_postgres::Error> {
-    match result {
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_OBJECT) => Ok(()),
-        other => other,
+pub(crate) fn ignore_duplicate(e: tokio_postgres::Error) -> Result<(), tokio_postgres::Error> {
+    match e.code() {
+        Some(&tokio_postgres::error::SqlState::DUPLICATE_OBJECT) => Ok(()),
+        _ => Err(e),
     }
 }
 
@@ -195,7 +190,11 @@ async fn check_table(
     let table = config.table();
     let row = sql
         .query_opt(
-            "SELECT c.oid, c.relreplident::text, has_table_privilege(c.oid, 'SELECT')
+            "SELECT c.oid, c.relkind = 'p', has_table_privilege(c.oid, 'SELECT'),
+                    CASE WHEN c.relkind = 'p'
+                         THEN (SELECT CASE WHEN bool_and(p.relreplident = 'f') THEN 'f' ELSE 'd' END
+                               FROM pg_partition_tree(c.oid) t JOIN pg_class p ON p.oid = t.relid WHERE t.isleaf)
+                         ELSE c.relreplident::text END
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
             &[&table.schema, &table.name],
@@ -207,7 +206,9 @@ async fn check_table(
         ));
         return Ok(None);
     };
-    let (oid, identity, readable): (u32, String, bool) = (row.get(0), row.get(1), row.get(2));
+    let (oid, partitioned, readable): (u32, bool, bool) = (row.get(0), row.get(1), row.get(2));
+    let identity: Option<String> = row.get(3);
+    report.partitioned = partitioned;
     if !readable {
         report.problems.push(format!(
             "the role may not SELECT from {table}: run GRANT SELECT ON {table} TO <role>; (needed to read unchanged large values)"
@@ -236,16 +237,27 @@ async fn check_table(
         ));
     } else {
         let key: Vec<&str> = report.key.iter().map(|k| k.name.as_str()).collect();
-        let identity = match identity.as_str() {
-            "f" => "full (unchanged large values come with the change)",
-            "d" => "default (unchanged large values are read back by primary key)",
-            "i" => "index",
+        let kind = if partitioned {
+            "partitioned table"
+        } else {
+            "table"
+        };
+        let identity = match identity.as_deref() {
+            Some("f") => "full (unchanged large values come with the change)",
+            Some("d") | None => "default (unchanged large values are read back by primary key)",
+            Some("i") => "index",
             _ => "nothing",
         };
         report.found.push(format!(
-            "table {table}: primary key ({}), replica identity {identity}",
+            "{kind} {table}: primary key ({}), replica identity {identity}",
             key.join(", ")
         ));
+        if !identity.starts_with("full") && config.source.mode == SourceMode::Replication {
+            report.warnings.push(format!(
+                "an UPDATE that leaves a large value (e.g. long notes) untouched does not carry it under this replica identity, so leadhook reads the row's current value back: it may be newer than the change delivered. For exact values run ALTER TABLE {table} REPLICA IDENTITY FULL;{} (or `leadhook setup --replica-identity-full --apply`)",
+                if partitioned { " on the table and each partition" } else { "" }
+            ));
+        }
     }
     Ok(Some(oid))
 }
@@ -288,63 +300,6 @@ async fn check_columns(
     Ok(())
 }
 
-async fn check_publication(
-    sql: &Client,
-    config: &Config,
-    table_oid: u32,
-    report: &mut Inspection,
-) -> Result<(), tokio_postgres::Error> {
-    let (name, table) = (&config.source.publication, config.table());
-    let row = sql
-        .query_opt(
-            "SELECT p.pubinsert AND p.pubupdate,
-                    EXISTS (SELECT 1 FROM pg_publication_tables t
-                            WHERE t.pubname = p.pubname AND t.schemaname = $2 AND t.tablename = $3)
-             FROM pg_publication p WHERE p.pubname = $1",
-            &[name, &table.schema, &table.name],
-        )
-        .await?;
-    match row {
-        Some(row) => {
-            let (publishes, includes): (bool, bool) = (row.get(0), row.get(1));
-            if !includes {
-                report.problems.push(format!(
-                    "publication {name:?} does not include {table}: run ALTER PUBLICATION {} ADD TABLE {table};",
-                    quote_identifier(name)
-                ));
-            } else if !publishes {
-                report.problems.push(format!(
-                    "publication {name:?} does not publish inserts and updates: run ALTER PUBLICATION {} SET (publish = 'insert, update, delete, truncate');",
-                    quote_identifier(name)
-                ));
-            } else {
-                report.found.push(format!("publication {name:?} includes {table}"));
-            }
-        }
-        None if config.source.create => {
-            let owner = sql
-                .query_one(
-                    "SELECT pg_has_role(c.relowner, 'USAGE') OR r.rolsuper
-                     FROM pg_class c, pg_roles r WHERE c.oid = $1 AND r.rolname = current_user",
-                    &[&table_oid],
-                )
-                .await?;
-            if owner.get(0) {
-                report.create_publication = true;
-                report.found.push(format!("publication {name:?} is missing and will be created"));
-            } else {
-                report.problems.push(format!(
-                    "publication {name:?} is missing and creating it needs ownership of {table}: have the owner run sql/setup.sql"
-                ));
-            }
-        }
-        None => report.problems.push(format!(
-            "publication {name:?} does not exist and source.create = false: create it (sql/setup.sql) or set source.create = true"
-        )),
-    }
-    Ok(())
-}
-
 async fn check_slot(
     sql: &Client,
     config: &Config,
@@ -377,45 +332,10 @@ async fn check_slot(
             }
         }
         None if config.source.create => {
-            report.create_slot = true;
             report.found.push(format!("replication slot {name:?} is missing and will be created"));
         }
         None => report.problems.push(format!(
             "replication slot {name:?} does not exist and source.create = false: create it (sql/setup.sql) or set source.create = true"
-        )),
-    }
-    Ok(())
-}
-
-/// The sidecar's own table: present with the rights to use it, or creatable.
-async fn check_dead_letters(
-    sql: &Client,
-    config: &Config,
-    report: &mut Inspection,
-) -> Result<(), tokio_postgres::Error> {
-    let schema = &config.database.schema;
-    let table = dead_letter::table(schema);
-    let row = sql
-        .query_one(
-            "SELECT to_regclass($1) IS NOT NULL,
-                    coalesce(has_table_privilege(to_regclass($1), 'SELECT, INSERT, UPDATE, DELETE'), false),
-                    coalesce((SELECT has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = $2),
-                             has_database_privilege(current_database(), 'CREATE'))",
-            &[&table, schema],
-        )
-        .await?;
-    let (exists, usable, creatable): (bool, bool, bool) = (row.get(0), row.get(1), row.get(2));
-    match (exists, usable, creatable) {
-        (true, true, _) => report.found.push(format!("dead-letter table {table} is ready")),
-        (true, false, _) => report.problems.push(format!(
-            "the role may not use the dead-letter table {table}: GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO <role>; and GRANT USAGE ON SEQUENCE {schema}.dead_letters_id_seq (see sql/setup.sql)"
-        )),
-        (false, _, true) => {
-            report.create_dead_letters = true;
-            report.found.push(format!("dead-letter table {table} is missing and will be created"));
-        }
-        (false, _, false) => report.problems.push(format!(
-            "the dead-letter table {table} is missing and the role may not create it (database.schema = {schema:?}): have a DBA run sql/setup.sql"
         )),
     }
     Ok(())

@@ -22,11 +22,14 @@ use postgres_protocol::message::frontend;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
-use tokio_postgres::config::Host;
+use tokio_postgres::config::{Host, TargetSessionAttrs};
 
 use crate::change::PG_EPOCH_OFFSET_MICROS;
 use crate::database::{Database, SslMode};
 use crate::lsn::Lsn;
+
+mod identify;
+pub(crate) use identify::ServerIdentity;
 
 /// CopyBothResponse, which `backend::Message::parse` does not know.
 const COPY_BOTH_RESPONSE: u8 = b'W';
@@ -58,6 +61,8 @@ pub enum ReplicationError {
     Protocol(String),
     #[error("the server ended the replication stream")]
     Ended,
+    #[error("{0} is read-only (a standby) and target_session_attrs=read-write asks for a primary")]
+    ReadOnly(String),
 }
 
 impl ReplicationError {
@@ -112,8 +117,10 @@ pub(crate) struct ReplicationConnection {
 }
 
 impl ReplicationConnection {
-    /// Connects (trying each host in turn), negotiates TLS per `sslmode` and
-    /// authenticates.
+    /// Connects, trying each host in turn as libpq does: a host that cannot
+    /// be reached, refuses the startup, or is read-only while
+    /// `target_session_attrs=read-write` asks for a primary, passes the turn
+    /// to the next. TLS per `sslmode`, then authentication.
     pub(crate) async fn connect(db: &Database) -> Result<ReplicationConnection, ReplicationError> {
         let timeout = db
             .pg_config()
@@ -123,16 +130,8 @@ impl ReplicationConnection {
         let mut last_error = None;
         for (host, port) in targets(db) {
             let target = format!("{}:{port}", host_label(&host));
-            match tokio::time::timeout(timeout, open(db, &host, port)).await {
-                Ok(Ok(stream)) => {
-                    let mut conn = ReplicationConnection {
-                        stream,
-                        read_buf: BytesMut::with_capacity(64 * 1024),
-                        write_buf: BytesMut::with_capacity(256),
-                    };
-                    conn.startup(db).await?;
-                    return Ok(conn);
-                }
+            match tokio::time::timeout(timeout, Self::connect_one(db, &host, port)).await {
+                Ok(Ok(conn)) => return Ok(conn),
                 Ok(Err(ReplicationError::Io(source))) => {
                     last_error = Some(ReplicationError::Connect { target, source })
                 }
@@ -148,6 +147,29 @@ impl ReplicationConnection {
         }
         Err(last_error
             .unwrap_or_else(|| ReplicationError::Protocol("database.url names no host".into())))
+    }
+
+    async fn connect_one(
+        db: &Database,
+        host: &Host,
+        port: u16,
+    ) -> Result<ReplicationConnection, ReplicationError> {
+        let stream = open(db, host, port).await?;
+        let mut conn = ReplicationConnection {
+            stream,
+            read_buf: BytesMut::with_capacity(64 * 1024),
+            write_buf: BytesMut::with_capacity(256),
+        };
+        conn.startup(db).await?;
+        let wants_primary =
+            db.pg_config().get_target_session_attrs() == TargetSessionAttrs::ReadWrite;
+        if wants_primary && !conn.is_read_write().await? {
+            return Err(ReplicationError::ReadOnly(format!(
+                "{}:{port}",
+                host_label(host)
+            )));
+        }
+        Ok(conn)
     }
 
     async fn startup(&mut self, db: &Database) -> Result<(), ReplicationError> {

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use leadhook::throwaway::{Cluster, ClusterOptions};
+use leadhook::throwaway::{Cluster, ClusterOptions, SLOT_IS_STREAMING};
 use tokio_postgres::{Client, NoTls};
 
 pub use leadhook::receiver::{ReceivedRequest, Receiver, Reply};
@@ -21,6 +21,9 @@ pub const LEADS_TABLE: &str = "CREATE TABLE leads (
     score integer,
     updated_at timestamptz DEFAULT now()
 )";
+
+/// How long a test waits for what it expects before it fails.
+pub const WAIT: Duration = Duration::from_secs(60);
 
 /// Short enough that keepalive bugs show up within a test.
 pub const WAL_SENDER_TIMEOUT: &str = "4s";
@@ -104,43 +107,26 @@ impl TestDb {
         )
     }
 
-    /// Waits until a sidecar holds the slot, i.e. streams.
+    /// Waits until the sidecar streams: a walsender holds the slot. Every
+    /// change committed from then on is captured. (`active` alone is not
+    /// enough: the slot shows active while it is still being created, and
+    /// changes committed before its consistent point are never decoded.)
     pub async fn wait_streaming(&self, sidecar: &mut Sidecar) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + WAIT;
         loop {
             sidecar.assert_running();
-            let row = self
+            let streaming: bool = self
                 .sql
-                .query_opt(
-                    "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
-                    &[&self.name],
-                )
+                .query_one(SLOT_IS_STREAMING, &[&self.name])
                 .await
-                .expect("query slots");
-            if row.is_some_and(|r| r.get::<_, bool>(0)) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sidecar did not start streaming; its log:\n{}",
-                sidecar.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        // Then until it has confirmed the WAL written so far: the walsender
-        // has finished starting up. Seen rarely on this shared cluster: a
-        // change committed in the first moments after the slot turned active
-        // was never sent by the server (only keepalives came). Waiting here
-        // keeps the tests about leadhook; see the closing note.
-        let now = self.insert_lsn().await;
-        loop {
-            sidecar.assert_running();
-            if self.confirmed_past(&now).await {
+                .expect("query slots")
+                .get(0);
+            if streaming {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "sidecar did not catch up with the WAL; its log:\n{}",
+                "sidecar did not start streaming; its log:\n{}",
                 sidecar.log()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -86,15 +86,12 @@ impl BenchDb {
             .get(0))
     }
 
-    /// Waits until a consumer holds `slot`.
+    /// Waits until a walsender streams from `slot`.
     pub async fn wait_active(&self, slot: &str) -> anyhow::Result<()> {
         for _ in 0..600 {
             let row = self
                 .sql
-                .query_one(
-                    "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
-                    &[&slot],
-                )
+                .query_one(leadhook::throwaway::SLOT_IS_STREAMING, &[&slot])
                 .await?;
             if row.get::<_, bool>(0) {
                 return Ok(());

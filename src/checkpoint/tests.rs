@@ -1,0 +1,262 @@
+use super::*;
+
+fn checkpoint(webhooks: usize) -> Checkpoint {
+    Checkpoint::new(&Positions::at(Lsn(10), webhooks))
+}
+
+#[test]
+fn a_transaction_is_confirmed_only_after_its_commit_and_all_its_changes() {
+    let cp = checkpoint(1);
+    let tx = cp.begin(Lsn(90));
+    assert_eq!(cp.track(tx), Targets(1));
+    cp.track(tx);
+    cp.handled(0, tx);
+    cp.commit(tx, Lsn(100));
+    assert_eq!(cp.confirmed(), Lsn(10), "one change still outstanding");
+    cp.handled(0, tx);
+    assert_eq!(cp.confirmed(), Lsn(100));
+}
+
+#[test]
+fn every_webhook_must_handle_a_change_before_it_is_confirmed() {
+    let cp = checkpoint(2);
+    let tx = cp.begin(Lsn(90));
+    assert_eq!(cp.track(tx), Targets(0b11));
+    cp.commit(tx, Lsn(100));
+    cp.handled(1, tx);
+    assert_eq!(cp.confirmed(), Lsn(10));
+    cp.handled(0, tx);
+    assert_eq!(cp.confirmed(), Lsn(100));
+}
+
+#[test]
+fn a_finished_later_transaction_waits_for_an_earlier_one() {
+    let cp = checkpoint(1);
+    let first = cp.begin(Lsn(90));
+    cp.track(first);
+    cp.commit(first, Lsn(100));
+    let second = cp.begin(Lsn(190));
+    cp.track(second);
+    cp.commit(second, Lsn(200));
+    cp.handled(0, second);
+    assert_eq!(cp.confirmed(), Lsn(10));
+    cp.handled(0, first);
+    assert_eq!(cp.confirmed(), Lsn(200));
+}
+
+#[test]
+fn without_webhooks_the_stream_position_is_confirmed() {
+    let cp = checkpoint(0);
+    let tx = cp.begin(Lsn(40));
+    assert_eq!(cp.track(tx), Targets::default());
+    cp.commit(tx, Lsn(50));
+    assert_eq!(cp.confirmed(), Lsn(50));
+}
+
+#[test]
+fn keepalives_advance_the_position_only_when_nothing_is_in_flight() {
+    let cp = checkpoint(1);
+    let tx = cp.begin(Lsn(590));
+    cp.idle_at(Lsn(500));
+    assert_eq!(cp.confirmed(), Lsn(10), "open transaction");
+    cp.track(tx);
+    cp.commit(tx, Lsn(600));
+    cp.idle_at(Lsn(700));
+    assert_eq!(cp.confirmed(), Lsn(10), "undelivered change");
+    cp.handled(0, tx);
+    cp.idle_at(Lsn(700));
+    assert_eq!(cp.confirmed(), Lsn(700));
+    cp.idle_at(Lsn(650));
+    assert_eq!(cp.confirmed(), Lsn(700), "never moves backwards");
+}
+
+#[test]
+fn a_lagging_webhook_holds_the_position_while_the_others_go_on() {
+    let cp = checkpoint(2);
+    let first = cp.begin(Lsn(90));
+    cp.track(first);
+    cp.commit(first, Lsn(100));
+    cp.handled(1, first);
+    let second = cp.begin(Lsn(190));
+    cp.track(second);
+    // Webhook 0 took `first` but could not be given `second`.
+    assert!(cp.set_lagging(0, second));
+    assert!(
+        !cp.set_lagging(1, second),
+        "the last webhook keeping up waits instead"
+    );
+    cp.commit(second, Lsn(200));
+    cp.handled(1, second);
+    let third = cp.begin(Lsn(290));
+    assert_eq!(
+        cp.track(third),
+        Targets(0b10),
+        "the lagging webhook gets nothing more"
+    );
+    cp.commit(third, Lsn(300));
+    cp.handled(1, third);
+    cp.idle_at(Lsn(400));
+    assert_eq!(cp.confirmed(), Lsn(10), "held by the lagging webhook");
+    cp.handled(0, first);
+    cp.handled(0, second); // it never got this one: no effect
+    assert_eq!(
+        cp.positions(),
+        Positions {
+            webhooks: vec![Lsn(100), Lsn(400)],
+            may_lag: vec![true, true],
+            origin: None,
+            reported: Lsn::ZERO,
+        },
+        "it still moves over what it was given"
+    );
+}
+
+#[test]
+fn a_webhook_that_lagged_without_progress_is_not_set_lagging_again() {
+    let cp = checkpoint(2);
+    let tx = cp.begin(Lsn(90));
+    cp.track(tx);
+    assert!(cp.set_lagging(0, tx));
+    let next = Checkpoint::new(&cp.positions());
+    let tx = next.begin(Lsn(90));
+    next.track(tx);
+    assert!(
+        !next.set_lagging(0, tx),
+        "it waits instead, and so gets through"
+    );
+    assert!(next.set_lagging(1, tx), "the other webhook still may");
+}
+
+#[test]
+fn the_outbox_never_sets_a_webhook_lagging() {
+    let cp = Checkpoint::for_outbox(2);
+    let tx = cp.begin(Lsn(1));
+    assert!(!cp.set_lagging(0, tx));
+}
+
+#[test]
+fn a_new_session_skips_what_each_webhook_already_handled() {
+    let positions = Positions {
+        webhooks: vec![Lsn(10), Lsn(300)],
+        may_lag: vec![true, true],
+        origin: None,
+        reported: Lsn::ZERO,
+    };
+    assert_eq!(positions.resume(), Lsn(10));
+    let cp = Checkpoint::new(&positions);
+    let old = cp.begin(Lsn(190));
+    assert_eq!(cp.track(old), Targets(0b01), "webhook 1 handled it before");
+    cp.commit(old, Lsn(200));
+    cp.handled(0, old);
+    let new = cp.begin(Lsn(390));
+    assert_eq!(cp.track(new), Targets(0b11));
+}
+
+#[test]
+fn a_session_that_ended_before_streaming_keeps_a_webhook_from_lagging_again() {
+    let cp = checkpoint(2);
+    let tx = cp.begin(Lsn(90));
+    cp.track(tx);
+    assert!(cp.set_lagging(0, tx));
+    let held_back = cp.positions();
+    assert_eq!(held_back.may_lag, [false, true]);
+    // The next session fails during setup: it streams nothing.
+    let failed = Checkpoint::new(&held_back).positions();
+    assert_eq!(
+        failed.may_lag,
+        [false, true],
+        "a failed setup resets nothing"
+    );
+}
+
+#[test]
+fn a_webhook_held_back_from_lagging_may_lag_again_once_it_got_through() {
+    let cp = checkpoint(2);
+    let tx = cp.begin(Lsn(90));
+    cp.track(tx);
+    assert!(cp.set_lagging(0, tx));
+    let next = Checkpoint::new(&cp.positions());
+    let tx = next.begin(Lsn(90));
+    next.track(tx);
+    next.commit(tx, Lsn(100));
+    next.handled(0, tx);
+    next.handled(1, tx);
+    assert_eq!(next.positions().may_lag, [true, true]);
+}
+
+fn server(system_id: u64, timeline: u32, wal: u64) -> ServerIdentity {
+    ServerIdentity {
+        system_id,
+        timeline,
+        wal_position: Lsn(wal),
+    }
+}
+
+fn slot(confirmed: u64) -> SlotStart {
+    SlotStart {
+        confirmed: Lsn(confirmed),
+        created: false,
+    }
+}
+
+/// Positions of a session on system 7, timeline 1, that confirmed up to
+/// 500 while webhook 1 had handled up to 800.
+fn streamed_on_system_7() -> Positions {
+    let (first, _) = Positions::at(Lsn::ZERO, 2).start_on(&server(7, 1, 100), slot(100));
+    let cp = Checkpoint::new(&first);
+    cp.reported(Lsn(500));
+    let mut positions = cp.positions();
+    positions.webhooks = vec![Lsn(500), Lsn(800)];
+    positions
+}
+
+#[test]
+fn positions_on_the_same_history_let_each_webhook_skip_what_it_handled() {
+    let (next, discarded) = streamed_on_system_7().start_on(&server(7, 1, 900), slot(500));
+    assert_eq!(discarded, None);
+    assert_eq!(next.webhooks, [Lsn(500), Lsn(800)]);
+}
+
+#[test]
+fn nobody_is_placed_before_the_slot() {
+    let (next, discarded) = streamed_on_system_7().start_on(&server(7, 1, 2000), slot(600));
+    assert_eq!(discarded, None, "another instance moved the slot on");
+    assert_eq!(next.webhooks, [Lsn(600), Lsn(800)]);
+    assert_eq!(Checkpoint::new(&next).confirmed(), Lsn(600));
+}
+
+#[test]
+fn positions_from_another_history_are_discarded_and_say_why() {
+    let positions = streamed_on_system_7();
+    let cases = [
+        (server(8, 1, 900), slot(500), "another database system"),
+        (server(7, 2, 900), slot(500), "timeline 2"),
+        (server(7, 1, 300), slot(200), "restored backup"),
+    ];
+    for (server, slot, why) in cases {
+        let (next, discarded) = positions.start_on(&server, slot);
+        let discarded = discarded.expect("discarded");
+        assert!(discarded.is_other_history());
+        assert!(discarded.to_string().contains(why), "{discarded}");
+        assert_eq!(next.webhooks, [slot.confirmed; 2], "{why}");
+    }
+}
+
+#[test]
+fn a_slot_created_anew_or_behind_the_confirmed_position_resets_every_webhook() {
+    let positions = streamed_on_system_7();
+    let created = SlotStart {
+        confirmed: Lsn(950),
+        created: true,
+    };
+    let (next, discarded) = positions.start_on(&server(7, 1, 950), created);
+    assert_eq!(discarded, Some(Discarded::SlotCreated));
+    assert_eq!(next.webhooks, [Lsn(950); 2]);
+    let (next, discarded) = positions.start_on(&server(7, 1, 900), slot(400));
+    assert!(!discarded.expect("discarded").is_other_history());
+    assert_eq!(
+        next.webhooks,
+        [Lsn(400); 2],
+        "webhook 1 is sent 400..800 again"
+    );
+}

@@ -1,0 +1,88 @@
+//! leadhook's own tables in `database.schema`: dead letters, and (in
+//! replication mode) what it knows of its slot. Each must be present with
+//! the rights to use it, or creatable.
+
+use tokio_postgres::Client;
+
+use super::Inspection;
+use crate::config::{Config, SourceMode};
+use crate::dead_letter;
+use crate::source::slot;
+
+/// One of leadhook's tables, as `check` describes it.
+struct OwnTable {
+    what: &'static str,
+    table: String,
+    rights: &'static str,
+    /// The extra GRANT a role needs beyond the table's rights.
+    extra_grant: Option<String>,
+}
+
+pub(super) async fn check(
+    sql: &Client,
+    config: &Config,
+    report: &mut Inspection,
+) -> Result<(), tokio_postgres::Error> {
+    let schema = &config.database.schema;
+    let mut tables = vec![OwnTable {
+        what: "dead-letter table",
+        table: dead_letter::table(schema),
+        rights: "SELECT, INSERT, UPDATE, DELETE",
+        extra_grant: Some(format!(
+            "GRANT USAGE ON SEQUENCE {schema}.dead_letters_id_seq TO <role>;"
+        )),
+    }];
+    if config.source.mode == SourceMode::Replication {
+        tables.push(OwnTable {
+            what: "slot record table",
+            table: slot::table(schema),
+            rights: "SELECT, INSERT, UPDATE",
+            extra_grant: None,
+        });
+    }
+    for own in tables {
+        check_one(sql, schema, &own, report).await?;
+    }
+    Ok(())
+}
+
+async fn check_one(
+    sql: &Client,
+    schema: &str,
+    own: &OwnTable,
+    report: &mut Inspection,
+) -> Result<(), tokio_postgres::Error> {
+    let OwnTable {
+        what,
+        table,
+        rights,
+        ..
+    } = own;
+    let row = sql
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL,
+                    coalesce(has_table_privilege(to_regclass($1), $3), false),
+                    coalesce((SELECT has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = $2),
+                             has_database_privilege(current_database(), 'CREATE'))",
+            &[table, &schema, rights],
+        )
+        .await?;
+    let (exists, usable, creatable): (bool, bool, bool) = (row.get(0), row.get(1), row.get(2));
+    match (exists, usable, creatable) {
+        (true, true, _) => report.found.push(format!("{what} {table} is ready")),
+        (true, false, _) => report.problems.push(format!(
+            "the role may not use the {what} {table}: GRANT {rights} ON {table} TO <role>;{} (see sql/setup.sql)",
+            own.extra_grant.as_deref().map(|g| format!(" and {g}")).unwrap_or_default()
+        )),
+        (false, _, true) => {
+            report.create_own_tables = true;
+            report
+                .found
+                .push(format!("{what} {table} is missing and will be created"));
+        }
+        (false, _, false) => report.problems.push(format!(
+            "the {what} {table} is missing and the role may not create it (database.schema = {schema:?}): have a DBA run sql/setup.sql"
+        )),
+    }
+    Ok(())
+}

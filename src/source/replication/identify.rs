@@ -1,0 +1,124 @@
+//! Simple queries on the replication connection: `IDENTIFY_SYSTEM`, which
+//! says which WAL history the server is on, and the read-write check that
+//! `target_session_attrs=read-write` asks for.
+
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::message::backend::Message;
+use postgres_protocol::message::frontend;
+
+use super::{Frame, ReplicationConnection, ReplicationError, server_error};
+use crate::lsn::Lsn;
+
+/// The server's answer to `IDENTIFY_SYSTEM`: which WAL history a position
+/// read from it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ServerIdentity {
+    /// Set by initdb and kept by physical standbys and restored backups:
+    /// tells one database cluster from another.
+    pub(crate) system_id: u64,
+    /// Starts at 1 and grows with each promotion or point-in-time recovery.
+    pub(crate) timeline: u32,
+    /// The server's current WAL flush position.
+    pub(crate) wal_position: Lsn,
+}
+
+impl ServerIdentity {
+    /// A short form of the system identifier for `webhook-id`s: the two
+    /// halves folded into 32 bits, written as 8 hex digits.
+    pub(crate) fn system_tag(system_id: u64) -> u32 {
+        ((system_id >> 32) ^ (system_id & 0xFFFF_FFFF)) as u32
+    }
+}
+
+impl ReplicationConnection {
+    /// Runs one simple query; the rows as text (`None` for NULL).
+    pub(crate) async fn simple_query(
+        &mut self,
+        query: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, ReplicationError> {
+        frontend::query(query, &mut self.write_buf)?;
+        self.flush().await?;
+        let mut rows = Vec::new();
+        let mut failed = None;
+        loop {
+            match self.read_frame().await? {
+                Frame::Message(Message::DataRow(body)) => {
+                    let buffer = body.buffer();
+                    let row = body
+                        .ranges()
+                        .map(|range| {
+                            Ok(range.map(|r| String::from_utf8_lossy(&buffer[r]).into_owned()))
+                        })
+                        .collect()?;
+                    rows.push(row);
+                }
+                Frame::Message(Message::ErrorResponse(body)) => failed = Some(server_error(&body)),
+                Frame::Message(Message::ReadyForQuery(_)) => {
+                    return match failed {
+                        Some(error) => Err(error),
+                        None => Ok(rows),
+                    };
+                }
+                Frame::Message(
+                    Message::RowDescription(_)
+                    | Message::CommandComplete(_)
+                    | Message::EmptyQueryResponse
+                    | Message::NoticeResponse(_)
+                    | Message::ParameterStatus(_),
+                ) => {}
+                _ => {
+                    return Err(ReplicationError::Protocol(format!(
+                        "unexpected message in the answer to {query}"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// `IDENTIFY_SYSTEM`: system identifier, timeline and WAL position.
+    pub(crate) async fn identify_system(&mut self) -> Result<ServerIdentity, ReplicationError> {
+        let rows = self.simple_query("IDENTIFY_SYSTEM").await?;
+        let bad = |what: &str| ReplicationError::Protocol(format!("IDENTIFY_SYSTEM: {what}"));
+        let row = rows.first().ok_or_else(|| bad("no row"))?;
+        let field = |i: usize| {
+            row.get(i)
+                .and_then(Option::as_deref)
+                .ok_or_else(|| bad("a field is missing"))
+        };
+        Ok(ServerIdentity {
+            system_id: field(0)?.parse().map_err(|_| bad("system identifier"))?,
+            timeline: field(1)?.parse().map_err(|_| bad("timeline"))?,
+            wal_position: field(2)?.parse().map_err(|_| bad("xlogpos"))?,
+        })
+    }
+
+    /// Whether this server takes writes (`SHOW transaction_read_only` is
+    /// `off`), as libpq checks for `target_session_attrs=read-write`.
+    pub(crate) async fn is_read_write(&mut self) -> Result<bool, ReplicationError> {
+        let rows = self.simple_query("SHOW transaction_read_only").await?;
+        let value = rows.first().and_then(|r| r.first()).cloned().flatten();
+        Ok(value.as_deref() == Some("off"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_system_tag_folds_both_halves_of_the_identifier() {
+        assert_eq!(
+            ServerIdentity::system_tag(0x6b8f_3a21_0000_0000),
+            0x6b8f_3a21
+        );
+        assert_eq!(
+            ServerIdentity::system_tag(0x1234_5678_1234_5678),
+            0,
+            "equal halves cancel"
+        );
+        assert_ne!(
+            ServerIdentity::system_tag(7_714_394_886_324_305_346),
+            ServerIdentity::system_tag(7_714_394_886_324_305_347)
+        );
+    }
+}

@@ -57,25 +57,32 @@ impl Database {
     /// Parses a `postgres://` URL. `sslmode` and `sslrootcert` are taken out
     /// here (tokio-postgres would refuse `verify-full`); the rest is libpq's.
     pub fn from_url(text: &str) -> Result<Database, DatabaseError> {
-        let mut url = url::Url::parse(text)
-            .map_err(|e| DatabaseError::Url(format!("not a valid URL ({e})")))?;
-        if !matches!(url.scheme(), "postgres" | "postgresql") {
+        // Not parsed as a URL here: libpq's multi-host form
+        // (`postgres://u@h1:5432,h2:5432/db`) is not one.
+        let scheme = text.split_once("://").map_or("", |(scheme, _)| scheme);
+        if !matches!(scheme, "postgres" | "postgresql") {
             return Err(DatabaseError::Url(format!(
-                "scheme {:?} is not supported; use postgres://user:password@host:port/dbname",
-                url.scheme()
+                "scheme {scheme:?} is not supported; use postgres://user:password@host:port/dbname"
             )));
         }
+        let (base, query) = text.split_once('?').unwrap_or((text, ""));
         let (mut mode, mut root_cert) = (SslMode::Prefer, None);
-        let mut kept = Vec::new();
-        for (key, value) in url.query_pairs() {
+        let mut kept = url::form_urlencoded::Serializer::new(String::new());
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
             match &*key {
                 "sslmode" => mode = parse_ssl_mode(&value)?,
                 "sslrootcert" => root_cert = Some(PathBuf::from(&*value)),
-                _ => kept.push((key.into_owned(), value.into_owned())),
+                _ => {
+                    kept.append_pair(&key, &value);
+                }
             }
         }
-        url.query_pairs_mut().clear().extend_pairs(kept);
-        let cleaned = url.as_str().trim_end_matches('?');
+        let kept = kept.finish();
+        let cleaned = if kept.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{kept}")
+        };
         let mut pg: tokio_postgres::Config = cleaned
             .parse()
             .map_err(|e| DatabaseError::Url(format!("{e}")))?;
@@ -246,6 +253,21 @@ mod tests {
     }
 
     #[test]
+    fn several_hosts_and_target_session_attrs_are_understood() {
+        let db = Database::from_url(
+            "postgres://app:pw@10.0.0.1:5432,10.0.0.2:5433/leads?target_session_attrs=read-write&sslmode=disable",
+        )
+        .unwrap();
+        assert_eq!(db.pg_config().get_hosts().len(), 2);
+        assert_eq!(db.pg_config().get_ports(), [5432, 5433]);
+        assert_eq!(
+            db.pg_config().get_target_session_attrs(),
+            tokio_postgres::config::TargetSessionAttrs::ReadWrite
+        );
+        assert_eq!(db.tls().mode(), SslMode::Disable);
+    }
+
+    #[test]
     fn libpq_ssl_modes_are_understood_including_verify_full() {
         for (text, mode) in [
             ("disable", SslMode::Disable),
@@ -270,6 +292,7 @@ mod tests {
     fn bad_urls_say_what_is_wrong() {
         let err = |url: &str| Database::from_url(url).unwrap_err().to_string();
         assert!(err("mysql://u@h/d").contains("scheme \"mysql\""));
+        assert!(err("leads").contains("scheme \"\""));
         assert!(
             err("postgres://u@h/d?sslmode=sometimes")
                 .contains("sslmode=sometimes is not supported")

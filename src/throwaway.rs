@@ -24,6 +24,9 @@ use std::sync::{Mutex, MutexGuard, Once, PoisonError, TryLockError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+mod history;
+pub use history::DataCopy;
+
 /// Environment variable naming the directory with `initdb` and `postgres`.
 const PG_BIN_ENV: &str = "LEADHOOK_PG_BIN";
 /// Debian's layout; the last place [`PgBinaries::find`] looks.
@@ -33,6 +36,8 @@ const DEBIAN_INSTALL_ROOT: &str = "/usr/lib/postgresql";
 const SUPERUSER: &str = "postgres";
 const PASSWORD: &str = "postgres";
 const READY_LINE: &str = "database system is ready to accept connections";
+/// What a hot standby logs instead.
+const STANDBY_READY_LINE: &str = "database system is ready to accept read-only connections";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -654,11 +659,21 @@ impl Cluster {
         self.dir.path().join("server.log")
     }
 
+    /// The cluster's directory, or '' (no unix socket) when TMPDIR is too
+    /// deep for a socket path.
+    fn socket_dir(&self) -> String {
+        let dir = self.dir.path().to_string_lossy();
+        let fits = dir.len() + "/.s.PGSQL.65535".len() <= MAX_SOCKET_PATH;
+        if fits {
+            dir.into_owned()
+        } else {
+            String::new()
+        }
+    }
+
     fn write_config(&self, options: &ClusterOptions) -> Result<(), ClusterError> {
-        let socket_dir = self.dir.path().to_string_lossy();
-        // '' disables unix sockets when TMPDIR is too deep for one.
-        let fits = socket_dir.len() + "/.s.PGSQL.65535".len() <= MAX_SOCKET_PATH;
-        let socket_dir = if fits { socket_dir.as_ref() } else { "" };
+        let socket_dir = self.socket_dir();
+        let socket_dir = socket_dir.as_str();
         let defaults = [
             ("listen_addresses", "127.0.0.1"),
             ("unix_socket_directories", socket_dir),
@@ -752,7 +767,8 @@ impl Cluster {
                     log_tail: self.log_tail(log_start),
                 });
             }
-            let log_says_ready = self.log_since(log_start).contains(READY_LINE);
+            let log = self.log_since(log_start);
+            let log_says_ready = log.contains(READY_LINE) || log.contains(STANDBY_READY_LINE);
             if log_says_ready && TcpStream::connect_timeout(&address, START_TIMEOUT).is_ok() {
                 return Ok(());
             }

@@ -9,6 +9,7 @@ mod config_errors;
 mod delivery;
 mod demo;
 mod engine;
+mod histories;
 mod notify;
 mod operations;
 mod payload;

@@ -1,6 +1,5 @@
 //! Operations: metrics, health, graceful shutdown, logs, high availability.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use leadhook::throwaway::ClusterOptions;
@@ -8,55 +7,6 @@ use leadhook::throwaway::ClusterOptions;
 use crate::support::*;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A scraped sample: metric name, labels, value.
-struct Sample {
-    name: String,
-    labels: HashMap<String, String>,
-    value: f64,
-}
-
-async fn scrape(admin: &str) -> Vec<Sample> {
-    let text = reqwest::get(format!("{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
-        .map(|line| {
-            let (series, value) = line.rsplit_once(' ').unwrap();
-            let (name, labels) = match series.split_once('{') {
-                Some((name, rest)) => (name, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let labels = labels
-                .split(',')
-                .filter_map(|pair| pair.split_once('='))
-                .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
-                .collect();
-            Sample {
-                name: name.to_owned(),
-                labels,
-                value: value.parse().unwrap(),
-            }
-        })
-        .collect()
-}
-
-/// The value of the series `name` whose labels include `labels`.
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    samples
-        .iter()
-        .find(|s| {
-            s.name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
-        .map(|s| s.value)
-}
 
 async fn http_status(url: &str, method: reqwest::Method) -> (u16, String) {
     let response = reqwest::Client::new()
@@ -199,10 +149,6 @@ async fn metrics_count_exactly_and_carry_the_documented_names() {
 }
 
 /// reqwest in the test process needs the same crypto provider the sidecar installs.
-fn leadhook_crypto() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_follows_the_database_while_healthz_stays_up_and_the_port_is_read_only() {
     leadhook_crypto();

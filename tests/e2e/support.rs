@@ -2,6 +2,7 @@
 //! not interfere (each gets its own database, slot and publication), the
 //! recording receiver, and the real `leadhook` binary run as a child process.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -112,25 +113,12 @@ impl TestDb {
     /// enough: the slot shows active while it is still being created, and
     /// changes committed before its consistent point are never decoded.)
     pub async fn wait_streaming(&self, sidecar: &mut Sidecar) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            sidecar.assert_running();
-            let streaming: bool = self
-                .sql
-                .query_one(SLOT_IS_STREAMING, &[&self.name])
-                .await
-                .expect("query slots")
-                .get(0);
-            if streaming {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sidecar did not start streaming; its log:\n{}",
-                sidecar.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_slot_streaming(&self.sql, &self.name, sidecar).await;
+    }
+
+    /// Commits one lead per score in `scores`, each in its own transaction.
+    pub async fn insert_scores(&self, scores: std::ops::RangeInclusive<i32>) {
+        insert_scores(&self.sql, scores).await;
     }
 
     /// The end of everything written so far: the insert position (with
@@ -166,6 +154,40 @@ impl TestDb {
             .await
             .expect("query slot");
         row.get(0)
+    }
+}
+
+/// Waits until a walsender holds `slot` on the server behind `sql`.
+pub async fn wait_slot_streaming(sql: &Client, slot: &str, sidecar: &mut Sidecar) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        sidecar.assert_running();
+        let streaming: bool = sql
+            .query_one(SLOT_IS_STREAMING, &[&slot])
+            .await
+            .expect("query slots")
+            .get(0);
+        if streaming {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sidecar did not start streaming; its log:\n{}",
+            sidecar.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Commits one lead per score, each in its own transaction.
+pub async fn insert_scores(sql: &Client, scores: std::ops::RangeInclusive<i32>) {
+    for score in scores {
+        sql.execute(
+            "INSERT INTO leads (email, score) VALUES ('lead' || $1::int || '@example.com', $1)",
+            &[&score],
+        )
+        .await
+        .expect("insert lead");
     }
 }
 
@@ -247,7 +269,12 @@ impl Sidecar {
 
     /// Waits until the log contains `text`.
     pub async fn wait_log(&mut self, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.wait_log_within(text, Duration::from_secs(30)).await;
+    }
+
+    /// Waits up to `timeout` until the log contains `text`.
+    pub async fn wait_log_within(&mut self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
         while !self.log().contains(text) {
             self.assert_running();
             assert!(
@@ -417,21 +444,44 @@ pub async fn wait_for_scores(
     n: i64,
     sidecar: &Sidecar,
 ) -> Vec<ReceivedRequest> {
+    wait_for_these_scores(receiver, path, 1..=n, sidecar).await
+}
+
+/// Waits until every score in `scores` has arrived at `path`; returns
+/// everything that arrived there.
+pub async fn wait_for_these_scores(
+    receiver: &Receiver,
+    path: &str,
+    scores: impl IntoIterator<Item = i64>,
+    sidecar: &Sidecar,
+) -> Vec<ReceivedRequest> {
+    let wanted: Vec<i64> = scores.into_iter().collect();
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let got = receiver.requests_to(path);
         let arrived = scores_of(&got);
-        if (1..=n).all(|s| arrived.contains(&s)) {
+        let missing: Vec<i64> = wanted
+            .iter()
+            .copied()
+            .filter(|s| !arrived.contains(s))
+            .collect();
+        if missing.is_empty() {
             return got;
         }
         assert!(
             Instant::now() < deadline,
-            "changes lost: {} of {n} arrived; log:\n{}",
-            arrived.len(),
+            "changes lost: scores {missing:?} never arrived; log:\n{}",
             sidecar.log()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The `webhook-id`s of what arrived at `path`.
+pub fn ids_of(got: &[ReceivedRequest]) -> std::collections::HashSet<String> {
+    got.iter()
+        .map(|r| r.header("webhook-id").expect("webhook-id").to_owned())
+        .collect()
 }
 
 /// `receiver.wait_for`, but on a timeout prints the server's view (slots,
@@ -488,4 +538,64 @@ pub fn data(request: &ReceivedRequest) -> serde_json::Value {
 
 pub fn repo_file(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// A scraped sample: metric name, labels, value.
+pub struct Sample {
+    pub name: String,
+    pub labels: HashMap<String, String>,
+    pub value: f64,
+}
+
+pub async fn scrape(admin: &str) -> Vec<Sample> {
+    leadhook_crypto();
+    let text = reqwest::get(format!("{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let labels = labels
+                .split(',')
+                .filter_map(|pair| pair.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
+                .collect();
+            Sample {
+                name: name.to_owned(),
+                labels,
+                value: value.parse().unwrap(),
+            }
+        })
+        .collect()
+}
+
+/// The value of the series `name` whose labels include `labels`.
+pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+}
+
+/// One series' value from the sidecar's `/metrics` (0 when absent).
+pub async fn metric(admin: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    value(&scrape(admin).await, name, labels).unwrap_or(0.0)
+}
+
+/// reqwest (built without a default provider, like leadhook) needs one.
+pub fn leadhook_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

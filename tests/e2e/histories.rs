@@ -1,0 +1,165 @@
+//! Other WAL histories behind the same URL: a restored backup and a
+//! failover to a standby. Positions and ids from before must neither skip
+//! new commits nor collide with them.
+
+use std::collections::HashSet;
+
+use leadhook::throwaway::ClusterOptions;
+
+use crate::support::*;
+
+/// The commit LSN inside a replication-mode `webhook-id`
+/// (`<system>-<commit LSN>-<commit time>-<index>`).
+fn commit_lsn(id: &str) -> &str {
+    id.split('-').nth(1).expect("an id with a commit LSN")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_backup_gets_every_new_lead_delivered_under_ids_never_seen_before() {
+    let mut cluster = start_cluster(ClusterOptions::default());
+    let db = TestDb::create(&cluster, "restore").await;
+    let receiver = Receiver::start(0).await.unwrap();
+    let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
+    db.wait_streaming(&mut sidecar).await;
+    db.insert_scores(1..=5).await;
+    wait_for_scores(&receiver, "/leads", 5, &sidecar).await;
+    let backup = tokio::task::block_in_place(|| cluster.cold_copy()).expect("cold copy");
+
+    // After the backup: leads the backup will not have, delivered and
+    // confirmed, so the sidecar's position moves past what it holds.
+    let sql = connect(&db.url).await;
+    wait_slot_streaming(&sql, &db.name, &mut sidecar).await;
+    insert_scores(&sql, 6..=15).await;
+    wait_for_these_scores(&receiver, "/leads", 6..=15, &sidecar).await;
+    let written: String = sql
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let deadline = std::time::Instant::now() + WAIT;
+    while !confirmed_past(&sql, &db.name, &written).await {
+        assert!(std::time::Instant::now() < deadline, "never confirmed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let seen_before = ids_of(&receiver.requests_to("/leads"));
+
+    tokio::task::block_in_place(|| cluster.restore(&backup)).expect("restore");
+    let restored = connect(&db.url).await;
+    wait_slot_streaming(&restored, &db.name, &mut sidecar).await;
+    insert_scores(&restored, 101..=110).await;
+    let got = wait_for_these_scores(&receiver, "/leads", 101..=110, &sidecar).await;
+
+    let new: Vec<String> = got
+        .iter()
+        .filter(|r| data(r)["score"].as_i64().is_some_and(|s| s > 100))
+        .map(|r| r.header("webhook-id").expect("id").to_owned())
+        .collect();
+    let reused: Vec<&String> = new.iter().filter(|id| seen_before.contains(*id)).collect();
+    assert!(reused.is_empty(), "ids seen before the restore: {reused:?}");
+    let old_lsns: HashSet<&str> = seen_before.iter().map(|id| commit_lsn(id)).collect();
+    let same_position = new
+        .iter()
+        .filter(|id| old_lsns.contains(commit_lsn(id)))
+        .count();
+    // The restored server wrote the same statements into the same WAL
+    // positions: ids made of the LSN alone would have collided.
+    assert!(
+        same_position > 0,
+        "no new commit reused an old position, so this test proves nothing about ids"
+    );
+    assert!(
+        sidecar.log().contains("another WAL history"),
+        "the discarded positions were reported:\n{}",
+        sidecar.log()
+    );
+}
+
+async fn confirmed_past(sql: &tokio_postgres::Client, slot: &str, lsn: &str) -> bool {
+    sql.query_one(
+        "SELECT coalesce(confirmed_flush_lsn >= $2::text::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $1",
+        &[&slot, &lsn],
+    )
+    .await
+    .expect("query slot")
+    .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failover_the_lost_slot_is_reported_recreated_and_new_leads_are_delivered() {
+    let mut primary = start_cluster(ClusterOptions::default());
+    let db = TestDb::create(&primary, "failover").await;
+    let mut standby = tokio::task::block_in_place(|| primary.start_standby()).expect("standby");
+    let both = format!(
+        "postgres://postgres:postgres@127.0.0.1:{},127.0.0.1:{}/{}?target_session_attrs=read-write",
+        primary.port(),
+        standby.port(),
+        db.name
+    );
+    let receiver = Receiver::start(0).await.unwrap();
+    let config = db.config(&webhook("hook", &receiver, "/leads")).replace(
+        &format!("{}?sslmode=disable", db.url),
+        &format!("{both}&sslmode=disable"),
+    );
+    let sql = connect(&db.url).await;
+    let mut sidecar = Sidecar::start(&config);
+    wait_slot_streaming(&sql, &db.name, &mut sidecar).await;
+    insert_scores(&sql, 1..=5).await;
+    wait_for_scores(&receiver, "/leads", 5, &sidecar).await;
+    let before = ids_of(&receiver.requests_to("/leads"));
+
+    // The standby has replayed everything; then the primary fails.
+    let promoted = connect(&standby.url(&db.name)).await;
+    let written: String = sql
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let replayed: bool = promoted
+            .query_one(
+                "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+                &[&written],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if replayed {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "standby never caught up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::task::block_in_place(|| primary.stop()).expect("stop primary");
+    promoted
+        .batch_execute("SELECT pg_promote()")
+        .await
+        .expect("promote");
+
+    wait_slot_streaming(&promoted, &db.name, &mut sidecar).await;
+    insert_scores(&promoted, 6..=10).await;
+    let got = wait_for_these_scores(&receiver, "/leads", 6..=10, &sidecar).await;
+    let after: HashSet<String> = ids_of(&got).difference(&before).cloned().collect();
+    assert!(
+        after.len() >= 5,
+        "new leads have ids of their own: {after:?}"
+    );
+    let log = sidecar.log();
+    assert!(
+        log.contains("DATA LOSS") && log.contains(&format!("slot {:?}", db.name)),
+        "the lost slot is reported:\n{log}"
+    );
+    assert!(
+        log.contains("timeline 2"),
+        "the new history was noticed:\n{log}"
+    );
+    let admin = sidecar.admin_url().await;
+    assert_eq!(
+        metric(&admin, "leadhook_slot_recreated_total", &[]).await,
+        1.0
+    );
+    drop(standby.stop());
+}

@@ -14,4 +14,5 @@ mod notify;
 mod operations;
 mod payload;
 mod recovery;
+mod slots;
 mod tls;

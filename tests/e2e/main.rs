@@ -12,6 +12,7 @@ mod engine;
 mod histories;
 mod notify;
 mod operations;
+mod partitions;
 mod payload;
 mod recovery;
 mod slots;

@@ -193,3 +193,71 @@ async fn the_least_privilege_setup_in_sql_is_enough_to_stream() {
         .unwrap();
     assert_eq!(data(&got[0])["email"], "least@example.com");
 }
+
+#[tokio::test]
+async fn check_reports_a_publication_row_filter_and_a_column_list_that_would_drop_leads() {
+    let db = TestDb::create(shared_cluster(), "check_filter").await;
+    db.sql
+        .batch_execute(&format!(
+            "CREATE PUBLICATION {} FOR TABLE leads (id, email, score) WHERE (score > 10)",
+            db.name
+        ))
+        .await
+        .unwrap();
+    let (code, out, _, _) = run_leadhook(&db.config(""), &["check"], &[]);
+    assert_eq!(code, Some(1), "{out}");
+    let problems: Vec<&str> = out.lines().filter(|l| l.starts_with("problem")).collect();
+    assert!(
+        problems
+            .iter()
+            .any(|l| l.contains("row filter") && l.contains("(score > 10)")),
+        "{out}"
+    );
+    assert!(
+        problems.iter().any(|l| l.contains("column list")
+            && l.contains("company")
+            && l.contains("notes")
+            && !l.contains("email")),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn check_warns_that_exact_large_values_need_replica_identity_full_and_setup_applies_it() {
+    let db = TestDb::create(shared_cluster(), "check_identity").await;
+    let config = db.config("");
+    let (code, out, _, _) = run_leadhook(&config, &["check"], &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("warning") && l.contains("REPLICA IDENTITY FULL")),
+        "{out}"
+    );
+    let (code, out, err, _) = run_leadhook(
+        &config,
+        &["setup", "--apply", "--replica-identity-full"],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("ALTER TABLE leads REPLICA IDENTITY FULL;"),
+        "{out}"
+    );
+    let identity: String = db
+        .sql
+        .query_one(
+            "SELECT relreplident::text FROM pg_class WHERE oid = 'leads'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(identity, "f");
+    let (code, out, _, _) = run_leadhook(&config, &["check"], &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        !out.contains("REPLICA IDENTITY FULL"),
+        "no more warning:\n{out}"
+    );
+    assert!(out.contains("replica identity full"), "{out}");
+}

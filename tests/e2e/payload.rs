@@ -147,3 +147,78 @@ async fn columns_can_be_renamed_and_declared_absent() {
     assert_eq!(lead["score"], 7);
     assert_eq!(lead["twitter"], serde_json::Value::Null);
 }
+
+/// Large random notes, stored out of line.
+const BIG_NOTES: &str =
+    "(SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 1000))";
+
+#[tokio::test]
+async fn read_back_large_values_are_counted_as_exact_newer_or_deleted() {
+    let (db, receiver, mut sidecar) = streaming_to_one_webhook("toast_reads").await;
+    commit_each(
+        &db,
+        &[
+            &format!("INSERT INTO leads (id, email, notes, score) VALUES (1, 'a@example.com', {BIG_NOTES}, 1)"),
+            "UPDATE leads SET score = 2 WHERE id = 1",
+        ],
+    )
+    .await;
+    let got = wait_for_scores(&receiver, "/leads", 2, &sidecar).await;
+    let notes: String = db
+        .sql
+        .query_one("SELECT notes FROM leads WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let update = got.iter().find(|r| data(r)["score"] == 2).unwrap();
+    assert_eq!(data(update)["notes"], notes.as_str());
+    let admin = sidecar.admin_url().await;
+    let reads = |result| metric_owned(admin.clone(), result);
+    assert_eq!(
+        reads("exact").await,
+        1.0,
+        "read back while nothing changed it"
+    );
+
+    // Changes made while the sidecar is stopped are read back later: the
+    // row has changed again (newer) or is gone (deleted).
+    sidecar.terminate();
+    assert!(sidecar.wait_exit(WAIT).await.success());
+    commit_each(
+        &db,
+        &[
+            "UPDATE leads SET score = 3 WHERE id = 1",
+            "UPDATE leads SET notes = 'rewritten', score = 4 WHERE id = 1",
+            &format!("INSERT INTO leads (id, email, notes, score) VALUES (2, 'b@example.com', {BIG_NOTES}, 10)"),
+            "UPDATE leads SET score = 11 WHERE id = 2",
+            "DELETE FROM leads WHERE id = 2",
+        ],
+    )
+    .await;
+    sidecar.restart();
+    let got = wait_for_these_scores(&receiver, "/leads", [3, 4, 10, 11], &sidecar).await;
+    let by_score = |score: i64| data(got.iter().find(|r| data(r)["score"] == score).unwrap());
+    assert_eq!(
+        by_score(3)["notes"],
+        "rewritten",
+        "read back, the value is the row's current one, newer than the change"
+    );
+    assert_eq!(by_score(11)["notes"], serde_json::Value::Null);
+    let admin = sidecar.admin_url().await;
+    let reads = |result| metric_owned(admin.clone(), result);
+    assert_eq!(reads("newer").await, 1.0);
+    assert_eq!(reads("deleted").await, 1.0);
+    assert_eq!(reads("exact").await, 0.0);
+}
+
+async fn metric_owned(admin: String, result: &'static str) -> f64 {
+    metric(&admin, "leadhook_toast_reads_total", &[("result", result)]).await
+}
+
+/// Each statement in a transaction of its own (a large value an UPDATE
+/// leaves untouched in the transaction that wrote it is sent whole).
+async fn commit_each(db: &TestDb, statements: &[&str]) {
+    for statement in statements {
+        db.sql.execute(*statement, &[]).await.expect(statement);
+    }
+}

@@ -266,6 +266,24 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_missing_outbox_is_an_error_that_says_what_to_do_not_a_panic() {
+        let cluster = crate::throwaway::Cluster::start(Default::default()).expect("a cluster");
+        let url = format!("{}?sslmode=disable", cluster.url("postgres"));
+        let sql = crate::database::Database::from_url(&url)
+            .unwrap()
+            .sql()
+            .await
+            .unwrap();
+        let config = crate::config::Config::from_toml(&format!(
+            "[database]\nurl = \"{url}\"\n[source]\nmode = \"notify\"\n"
+        ))
+        .unwrap();
+        let error = epoch(&sql, &Outbox::new(&config)).await.unwrap_err();
+        assert!(matches!(error, OutboxError::Missing(_)), "{error}");
+        assert!(error.to_string().contains("leadhook setup --apply"), "{error}");
+    }
+
     #[test]
     fn the_same_key_orders_together() {
         assert_eq!(lead_key("[\"7\"]"), lead_key("[\"7\"]"));

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use leadhook::throwaway::ClusterOptions;
 
 use crate::support::*;
 
@@ -593,4 +594,81 @@ async fn a_slow_webhook_falls_behind_then_catches_up_even_through_one_large_tran
         log.contains("webhook is falling behind") && log.contains("caught up"),
         "{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_is_committed_durably_before_the_stream_moves_past_it() {
+    // A cluster of its own: a synchronous standby that never connects makes
+    // every commit with synchronous_commit = on wait, visibly. The cluster's
+    // own default is off (like a server tuned for speed), so only a commit
+    // that asks for durability waits.
+    let cluster = start_cluster(ClusterOptions::default());
+    let db = TestDb::create(&cluster, "durable").await;
+    let receiver = Receiver::start(0).await.unwrap();
+    receiver.set_responder(|_, _| Reply::status(410));
+    let hook = webhook("hook", &receiver, "/gone") + "no_retry_statuses = [410]\n";
+    let mut sidecar = Sidecar::start(&db.config(&hook));
+    db.wait_streaming(&mut sidecar).await;
+    let admin = connect(&cluster.url("postgres")).await;
+    admin
+        .batch_execute("ALTER SYSTEM SET synchronous_standby_names = 'ghost'")
+        .await
+        .unwrap();
+    admin
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .unwrap();
+    db.sql
+        .batch_execute("SET synchronous_commit = local")
+        .await
+        .unwrap();
+    db.insert_scores(1..=1).await;
+    let committed = db.insert_lsn().await;
+
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let waiting: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep' AND query LIKE '%dead_letters%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead letter never waited for a durable commit; log:\n{}",
+            sidecar.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !db.confirmed_past(&committed).await,
+        "the slot moved past a change whose dead letter is not yet durable"
+    );
+
+    admin
+        .batch_execute("ALTER SYSTEM RESET synchronous_standby_names")
+        .await
+        .unwrap();
+    admin
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !db.confirmed_past(&committed).await {
+        assert!(std::time::Instant::now() < deadline, "never confirmed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let letters: i64 = db
+        .sql
+        .query_one("SELECT count(*) FROM leadhook.dead_letters", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(letters, 1);
 }

@@ -313,3 +313,38 @@ async fn check_and_setup_handle_notify_mode_without_replication_rights() {
         .get(0);
     assert!(gone);
 }
+
+#[tokio::test]
+async fn a_long_schema_name_and_dollar_quotes_in_names_never_break_the_applications_writes() {
+    let db = TestDb::create(shared_replica_cluster(), "names").await;
+    // 60 bytes, with `$$` in it: the old channel name `<schema>_outbox`
+    // did not fit, and `$$` ended the generated function body.
+    let schema = "leadhook_state_for_partner_webhooks_$$_of_team_eu_production";
+    assert_eq!(schema.len(), 60);
+    db.sql
+        .batch_execute(r#"ALTER TABLE leads RENAME COLUMN email TO "e$$mail""#)
+        .await
+        .unwrap();
+    let receiver = Receiver::start(0).await.unwrap();
+    let config = db
+        .notify_config(&webhook("hook", &receiver, "/leads"))
+        .replace(
+            "[source]\n",
+            &format!("[source.columns]\nemail = \"e$$mail\"\n\n[source]\n"),
+        )
+        .replace(
+            "[database]\n",
+            &format!("[database]\nschema = \"{schema}\"\n"),
+        );
+    let mut sidecar = Sidecar::start(&config);
+    sidecar.wait_log(DELIVERING).await;
+    db.sql
+        .execute(
+            r#"INSERT INTO leads ("e$$mail", score) VALUES ('dollar@example.com', 1)"#,
+            &[],
+        )
+        .await
+        .expect("the application's INSERT succeeds");
+    let got = wait_for_scores(&receiver, "/leads", 1, &sidecar).await;
+    assert_eq!(data(&got[0])["email"], "dollar@example.com");
+}

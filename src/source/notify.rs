@@ -281,7 +281,10 @@ mod tests {
         .unwrap();
         let error = epoch(&sql, &Outbox::new(&config)).await.unwrap_err();
         assert!(matches!(error, OutboxError::Missing(_)), "{error}");
-        assert!(error.to_string().contains("leadhook setup --apply"), "{error}");
+        assert!(
+            error.to_string().contains("leadhook setup --apply"),
+            "{error}"
+        );
     }
 
     #[test]

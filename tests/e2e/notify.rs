@@ -330,7 +330,7 @@ async fn a_long_schema_name_and_dollar_quotes_in_names_never_break_the_applicati
         .notify_config(&webhook("hook", &receiver, "/leads"))
         .replace(
             "[source]\n",
-            &format!("[source.columns]\nemail = \"e$$mail\"\n\n[source]\n"),
+            "[source.columns]\nemail = \"e$$mail\"\n\n[source]\n",
         )
         .replace(
             "[database]\n",

@@ -8,8 +8,9 @@
 //! - [`config`]: `sidecar.toml` and `LEADHOOK_…` overrides, strictly validated.
 //! - [`database`]: the database URL, TLS and the ordinary SQL connection.
 //! - [`source`]: the replication stream. `source::replication` speaks the
-//!   protocol, `source::pgoutput` decodes it (pure, no I/O) and
-//!   `source::prerequisites` checks and prepares the database. Notify mode:
+//!   protocol, `source::pgoutput` decodes it (pure, no I/O),
+//!   `source::prerequisites` checks and prepares the database and
+//!   `source::slot` creates, watches and re-creates the slot. Notify mode:
 //!   `source::outbox` (the trigger outbox as SQL) and `source::notify` (reading it).
 //! - `change`: the row changes the source hands on, with their stable ids.
 //! - `lead`: a row becomes the `save_lead` payload.

@@ -69,12 +69,7 @@ async fn a_slot_dropped_while_the_sidecar_was_stopped_is_reported_with_the_range
 
     drop_slot(&db).await;
     db.insert_scores(2..=2).await; // committed while no slot existed: lost
-    let gap: String = db
-        .sql
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let gap = db.insert_lsn().await;
     sidecar.restart();
     sidecar.wait_log("DATA LOSS").await;
     db.wait_streaming(&mut sidecar).await;

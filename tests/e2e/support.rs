@@ -124,23 +124,12 @@ impl TestDb {
     /// The end of everything written so far: the insert position (with
     /// `synchronous_commit = off` the write position can trail a commit).
     pub async fn insert_lsn(&self) -> String {
-        self.sql
-            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-            .await
-            .expect("lsn")
-            .get(0)
+        wal_insert_lsn(&self.sql).await
     }
 
     /// Whether this database's slot has confirmed everything up to `lsn`.
     pub async fn confirmed_past(&self, lsn: &str) -> bool {
-        self.sql
-            .query_one(
-                "SELECT coalesce(confirmed_flush_lsn >= $2::text::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $1",
-                &[&self.name, &lsn],
-            )
-            .await
-            .expect("query slots")
-            .get(0)
+        slot_confirmed_past(&self.sql, &self.name, lsn).await
     }
 
     /// WAL the slot still retains: the server's position minus the confirmed one.
@@ -155,6 +144,25 @@ impl TestDb {
             .expect("query slot");
         row.get(0)
     }
+}
+
+/// The server's WAL insert position.
+pub async fn wal_insert_lsn(sql: &Client) -> String {
+    sql.query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .expect("lsn")
+        .get(0)
+}
+
+/// Whether `slot` on the server behind `sql` has confirmed everything up to `lsn`.
+pub async fn slot_confirmed_past(sql: &Client, slot: &str, lsn: &str) -> bool {
+    sql.query_one(
+        "SELECT coalesce(confirmed_flush_lsn >= $2::text::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = $1",
+        &[&slot, &lsn],
+    )
+    .await
+    .expect("query slots")
+    .get(0)
 }
 
 /// Waits until a walsender holds `slot` on the server behind `sql`.

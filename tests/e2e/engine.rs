@@ -610,14 +610,7 @@ async fn a_dead_letter_is_committed_durably_before_the_stream_moves_past_it() {
     let mut sidecar = Sidecar::start(&db.config(&hook));
     db.wait_streaming(&mut sidecar).await;
     let admin = connect(&cluster.url("postgres")).await;
-    admin
-        .batch_execute("ALTER SYSTEM SET synchronous_standby_names = 'ghost'")
-        .await
-        .unwrap();
-    admin
-        .batch_execute("SELECT pg_reload_conf()")
-        .await
-        .unwrap();
+    set_system(&admin, "SET synchronous_standby_names = 'ghost'").await;
     db.sql
         .batch_execute("SET synchronous_commit = local")
         .await
@@ -651,14 +644,7 @@ async fn a_dead_letter_is_committed_durably_before_the_stream_moves_past_it() {
         "the slot moved past a change whose dead letter is not yet durable"
     );
 
-    admin
-        .batch_execute("ALTER SYSTEM RESET synchronous_standby_names")
-        .await
-        .unwrap();
-    admin
-        .batch_execute("SELECT pg_reload_conf()")
-        .await
-        .unwrap();
+    set_system(&admin, "RESET synchronous_standby_names").await;
     let deadline = std::time::Instant::now() + WAIT;
     while !db.confirmed_past(&committed).await {
         assert!(std::time::Instant::now() < deadline, "never confirmed");
@@ -671,4 +657,16 @@ async fn a_dead_letter_is_committed_durably_before_the_stream_moves_past_it() {
         .unwrap()
         .get(0);
     assert_eq!(letters, 1);
+}
+
+/// `ALTER SYSTEM <change>`, then a reload so it takes effect.
+async fn set_system(admin: &tokio_postgres::Client, change: &str) {
+    admin
+        .batch_execute(&format!("ALTER SYSTEM {change}"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .unwrap();
 }

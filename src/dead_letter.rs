@@ -317,7 +317,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_letter_stored_again_keeps_its_first_payload_and_adds_the_attempts() {
-        let cluster = crate::throwaway::Cluster::start(Default::default()).expect("a cluster");
+        let cluster = leadhook_testkit::cluster::Cluster::start(Default::default()).expect("a cluster");
         let db =
             Database::from_url(&format!("{}?sslmode=disable", cluster.url("postgres"))).unwrap();
         let sql = db.sql().await.unwrap();

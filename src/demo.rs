@@ -9,24 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::config::Config;
-use crate::receiver::{ReceivedRequest, Receiver};
-use crate::throwaway::{Cluster, ClusterOptions};
-
-const TABLE: &str = "CREATE TABLE leads (
-    id          bigserial PRIMARY KEY,
-    email       text NOT NULL,
-    company     text,
-    first_name  text,
-    last_name   text,
-    phone       text,
-    website     text,
-    position    text,
-    twitter     text,
-    linkedin    text,
-    notes       text,
-    score       integer NOT NULL DEFAULT 0,
-    updated_at  timestamptz NOT NULL DEFAULT now()
-)";
+use leadhook_testkit::cluster::{Cluster, ClusterOptions};
+use leadhook_testkit::database::{LEADS_TABLE, SLOT_IS_STREAMING};
+use leadhook_testkit::receiver::{ReceivedRequest, Receiver};
 
 /// What the demo does to the table, and how many webhooks that makes.
 const STEPS: [(&str, &str); 4] = [
@@ -35,7 +20,7 @@ const STEPS: [(&str, &str); 4] = [
         "BEGIN;
          INSERT INTO leads (email, company, first_name, last_name, website, score)
               VALUES ('ada@example.com', 'Analytical Engines', 'Ada', 'Lovelace', 'https://example.com', 10);
-         INSERT INTO leads (email, first_name, twitter) VALUES ('grace@example.com', 'Grace', '@grace');
+         INSERT INTO leads (email, first_name, twitter, score) VALUES ('grace@example.com', 'Grace', '@grace', 0);
          COMMIT;",
     ),
     ("UPDATE a lead's score and notes", "UPDATE leads SET score = 42, notes = 'Met at the conference ✓' WHERE email = 'ada@example.com'"),
@@ -58,7 +43,7 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
         .context("starting PostgreSQL")??;
     let url = format!("{}?sslmode=disable", cluster.url("postgres"));
     let sql = crate::database::Database::from_url(&url)?.sql().await?;
-    sql.batch_execute(TABLE)
+    sql.batch_execute(LEADS_TABLE)
         .await
         .context("creating the sample leads table")?;
     writeln!(out, "  created table leads on port {}", cluster.port())?;
@@ -137,7 +122,7 @@ async fn wait_until_streaming(
             bail!("the sidecar stopped during startup (see the log above)");
         }
         let row = sql
-            .query_one(crate::throwaway::SLOT_IS_STREAMING, &[&"leadhook"])
+            .query_one(SLOT_IS_STREAMING, &[&"leadhook"])
             .await?;
         if row.get::<_, bool>(0) {
             return Ok(());

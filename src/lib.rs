@@ -19,23 +19,21 @@
 //! - `checkpoint`: which WAL position may be confirmed to the server.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`sidecar`]: wires one session of the above and reconnects when it ends.
-//! - [`check`], [`setup`] and [`demo`]: the `leadhook check`, `leadhook setup` and
-//!   `leadhook demo` commands.
-//! - [`throwaway`] and [`receiver`]: a private PostgreSQL cluster and a
-//!   recording webhook receiver, for the demo, the tests and the benchmark.
+//! - [`check`], [`setup`] and `demo`: the `leadhook check`, `leadhook setup` and
+//!   `leadhook demo` commands. The demo runs on the `leadhook-testkit` crate
+//!   (a private PostgreSQL and a receiver), behind the default `demo` feature.
 
 pub mod admin;
 pub mod check;
 pub mod config;
 pub mod database;
 pub mod dead_letter;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod lsn;
-pub mod receiver;
 pub mod setup;
 pub mod sidecar;
 pub mod source;
-pub mod throwaway;
 
 mod change;
 mod checkpoint;

@@ -240,7 +240,14 @@ async fn demo() -> ExitCode {
         eprintln!("error: {problem}");
         return ExitCode::from(2);
     }
-    match leadhook::demo::run(&mut std::io::stdout()).await {
+    #[cfg(feature = "demo")]
+    let outcome = leadhook::demo::run(&mut std::io::stdout()).await;
+    #[cfg(not(feature = "demo"))]
+    let outcome: anyhow::Result<()> = Err(anyhow::anyhow!(
+        "this build has no demo (it was built with --no-default-features); \
+         run `cargo run --release -- demo` from a clone of the repository"
+    ));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: demo failed: {e:#}");

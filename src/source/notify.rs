@@ -268,7 +268,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_outbox_is_an_error_that_says_what_to_do_not_a_panic() {
-        let cluster = crate::throwaway::Cluster::start(Default::default()).expect("a cluster");
+        let cluster = leadhook_testkit::cluster::Cluster::start(Default::default()).expect("a cluster");
         let url = format!("{}?sslmode=disable", cluster.url("postgres"));
         let sql = crate::database::Database::from_url(&url)
             .unwrap()

@@ -6,7 +6,7 @@ use plotters::prelude::*;
 
 use crate::report::{Report, quantile};
 
-pub fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
+pub(crate) fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (1100, 440)).into_drawing_area();
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(560);

@@ -4,44 +4,40 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use leadhook::throwaway::Cluster;
-use tokio_postgres::{Client, NoTls};
+use leadhook_testkit::cluster::Cluster;
+use leadhook_testkit::config::{SidecarConfig, Webhook};
+use leadhook_testkit::database::{LEADS_TABLE, SLOT_IS_STREAMING, try_connect};
+use tokio_postgres::Client;
 
-const TABLE: &str = "CREATE TABLE leads (
-    id         bigserial PRIMARY KEY,
-    email      text NOT NULL,
-    company    text, first_name text, last_name text, phone text, website text,
-    position   text, twitter text, linkedin text,
-    notes      text DEFAULT ((extract(epoch FROM clock_timestamp()) * 1000000)::bigint)::text,
-    score      integer NOT NULL DEFAULT 0
-)";
+/// Each lead's `notes` records when it was written, for commit→arrival latency.
+const NOTES_ARE_COMMIT_TIMES: &str = "ALTER TABLE leads ALTER COLUMN notes
+    SET DEFAULT ((extract(epoch FROM clock_timestamp()) * 1000000)::bigint)::text";
 
 /// One database of the run: its own table, publication and slots.
-pub struct BenchDb {
-    pub name: String,
-    pub url: String,
-    pub sql: Client,
+pub(crate) struct BenchDb {
+    pub(crate) name: String,
+    pub(crate) url: String,
+    pub(crate) sql: Client,
 }
 
-pub async fn connect(url: &str) -> anyhow::Result<Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
+pub(crate) async fn connect(url: &str) -> anyhow::Result<Client> {
+    try_connect(url)
         .await
-        .with_context(|| format!("connecting to {url}"))?;
-    tokio::spawn(connection);
-    Ok(client)
+        .with_context(|| format!("connecting to {url}"))
 }
 
 impl BenchDb {
     /// A fresh database with the table, the publication `bench` and the
     /// given logical slots, all created before any lead is written.
-    pub async fn create(cluster: &Cluster, name: &str, slots: &[&str]) -> anyhow::Result<BenchDb> {
+    pub(crate) async fn create(cluster: &Cluster, name: &str, slots: &[&str]) -> anyhow::Result<BenchDb> {
         connect(&cluster.url("postgres"))
             .await?
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await?;
         let url = cluster.url(name);
         let sql = connect(&url).await?;
-        sql.batch_execute(TABLE).await?;
+        sql.batch_execute(LEADS_TABLE).await?;
+        sql.batch_execute(NOTES_ARE_COMMIT_TIMES).await?;
         sql.batch_execute("CREATE PUBLICATION bench FOR TABLE leads")
             .await?;
         for slot in slots {
@@ -60,7 +56,7 @@ impl BenchDb {
 
     /// Commits `count` leads in transactions of `batch` rows; returns the
     /// WAL position after the last commit.
-    pub async fn insert(&self, count: u64, batch: u64) -> anyhow::Result<String> {
+    pub(crate) async fn insert(&self, count: u64, batch: u64) -> anyhow::Result<String> {
         let mut next = 1u64;
         while next <= count {
             let last = (next + batch.max(1) - 1).min(count);
@@ -78,7 +74,7 @@ impl BenchDb {
         self.lsn().await
     }
 
-    pub async fn lsn(&self) -> anyhow::Result<String> {
+    pub(crate) async fn lsn(&self) -> anyhow::Result<String> {
         Ok(self
             .sql
             .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
@@ -87,11 +83,11 @@ impl BenchDb {
     }
 
     /// Waits until a walsender streams from `slot`.
-    pub async fn wait_active(&self, slot: &str) -> anyhow::Result<()> {
+    pub(crate) async fn wait_active(&self, slot: &str) -> anyhow::Result<()> {
         for _ in 0..600 {
             let row = self
                 .sql
-                .query_one(leadhook::throwaway::SLOT_IS_STREAMING, &[&slot])
+                .query_one(SLOT_IS_STREAMING, &[&slot])
                 .await?;
             if row.get::<_, bool>(0) {
                 return Ok(());
@@ -102,25 +98,26 @@ impl BenchDb {
     }
 
     /// The sidecar's config for this database, delivering to `urls`.
-    pub fn sidecar_config(&self, slot: &str, urls: &[String]) -> String {
+    pub(crate) fn sidecar_config(&self, slot: &str, urls: &[String]) -> String {
         self.config_for("replication", slot, urls)
     }
 
     /// The same for notify mode (trigger outbox).
-    pub fn notify_config(&self, urls: &[String]) -> String {
+    pub(crate) fn notify_config(&self, urls: &[String]) -> String {
         self.config_for("notify", &self.name, urls)
     }
 
     fn config_for(&self, mode: &str, slot: &str, urls: &[String]) -> String {
-        let mut config = format!(
-            "[database]\nurl = \"{}?sslmode=disable\"\n[source]\nmode = \"{mode}\"\nslot = \"{slot}\"\npublication = \"bench\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-            self.url
-        );
+        let mut config = SidecarConfig::new(format!("{}?sslmode=disable", self.url)).with(|c| {
+            c.source.mode = Some(mode.to_owned());
+            c.source.slot = Some(slot.to_owned());
+            c.source.publication = Some("bench".to_owned());
+            // leadhook's own default timeout, not the tests' short one.
+            c.delivery.timeout = None;
+        });
         for (i, url) in urls.iter().enumerate() {
-            config.push_str(&format!(
-                "[[webhooks]]\nname = \"hook{i}\"\nurl = \"{url}\"\n"
-            ));
+            config = config.webhook(Webhook::new(format!("hook{i}"), url.as_str()));
         }
-        config
+        config.to_toml()
     }
 }

@@ -4,10 +4,10 @@
 
 use std::fs;
 
-use super::{
-    Cluster, ClusterError, PASSWORD, SUPERUSER, conf_line, copy_dir, give_to, io_error, lock,
-    temp_dir,
-};
+use super::options::conf_line;
+use super::server_user::give_to;
+use super::template::temp_dir;
+use super::{Cluster, ClusterError, PASSWORD, SUPERUSER, copy_dir, io_error, lock};
 
 /// A cold copy of a cluster's data directory, taken while it was stopped.
 pub struct DataCopy {

@@ -3,39 +3,39 @@
 use serde::Serialize;
 
 #[derive(Debug, Default, Serialize)]
-pub struct Report {
-    pub machine: Machine,
-    pub options: serde_json::Value,
-    pub throughput: Throughput,
-    pub fanout: Fanout,
-    pub latency: Latency,
-    pub resources: Resources,
-    pub backlog: Backlog,
-    pub notify: Notify,
-    pub targets: Vec<Target>,
+pub(crate) struct Report {
+    pub(crate) machine: Machine,
+    pub(crate) options: serde_json::Value,
+    pub(crate) throughput: Throughput,
+    pub(crate) fanout: Fanout,
+    pub(crate) latency: Latency,
+    pub(crate) resources: Resources,
+    pub(crate) backlog: Backlog,
+    pub(crate) notify: Notify,
+    pub(crate) targets: Vec<Target>,
 }
 
 /// Notify mode (trigger outbox) on the same workloads, and its cost on writes.
 #[derive(Debug, Default, Serialize)]
-pub struct Notify {
-    pub events_per_second: f64,
+pub(crate) struct Notify {
+    pub(crate) events_per_second: f64,
     /// Committing the throughput run's leads without and with the capture trigger.
-    pub insert_seconds_replication: f64,
-    pub insert_seconds_notify: f64,
-    pub latency: Percentiles,
+    pub(crate) insert_seconds_replication: f64,
+    pub(crate) insert_seconds_notify: f64,
+    pub(crate) latency: Percentiles,
 }
 
 /// Commit → arrival, in ms.
 #[derive(Debug, Default, Serialize)]
-pub struct Percentiles {
+pub(crate) struct Percentiles {
     pub p50_ms: f64,
     pub p90_ms: f64,
     pub p99_ms: f64,
-    pub max_ms: f64,
+    pub(crate) max_ms: f64,
 }
 
 impl Percentiles {
-    pub fn of(sorted: &[f64]) -> Percentiles {
+    pub(crate) fn of(sorted: &[f64]) -> Percentiles {
         Percentiles {
             p50_ms: quantile(sorted, 0.50),
             p90_ms: quantile(sorted, 0.90),
@@ -46,71 +46,71 @@ impl Percentiles {
 }
 
 #[derive(Debug, Default, Serialize)]
-pub struct Machine {
-    pub cpus: usize,
-    pub cpu_model: String,
-    pub memory_gib: f64,
-    pub postgres: String,
+pub(crate) struct Machine {
+    pub(crate) cpus: usize,
+    pub(crate) cpu_model: String,
+    pub(crate) memory_gib: f64,
+    pub(crate) postgres: String,
 }
 
 #[derive(Debug, Default, Serialize)]
-pub struct Throughput {
-    pub events: u64,
-    pub events_per_second: f64,
-    pub decode_limit_per_second: f64,
-    pub http_limit_per_second: f64,
+pub(crate) struct Throughput {
+    pub(crate) events: u64,
+    pub(crate) events_per_second: f64,
+    pub(crate) decode_limit_per_second: f64,
+    pub(crate) http_limit_per_second: f64,
     /// leadhook ÷ min(decode, HTTP).
-    pub ratio: f64,
+    pub(crate) ratio: f64,
 }
 
 #[derive(Debug, Default, Serialize)]
-pub struct Fanout {
-    pub webhooks: usize,
-    pub events_per_second_per_webhook: Vec<f64>,
+pub(crate) struct Fanout {
+    pub(crate) webhooks: usize,
+    pub(crate) events_per_second_per_webhook: Vec<f64>,
     /// min(decode, HTTP ÷ webhooks): each event is sent once per webhook.
-    pub limit_per_second: f64,
+    pub(crate) limit_per_second: f64,
     /// The slowest webhook ÷ that limit.
-    pub ratio: f64,
+    pub(crate) ratio: f64,
 }
 
 #[derive(Debug, Default, Serialize)]
-pub struct Latency {
-    pub offered_per_second: u64,
-    pub seconds: u64,
-    pub samples: usize,
+pub(crate) struct Latency {
+    pub(crate) offered_per_second: u64,
+    pub(crate) seconds: u64,
+    pub(crate) samples: usize,
     #[serde(flatten)]
-    pub ms: Percentiles,
+    pub(crate) ms: Percentiles,
     /// Every sample, in ms, for the plot.
     #[serde(skip)]
-    pub all_ms: Vec<f64>,
+    pub(crate) all_ms: Vec<f64>,
 }
 
 #[derive(Debug, Default, Serialize)]
-pub struct Resources {
-    pub idle_rss_mib: f64,
-    pub throughput_peak_rss_mib: f64,
+pub(crate) struct Resources {
+    pub(crate) idle_rss_mib: f64,
+    pub(crate) throughput_peak_rss_mib: f64,
     pub cpu_seconds_per_100k_events: f64,
 }
 
 #[derive(Debug, Default, Serialize)]
-pub struct Backlog {
-    pub events: u64,
-    pub paused_seconds: f64,
-    pub events_per_second_after_resume: f64,
-    pub peak_rss_mib: f64,
+pub(crate) struct Backlog {
+    pub(crate) events: u64,
+    pub(crate) paused_seconds: f64,
+    pub(crate) events_per_second_after_resume: f64,
+    pub(crate) peak_rss_mib: f64,
 }
 
 #[derive(Debug, Serialize)]
-pub struct Target {
-    pub name: String,
-    pub goal: String,
-    pub measured: String,
-    pub pass: bool,
+pub(crate) struct Target {
+    pub(crate) name: String,
+    pub(crate) goal: String,
+    pub(crate) measured: String,
+    pub(crate) pass: bool,
 }
 
 impl Report {
     /// Judges the figures against the product's targets.
-    pub fn judge(&mut self) {
+    pub(crate) fn judge(&mut self) {
         let mut target = |name: &str, goal: String, measured: String, pass: bool| {
             self.targets.push(Target {
                 name: name.into(),
@@ -157,7 +157,7 @@ impl Report {
         );
     }
 
-    pub fn print(&self) {
+    pub(crate) fn print(&self) {
         if cfg!(debug_assertions) {
             println!(
                 "\nNOTE: a debug build; the figures below only show that the benchmark works. Use --release for figures."
@@ -273,7 +273,7 @@ impl Report {
 }
 
 /// The q-quantile (0..=1) of sorted samples.
-pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

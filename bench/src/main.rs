@@ -8,7 +8,6 @@
 mod database;
 mod limits;
 mod plot;
-mod process;
 mod report;
 mod sink;
 
@@ -17,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use leadhook::throwaway::{Cluster, ClusterOptions, PgBinaries};
+use leadhook_testkit::cluster::{Cluster, ClusterOptions, PgBinaries};
+use leadhook_testkit::sidecar::{Leadhook, Sidecar};
 
 use database::BenchDb;
-use process::Sidecar;
 use report::Report;
 use sink::Sink;
 
@@ -56,7 +55,8 @@ struct Options {
     #[arg(long)]
     #[serde(skip)]
     plot: Option<PathBuf>,
-    /// The leadhook binary (default: built next to this one).
+    /// The leadhook binary (default: the one built beside this one, by
+    /// `cargo build --release`).
     #[arg(long)]
     #[serde(skip)]
     leadhook: Option<PathBuf>,
@@ -74,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
     if options.fanout == 0 || options.fanout > 4 || options.events == 0 {
         bail!("--fanout must be 1 to 4 and --events at least 1");
     }
-    let binary = process::leadhook_binary(options.leadhook.clone())?;
+    let binary = leadhook_binary(options.leadhook.clone())?;
     eprintln!("starting PostgreSQL...");
     let bins = PgBinaries::find()?;
     let cluster = tokio::task::spawn_blocking(|| {
@@ -117,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
 /// Throughput with one webhook, and the two limits on the same WAL range.
 async fn throughput(
     options: &Options,
-    binary: &std::path::Path,
+    binary: &Leadhook,
     bins: &PgBinaries,
     cluster: &Cluster,
     sink: &Sink,
@@ -147,12 +147,12 @@ async fn throughput(
     eprintln!("throughput: leadhook...");
     sink.reset();
     let started = Instant::now();
-    let mut sidecar = Sidecar::start(binary, &db.sidecar_config(&db.name, &[sink.url("/hook0")]))?;
+    let mut sidecar = start(binary, &db.sidecar_config(&db.name, &[sink.url("/hook0")]))?;
     wait_for(sink, &mut sidecar, &["/hook0"], n, Duration::from_secs(600)).await?;
     let elapsed = started.elapsed().as_secs_f64();
     report.resources.throughput_peak_rss_mib = sidecar.peak_rss_mib();
     report.resources.cpu_seconds_per_100k_events = sidecar.cpu_seconds() * 100_000.0 / n as f64;
-    sidecar.stop();
+    stop(sidecar).await;
     let rate = n as f64 / elapsed;
     report.throughput = report::Throughput {
         events: n,
@@ -167,7 +167,7 @@ async fn throughput(
 /// The throughput run again with several webhooks; the time each took.
 async fn fanout(
     options: &Options,
-    binary: &std::path::Path,
+    binary: &Leadhook,
     cluster: &Cluster,
     sink: &Sink,
     report: &mut Report,
@@ -177,10 +177,10 @@ async fn fanout(
     let db = BenchDb::create(cluster, "bench_fanout", &["bench_fanout"]).await?;
     db.insert(n, options.batch).await?;
     sink.reset();
-    let paths: Vec<&str> = sink::PATHS[..hooks].to_vec();
+    let paths: Vec<&str> = ["/hook0", "/hook1", "/hook2", "/hook3"][..hooks].to_vec();
     let urls: Vec<String> = paths.iter().map(|p| sink.url(p)).collect();
     let started = Instant::now();
-    let mut sidecar = Sidecar::start(binary, &db.sidecar_config(&db.name, &urls))?;
+    let mut sidecar = start(binary, &db.sidecar_config(&db.name, &urls))?;
     let mut finished = vec![None; hooks];
     let deadline = Instant::now() + Duration::from_secs(900);
     while finished.iter().any(Option::is_none) {
@@ -192,7 +192,7 @@ async fn fanout(
         check(&mut sidecar, deadline, "fan-out")?;
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    sidecar.stop();
+    stop(sidecar).await;
     let rates: Vec<f64> = finished
         .iter()
         .map(|t| n as f64 / t.unwrap_or(f64::INFINITY))
@@ -215,7 +215,7 @@ async fn fanout(
 /// Steady single-row commits while leadhook runs; commit → arrival.
 async fn latency(
     options: &Options,
-    binary: &std::path::Path,
+    binary: &Leadhook,
     cluster: &Cluster,
     sink: &Sink,
     report: &mut Report,
@@ -224,9 +224,7 @@ async fn latency(
     eprintln!("latency: {rate} commits/s for {seconds} s...");
     let db = BenchDb::create(cluster, "bench_latency", &["bench_latency"]).await?;
     sink.reset();
-    let sidecar = Sidecar::start(
-        binary,
-        &db.sidecar_config(&db.name, &[sink.url("/latency")]),
+    let sidecar = start(binary, &db.sidecar_config(&db.name, &[sink.url("/latency")]),
     )?;
     db.wait_active(&db.name).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -247,7 +245,7 @@ async fn latency(
 /// memory must stay flat.
 async fn backlog(
     options: &Options,
-    binary: &std::path::Path,
+    binary: &Leadhook,
     cluster: &Cluster,
     sink: &Sink,
     report: &mut Report,
@@ -266,9 +264,9 @@ async fn backlog(
     );
     sink.reset();
     sink.pause(true);
-    let mut sidecar = Sidecar::start(binary, &db.sidecar_config(&db.name, &[sink.url("/hook0")]))?;
+    let mut sidecar = start(binary, &db.sidecar_config(&db.name, &[sink.url("/hook0")]))?;
     tokio::time::sleep(pause).await;
-    sidecar.check_running()?;
+    check_running(&sidecar)?;
     sink.pause(false);
     let resumed = Instant::now();
     wait_for(
@@ -285,14 +283,14 @@ async fn backlog(
         events_per_second_after_resume: n as f64 / resumed.elapsed().as_secs_f64(),
         peak_rss_mib: sidecar.peak_rss_mib(),
     };
-    sidecar.stop();
+    stop(sidecar).await;
     Ok(())
 }
 
 /// Notify mode on the throughput and latency workloads.
 async fn notify(
     options: &Options,
-    binary: &std::path::Path,
+    binary: &Leadhook,
     cluster: &Cluster,
     sink: &Sink,
     report: &mut Report,
@@ -301,24 +299,24 @@ async fn notify(
     eprintln!("notify mode: committing {n} leads through the capture trigger...");
     let db = BenchDb::create(cluster, "bench_notify", &[]).await?;
     let config = db.notify_config(&[sink.url("/hook0")]);
-    process::setup(binary, &config)?;
+    setup(binary, &config)?;
     let inserting = Instant::now();
     db.insert(n, options.batch).await?;
     report.notify.insert_seconds_notify = inserting.elapsed().as_secs_f64();
     sink.reset();
     let started = Instant::now();
-    let mut sidecar = Sidecar::start(binary, &config)?;
+    let mut sidecar = start(binary, &config)?;
     wait_for(sink, &mut sidecar, &["/hook0"], n, Duration::from_secs(600)).await?;
     report.notify.events_per_second = n as f64 / started.elapsed().as_secs_f64();
-    sidecar.stop();
+    stop(sidecar).await;
 
     let (rate, seconds) = (options.latency_rate.max(1), options.latency_seconds);
     eprintln!("notify mode: latency at {rate} commits/s for {seconds} s...");
     let db = BenchDb::create(cluster, "bench_notify_latency", &[]).await?;
     let config = db.notify_config(&[sink.url("/latency")]);
-    process::setup(binary, &config)?;
+    setup(binary, &config)?;
     sink.reset();
-    let sidecar = Sidecar::start(binary, &config)?;
+    let sidecar = start(binary, &config)?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let all = latency_run(&db, sink, sidecar, rate, seconds).await?;
     report.notify.latency = report::Percentiles::of(&all);
@@ -343,7 +341,7 @@ async fn latency_run(
         Duration::from_secs(120),
     )
     .await?;
-    sidecar.stop();
+    stop(sidecar).await;
     Ok(sorted_latencies(sink))
 }
 
@@ -397,7 +395,7 @@ fn check(
     deadline: Instant,
     what: impl std::fmt::Display,
 ) -> anyhow::Result<()> {
-    sidecar.check_running()?;
+    check_running(&sidecar)?;
     if Instant::now() > deadline {
         bail!(
             "{what}: deliveries did not finish in time; leadhook log:\n{}",
@@ -429,4 +427,51 @@ async fn machine(cluster: &Cluster) -> anyhow::Result<report::Machine> {
         memory_gib: mem_kib / 1024.0 / 1024.0,
         postgres,
     })
+}
+
+/// The `leadhook` binary: `--leadhook PATH`, or the one `cargo build
+/// --release` put beside this benchmark (the benchmark does not build it).
+fn leadhook_binary(explicit: Option<PathBuf>) -> anyhow::Result<Leadhook> {
+    let path = match explicit {
+        Some(path) => path,
+        None => std::env::current_exe()?.with_file_name("leadhook"),
+    };
+    if !path.is_file() {
+        bail!(
+            "{} not found: build it first (`cargo build --release`, or `cargo build` for a \
+             debug benchmark) or pass --leadhook PATH",
+            path.display()
+        );
+    }
+    eprintln!("benchmarking {}", path.display());
+    Ok(Leadhook::at(path))
+}
+
+/// `leadhook run` with only warnings logged.
+fn start(binary: &Leadhook, config: &str) -> anyhow::Result<Sidecar> {
+    binary
+        .spawn(config, &[("RUST_LOG", "warn")])
+        .with_context(|| format!("starting {}", binary.binary().display()))
+}
+
+/// `leadhook setup --apply` (installs notify mode's outbox).
+fn setup(binary: &Leadhook, config: &str) -> anyhow::Result<()> {
+    let finished = binary.run(config, &["setup", "--apply"], &[]);
+    if finished.code != Some(0) {
+        bail!("leadhook setup --apply failed: {}", finished.stderr);
+    }
+    Ok(())
+}
+
+/// SIGTERM, and wait until it has exited.
+async fn stop(sidecar: Sidecar) {
+    sidecar.terminate();
+    sidecar.wait_exit(Duration::from_secs(60)).await;
+}
+
+fn check_running(sidecar: &Sidecar) -> anyhow::Result<()> {
+    if let Some(status) = sidecar.exit_status() {
+        bail!("leadhook exited with {status}:\n{}", sidecar.log());
+    }
+    Ok(())
 }

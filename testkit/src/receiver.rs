@@ -3,18 +3,16 @@
 //! `leadhook demo` prints each delivered webhook from [`Receiver::subscribe`];
 //! tests assert on [`Receiver::requests`] and script failing, slow or down
 //! receivers with [`Receiver::set_responder`] and [`Receiver::stop`]; the
-//! benchmark needs it fast, so it never logs per request and records with one
-//! clone under a short lock.
+//! benchmark needs it fast and small, so it never logs per request, records
+//! with one clone under a short lock, and [`Receiver::counting`] keeps counts
+//! only.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
@@ -23,10 +21,12 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
+
+mod connection;
+use connection::KillableListener;
 
 /// Larger bodies get 413; webhooks are far smaller.
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -129,9 +129,14 @@ type Responder = dyn Fn(&ReceivedRequest, u64) -> Reply + Send + Sync;
 
 /// State the serving tasks share with the [`Receiver`]; it outlives
 /// stop/start_again so records and responder carry over.
-struct Shared {
+pub(crate) struct Shared {
     /// Everything received, in arrival order.
     log: Mutex<Log>,
+    /// False for [`Receiver::counting`]: a benchmark's million requests are
+    /// counted, not kept.
+    keep_requests: bool,
+    /// While true, requests wait before they are read ([`Receiver::pause`]).
+    paused: watch::Sender<bool>,
     /// Bumped on every arrival so `wait_for` sleeps instead of polling.
     arrivals: watch::Sender<u64>,
     responder: RwLock<Arc<Responder>>,
@@ -141,9 +146,9 @@ struct Shared {
     max_in_flight: AtomicUsize,
     /// Bumped by stop: connections accepted under an older generation fail
     /// all I/O, and delayed replies stop waiting.
-    generation: watch::Sender<u64>,
+    pub(crate) generation: watch::Sender<u64>,
     /// Open connections, so stop can wait until every one is closed.
-    connections: watch::Sender<usize>,
+    pub(crate) connections: watch::Sender<usize>,
 }
 
 #[derive(Default)]
@@ -154,9 +159,11 @@ struct Log {
 }
 
 impl Shared {
-    fn new() -> Shared {
+    fn new(keep_requests: bool) -> Shared {
         Shared {
             log: Mutex::new(Log::default()),
+            keep_requests,
+            paused: watch::Sender::new(false),
             arrivals: watch::Sender::new(0),
             responder: RwLock::new(Arc::new(|_: &ReceivedRequest, _: u64| Reply::ok())),
             feed: broadcast::Sender::new(FEED_CAPACITY),
@@ -175,7 +182,9 @@ impl Shared {
     fn record(&self, request: &ReceivedRequest) -> u64 {
         let arrival = {
             let mut log = self.log();
-            log.requests.push(request.clone());
+            if self.keep_requests {
+                log.requests.push(request.clone());
+            }
             let count = log.per_path.entry(request.path.clone()).or_insert(0);
             *count += 1;
             *count
@@ -242,9 +251,19 @@ impl Receiver {
     /// Binds 127.0.0.1:`port` (0 picks a free one) and serves. Every request
     /// is recorded, then answered by the responder (default: 200 OK).
     pub async fn start(port: u16) -> io::Result<Receiver> {
+        Self::start_keeping(port, true)
+    }
+
+    /// Like [`Self::start`], but only counts requests per path:
+    /// [`Self::requests`] stays empty, so memory does not grow with load.
+    pub async fn counting(port: u16) -> io::Result<Receiver> {
+        Self::start_keeping(port, false)
+    }
+
+    fn start_keeping(port: u16, keep_requests: bool) -> io::Result<Receiver> {
         let listener = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
         let mut receiver = Receiver {
-            shared: Arc::new(Shared::new()),
+            shared: Arc::new(Shared::new(keep_requests)),
             addr: listener.local_addr()?,
             server: None,
         };
@@ -347,6 +366,27 @@ impl Receiver {
         Ok(())
     }
 
+    /// How many requests have arrived at `path` so far.
+    pub fn count_to(&self, path: &str) -> usize {
+        self.shared.count_to(path)
+    }
+
+    /// Forgets every request and count so far (between benchmark phases).
+    pub fn clear(&self) {
+        *self.shared.log() = Log::default();
+    }
+
+    /// "Receiver stalled": connections stay open, but requests wait unread
+    /// until [`Self::resume`].
+    pub fn pause(&self) {
+        self.shared.paused.send_replace(true);
+    }
+
+    /// Lets paused requests, and every later one, through.
+    pub fn resume(&self) {
+        self.shared.paused.send_replace(false);
+    }
+
     /// The most requests that were in progress at once (delays included).
     pub fn max_in_flight(&self) -> usize {
         self.shared.max_in_flight.load(Ordering::SeqCst)
@@ -387,6 +427,8 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 /// The one handler, for every method and path.
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let _in_flight = InFlight::enter(&shared);
+    let mut paused = shared.paused.subscribe();
+    let _ = paused.wait_for(|paused| !*paused).await;
     let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(body) => body,
@@ -444,333 +486,5 @@ fn build_response(reply: &Reply) -> Response {
     response
 }
 
-/// Accepts like a TcpListener, with TCP_NODELAY and a kill switch per connection.
-struct KillableListener {
-    inner: TcpListener,
-    /// Connections accepted now die when the generation moves on.
-    generation: u64,
-    shared: Arc<Shared>,
-}
-
-impl axum::serve::Listener for KillableListener {
-    type Io = Connection;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Connection, SocketAddr) {
-        let (stream, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        // Without it, a response written in two segments stalls ~40 ms
-        // (Nagle + delayed ACK) per keep-alive request. A failure only costs speed.
-        let _ = stream.set_nodelay(true);
-        (Connection::new(stream, &self.shared, self.generation), addr)
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-}
-
-/// A TcpStream whose I/O fails once the receiver is stopped, so hyper drops
-/// idle keep-alive connections too, which a plain abort would leave open.
-struct Connection {
-    stream: TcpStream,
-    /// Resolves when the receiver is stopped or dropped.
-    stopped: Pin<Box<dyn Future<Output = ()> + Send>>,
-    /// `stopped` has resolved (a finished future must not be polled again).
-    dead: bool,
-    /// For the open-connection count.
-    shared: Arc<Shared>,
-}
-
-impl Connection {
-    fn new(stream: TcpStream, shared: &Arc<Shared>, generation: u64) -> Connection {
-        shared.connections.send_modify(|open| *open += 1);
-        let mut generations = shared.generation.subscribe();
-        let stopped = Box::pin(async move {
-            let _ = generations.wait_for(|now| *now != generation).await;
-        });
-        Connection {
-            stream,
-            stopped,
-            dead: false,
-            shared: Arc::clone(shared),
-        }
-    }
-
-    /// Err once stopped; otherwise registers the waker for the stop.
-    fn check_alive(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        if !self.dead && self.stopped.as_mut().poll(cx).is_ready() {
-            self.dead = true;
-        }
-        if self.dead {
-            return Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "webhook receiver stopped",
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.shared.connections.send_modify(|open| *open -= 1);
-    }
-}
-
-impl AsyncRead for Connection {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Err(error) = this.check_alive(cx) {
-            return Poll::Ready(Err(error));
-        }
-        Pin::new(&mut this.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Connection {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Err(error) = this.check_alive(cx) {
-            return Poll::Ready(Err(error));
-        }
-        Pin::new(&mut this.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if let Err(error) = this.check_alive(cx) {
-            return Poll::Ready(Err(error));
-        }
-        Pin::new(&mut this.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Err(error) = this.check_alive(cx) {
-            return Poll::Ready(Err(error));
-        }
-        Pin::new(&mut this.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::error::Error;
-    use std::time::Instant;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    type TestResult = Result<(), Box<dyn Error>>;
-
-    const PATIENCE: Duration = Duration::from_secs(5);
-
-    /// reqwest needs the process-wide rustls provider the sidecar installs.
-    fn http_client() -> reqwest::Client {
-        crate::database::install_crypto_provider();
-        reqwest::Client::new()
-    }
-
-    #[tokio::test]
-    async fn it_records_method_path_headers_and_body() -> TestResult {
-        let receiver = Receiver::start(0).await?;
-        let before = SystemTime::now();
-        let response = http_client()
-            .post(receiver.url("/hooks/lead?attempt=1"))
-            .header("Content-Type", "application/json")
-            .header("X-Leadhook-Signature", "sig")
-            .body(r#"{"id":1}"#)
-            .send()
-            .await?;
-        assert_eq!(response.status(), 200);
-        let [request] = receiver
-            .requests()
-            .try_into()
-            .map_err(|r| format!("{r:?}"))?;
-        assert_eq!(request.method, "POST");
-        assert_eq!(request.path, "/hooks/lead");
-        assert_eq!(request.header("x-leadhook-signature"), Some("sig"));
-        assert_eq!(request.header("Content-Type"), Some("application/json"));
-        assert!(
-            request
-                .headers
-                .iter()
-                .all(|(name, _)| *name == name.to_lowercase())
-        );
-        assert_eq!(request.body, Bytes::from_static(br#"{"id":1}"#));
-        assert!(request.received_at >= before);
-        assert_eq!(receiver.requests_to("/hooks/lead"), vec![request]);
-        assert!(receiver.requests_to("/elsewhere").is_empty());
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn the_responder_sets_status_headers_and_delay_per_arrival() -> TestResult {
-        let receiver = Receiver::start(0).await?;
-        receiver.set_responder(|_, arrival| match arrival {
-            1 => Reply::status(503).with_header("retry-after", "1"),
-            _ => Reply::ok().after(Duration::from_millis(200)),
-        });
-        let client = http_client();
-        let first = client.post(receiver.url("/flaky")).send().await?;
-        assert_eq!(first.status(), 503);
-        assert_eq!(
-            first.headers().get("retry-after").map(|v| v.as_bytes()),
-            Some(&b"1"[..])
-        );
-        let started = Instant::now();
-        let second = client.post(receiver.url("/flaky")).send().await?;
-        assert_eq!(second.status(), 200);
-        assert!(started.elapsed() >= Duration::from_millis(200));
-        assert_eq!(
-            receiver.requests_to("/flaky").len(),
-            2,
-            "failed requests are recorded too"
-        );
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn stop_refuses_connections_and_start_again_serves_the_same_port_and_records()
-    -> TestResult {
-        let mut receiver = Receiver::start(0).await?;
-        let client = http_client();
-        client.post(receiver.url("/hook")).send().await?;
-        let addr = receiver.addr();
-
-        receiver.stop().await;
-        let pooled = client.post(receiver.url("/hook")).send().await;
-        assert!(pooled.is_err(), "keep-alive client still got {pooled:?}");
-        let fresh = http_client().post(receiver.url("/hook")).send().await;
-        assert!(fresh.is_err_and(|error| error.is_connect()));
-
-        receiver.start_again().await?;
-        assert_eq!(receiver.addr(), addr);
-        let response = client.post(receiver.url("/hook")).send().await?;
-        assert_eq!(response.status(), 200);
-        assert_eq!(receiver.requests_to("/hook").len(), 2);
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn stop_closes_idle_keep_alive_connections() -> TestResult {
-        let mut receiver = Receiver::start(0).await?;
-        let mut stream = TcpStream::connect(receiver.addr()).await?;
-        stream
-            .write_all(b"GET /idle HTTP/1.1\r\nhost: test\r\n\r\n")
-            .await?;
-        let mut buffer = [0; 1024];
-        let read = stream.read(&mut buffer).await?;
-        assert!(buffer[..read].starts_with(b"HTTP/1.1 200"));
-
-        receiver.stop().await;
-        let after_stop = tokio::time::timeout(PATIENCE, stream.read(&mut buffer)).await?;
-        assert!(
-            matches!(after_stop, Ok(0) | Err(_)),
-            "connection still open: {after_stop:?}"
-        );
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn stop_cuts_off_a_reply_still_being_delayed() -> TestResult {
-        let mut receiver = Receiver::start(0).await?;
-        receiver.set_responder(|_, _| Reply::ok().after(Duration::from_secs(60)));
-        let url = receiver.url("/slow");
-        let request = tokio::spawn(async move { http_client().post(url).send().await });
-        receiver.wait_for("/slow", 1, PATIENCE).await?;
-        receiver.stop().await;
-        let outcome = tokio::time::timeout(PATIENCE, request).await??;
-        assert!(outcome.is_err(), "the client got a reply: {outcome:?}");
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn wait_for_times_out_saying_how_many_arrived() -> TestResult {
-        let receiver = Receiver::start(0).await?;
-        http_client().post(receiver.url("/hook")).send().await?;
-        let waited = receiver
-            .wait_for("/hook", 3, Duration::from_millis(100))
-            .await;
-        let error = waited.err().ok_or("wait_for should have timed out")?;
-        assert_eq!((error.wanted, error.arrived), (3, 1));
-        assert!(
-            error
-                .to_string()
-                .starts_with("1 of 3 expected request(s) to /hook")
-        );
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn concurrent_slow_requests_count_as_in_flight_together() -> TestResult {
-        let receiver = Receiver::start(0).await?;
-        receiver.set_responder(|_, _| Reply::ok().after(Duration::from_millis(300)));
-        let client = http_client();
-        let (a, b) = tokio::join!(
-            client.post(receiver.url("/a")).send(),
-            client.post(receiver.url("/b")).send()
-        );
-        assert_eq!((a?.status().as_u16(), b?.status().as_u16()), (200, 200));
-        assert_eq!(receiver.max_in_flight(), 2);
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn subscribers_see_each_request_as_it_arrives() -> TestResult {
-        let receiver = Receiver::start(0).await?;
-        let mut feed = receiver.subscribe();
-        http_client()
-            .put(receiver.url("live"))
-            .body("x")
-            .send()
-            .await?;
-        let request = tokio::time::timeout(PATIENCE, feed.recv()).await??;
-        assert_eq!(
-            (request.method.as_str(), request.path.as_str()),
-            ("PUT", "/live")
-        );
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn accepted_connections_have_nodelay_set() -> TestResult {
-        let inner = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
-        let addr = inner.local_addr()?;
-        let mut listener = KillableListener {
-            inner,
-            generation: 0,
-            shared: Arc::new(Shared::new()),
-        };
-        let _client = TcpStream::connect(addr).await?;
-        let (connection, _) = axum::serve::Listener::accept(&mut listener).await;
-        assert!(connection.stream.nodelay()?);
-        Ok(())
-    }
-
-    #[test]
-    fn an_invalid_reply_becomes_a_500_that_says_why() {
-        let response = build_response(&Reply::ok().with_header("bad header", "x"));
-        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(build_response(&Reply::status(42)).status(), 500);
-    }
-}
+mod tests;

@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use leadhook::throwaway::Cluster;
+use leadhook_testkit::cluster::Cluster;
 
 /// Events/s at which pg_recvlogical streams `slot` up to `end` into a file.
-pub fn decode_rate(
+pub(crate) fn decode_rate(
     bin: &Path,
     cluster: &Cluster,
     db: &str,
@@ -53,7 +53,7 @@ pub fn decode_rate(
 
 /// Requests/s the receiver takes: `count` identical bodies over `connections`
 /// concurrent keep-alive connections (as many as leadhook uses).
-pub async fn http_rate(
+pub(crate) async fn http_rate(
     url: &str,
     body: &'static [u8],
     count: u64,

@@ -1,0 +1,31 @@
+//! What leadhook's end-to-end tests, its benchmark and `leadhook demo` run
+//! against: real parts, started and torn down by the process that uses them.
+//!
+//! # Layout
+//!
+//! - [`cluster`]: a private PostgreSQL (initdb'd once per process, copied per
+//!   cluster, random port, removed at exit; as root it runs as `postgres`).
+//! - [`database`]: a database of a test's own with the leads table, and the
+//!   WAL and slot questions tests ask of the server.
+//! - [`receiver`]: a recording (or only counting) webhook receiver that can
+//!   fail, stall, pause, go down and come back.
+//! - [`config`]: a typed builder for `sidecar.toml`, written as a user writes it.
+//! - [`sidecar`]: the real `leadhook` binary as a child process: logs,
+//!   signals, kill -9, restarts, memory and CPU.
+//! - [`scenario`]: the clusters tests share and the usual start of a test
+//!   (a database, a receiver, a sidecar streaming to it).
+//! - [`wait`]: the one timeout and the one way to wait for something.
+//! - [`payload`] and [`metrics`]: reading what arrived and what `/metrics` says.
+//!
+//! It knows leadhook only from the outside (SQL, HTTP, the config file, the
+//! process), so the product can use it for its demo without a cycle.
+
+pub mod cluster;
+pub mod config;
+pub mod database;
+pub mod metrics;
+pub mod payload;
+pub mod receiver;
+pub mod scenario;
+pub mod sidecar;
+pub mod wait;

@@ -10,7 +10,11 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY sql ./sql
-RUN cargo build --release --locked --bin leadhook
+# The workspace's other members must be present to resolve it; without the
+# default `demo` feature the image carries no test kit.
+COPY testkit ./testkit
+COPY bench ./bench
+RUN cargo build --release --locked --no-default-features --bin leadhook
 
 # glibc, CA certificates, no shell; runs as uid 65532.
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -17,11 +17,10 @@ use reqwest::header::HeaderValue;
 use tokio::sync::{Notify, watch};
 use tokio_postgres::Client;
 
-use crate::change::PG_EPOCH_OFFSET_MICROS;
 use crate::checkpoint::Checkpoint;
 use crate::delivery::{Dispatcher, Event};
 use crate::lead::{LeadError, captured_payload};
-use crate::lsn::Lsn;
+use crate::lsn::{Lsn, PG_EPOCH_OFFSET_MICROS};
 use crate::source::outbox::Outbox;
 
 /// Rows read per query.

@@ -24,9 +24,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_postgres::config::{Host, TargetSessionAttrs};
 
-use crate::change::PG_EPOCH_OFFSET_MICROS;
 use crate::database::{Database, SslMode};
-use crate::lsn::Lsn;
+use crate::lsn::{Lsn, PG_EPOCH_OFFSET_MICROS};
 
 mod identify;
 pub(crate) use identify::ServerIdentity;

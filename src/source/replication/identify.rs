@@ -6,7 +6,9 @@ use fallible_iterator::FallibleIterator;
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 
-use super::{Frame, ReplicationConnection, ReplicationError, server_error};
+use super::error::server_error;
+use super::frame::Frame;
+use super::{ReplicationConnection, ReplicationError};
 use crate::lsn::Lsn;
 
 /// The server's answer to `IDENTIFY_SYSTEM`: which WAL history a position

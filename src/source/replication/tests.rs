@@ -1,4 +1,7 @@
-use super::*;
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::frame::*;
+use crate::lsn::Lsn;
 
 #[test]
 fn identifiers_and_literals_are_quoted_in_start_replication() {

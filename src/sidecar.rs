@@ -41,8 +41,6 @@ const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 /// A standby polls the slot this often, so it takes over within seconds.
 const STANDBY_RETRY: Duration = Duration::from_secs(1);
-/// SQLSTATE object_in_use: the slot is streaming to another connection.
-const SLOT_IN_USE: &str = "55006";
 
 /// Why the sidecar stopped for good (everything else is retried).
 #[derive(Debug, thiserror::Error)]
@@ -100,24 +98,16 @@ impl SessionError {
                     e.to_string(),
                 ])))
             }
-            SessionError::Replication(e) if is_refusal(&e) => Ok(SidecarError::Refused(e)),
+            SessionError::Replication(e) if e.is_refusal() => Ok(SidecarError::Refused(e)),
             other => Err(other),
         }
     }
 
     /// Another instance holds the slot: this one is a standby.
     fn is_standby(&self) -> bool {
-        matches!(self, SessionError::Replication(e) if e.code() == Some(SLOT_IN_USE))
+        matches!(self, SessionError::Replication(e) if e.is_slot_in_use())
             || matches!(self, SessionError::OutboxLocked)
     }
-}
-
-/// Bad password, no such role or database, no replication right: a
-/// reconnect cannot fix these.
-fn is_refusal(e: &ReplicationError) -> bool {
-    matches!(e, ReplicationError::Auth(_))
-        || e.code()
-            .is_some_and(|code| code.starts_with("28") || code == "3D000" || code == "42501")
 }
 
 /// Runs the sidecar until `stop` completes (then shuts down gracefully and

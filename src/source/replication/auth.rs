@@ -7,7 +7,7 @@ use postgres_protocol::authentication::sasl::{self, ChannelBinding, ScramSha256}
 use postgres_protocol::message::backend::{AuthenticationSaslBody, Message};
 use postgres_protocol::message::frontend;
 
-use super::error::server_error;
+use super::error::{AuthError, ProtocolError, server_error};
 use super::frame::Frame;
 use super::{ReplicationConnection, ReplicationError};
 
@@ -18,25 +18,32 @@ impl ReplicationConnection {
         user: &str,
         password: Option<&[u8]>,
     ) -> Result<(), ReplicationError> {
-        let need_password = || {
-            ReplicationError::Auth("the server asks for a password; put it in database.url".into())
-        };
+        let need_password = || AuthError::PasswordMissing;
         match self.read_frame().await? {
             Frame::Message(Message::AuthenticationOk) => Ok(()),
             Frame::Message(Message::AuthenticationCleartextPassword) => {
-                frontend::password_message(password.ok_or_else(need_password)?, &mut self.write_buf)?;
+                frontend::password_message(
+                    password.ok_or_else(need_password)?,
+                    &mut self.write_buf,
+                )?;
                 self.flush().await?;
                 self.expect_auth_ok().await
             }
             Frame::Message(Message::AuthenticationMd5Password(body)) => {
-                let hash = md5_hash(user.as_bytes(), password.ok_or_else(need_password)?, body.salt());
+                let hash = md5_hash(
+                    user.as_bytes(),
+                    password.ok_or_else(need_password)?,
+                    body.salt(),
+                );
                 frontend::password_message(hash.as_bytes(), &mut self.write_buf)?;
                 self.flush().await?;
                 self.expect_auth_ok().await
             }
-            Frame::Message(Message::AuthenticationSasl(body)) => self.scram(body, password.ok_or_else(need_password)?).await,
+            Frame::Message(Message::AuthenticationSasl(body)) => {
+                self.scram(body, password.ok_or_else(need_password)?).await
+            }
             Frame::Message(Message::ErrorResponse(body)) => Err(server_error(&body)),
-            _ => Err(ReplicationError::Auth("the server asks for an authentication method leadhook does not support (use scram-sha-256, md5 or password)".into())),
+            _ => Err(AuthError::UnsupportedMethod.into()),
         }
     }
 
@@ -51,9 +58,7 @@ impl ReplicationConnection {
             offered |= mechanism == sasl::SCRAM_SHA_256;
         }
         if !offered {
-            return Err(ReplicationError::Auth(
-                "the server offers no SCRAM-SHA-256".into(),
-            ));
+            return Err(AuthError::NoScramSha256.into());
         }
         let mut scram = ScramSha256::new(password, ChannelBinding::unsupported());
         frontend::sasl_initial_response(sasl::SCRAM_SHA_256, scram.message(), &mut self.write_buf)?;
@@ -63,16 +68,16 @@ impl ReplicationConnection {
                 scram.update(body.data())?
             }
             Frame::Message(Message::ErrorResponse(body)) => return Err(server_error(&body)),
-            _ => return Err(ReplicationError::Protocol("expected SASL continue".into())),
+            _ => return Err(ProtocolError::Expected("SASL continue").into()),
         }
         frontend::sasl_response(scram.message(), &mut self.write_buf)?;
         self.flush().await?;
         match self.read_frame().await? {
             Frame::Message(Message::AuthenticationSaslFinal(body)) => scram
                 .finish(body.data())
-                .map_err(|e| ReplicationError::Auth(format!("server signature: {e}")))?,
+                .map_err(AuthError::ServerSignature)?,
             Frame::Message(Message::ErrorResponse(body)) => return Err(server_error(&body)),
-            _ => return Err(ReplicationError::Protocol("expected SASL final".into())),
+            _ => return Err(ProtocolError::Expected("SASL final").into()),
         }
         self.expect_auth_ok().await
     }
@@ -81,9 +86,7 @@ impl ReplicationConnection {
         match self.read_frame().await? {
             Frame::Message(Message::AuthenticationOk) => Ok(()),
             Frame::Message(Message::ErrorResponse(body)) => Err(server_error(&body)),
-            _ => Err(ReplicationError::Protocol(
-                "expected AuthenticationOk".into(),
-            )),
+            _ => Err(ProtocolError::Expected("AuthenticationOk").into()),
         }
     }
 }

@@ -9,7 +9,7 @@ use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 use tokio_postgres::config::{Host, TargetSessionAttrs};
 
-use super::error::server_error;
+use super::error::{ProtocolError, server_error};
 use super::frame::Frame;
 use super::{ReplicationConnection, ReplicationError, transport};
 use crate::database::Database;
@@ -45,8 +45,7 @@ impl ReplicationConnection {
                 }
             }
         }
-        Err(last_error
-            .unwrap_or_else(|| ReplicationError::Protocol("database.url names no host".into())))
+        Err(last_error.unwrap_or_else(|| ProtocolError::NoHost.into()))
     }
 
     async fn connect_one(
@@ -96,9 +95,9 @@ impl ReplicationConnection {
                     | Message::NoticeResponse(_),
                 ) => {}
                 _ => {
-                    return Err(ReplicationError::Protocol(
-                        "expected ReadyForQuery after authentication".into(),
-                    ));
+                    return Err(
+                        ProtocolError::Expected("ReadyForQuery after authentication").into(),
+                    );
                 }
             }
         }

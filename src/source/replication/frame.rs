@@ -7,7 +7,7 @@ use std::io;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use postgres_protocol::message::backend::Message;
 
-use super::ReplicationError;
+use super::error::ProtocolError;
 use crate::lsn::Lsn;
 
 /// CopyBothResponse, which `backend::Message::parse` does not know.
@@ -50,10 +50,9 @@ pub(super) fn parse_frame(buf: &mut BytesMut) -> io::Result<Option<Frame>> {
     Ok(Message::parse(buf)?.map(Frame::Message))
 }
 
-pub(super) fn parse_copy_data(mut data: Bytes) -> Result<ReplicationMessage, ReplicationError> {
-    let short = || ReplicationError::Protocol("truncated replication message".into());
+pub(super) fn parse_copy_data(mut data: Bytes) -> Result<ReplicationMessage, ProtocolError> {
     if data.is_empty() {
-        return Err(short());
+        return Err(ProtocolError::Truncated);
     }
     match data.get_u8() {
         b'w' if data.len() >= 24 => {
@@ -69,10 +68,8 @@ pub(super) fn parse_copy_data(mut data: Bytes) -> Result<ReplicationMessage, Rep
                 reply_requested: data.get_u8() == 1,
             })
         }
-        b'w' | b'k' => Err(short()),
-        tag => Err(ReplicationError::Protocol(format!(
-            "unknown replication message tag {tag:#04x}"
-        ))),
+        b'w' | b'k' => Err(ProtocolError::Truncated),
+        tag => Err(ProtocolError::UnknownTag(tag)),
     }
 }
 

@@ -35,7 +35,7 @@ pub use error::ReplicationError;
 pub(crate) use frame::{ReplicationMessage, quote_identifier};
 pub(crate) use identify::ServerIdentity;
 
-use error::server_error;
+use error::{ProtocolError, server_error};
 use frame::{Frame, parse_copy_data, parse_frame};
 use transport::Transport;
 
@@ -66,9 +66,7 @@ impl ReplicationConnection {
                 Frame::Message(Message::ErrorResponse(body)) => return Err(server_error(&body)),
                 Frame::Message(Message::NoticeResponse(_) | Message::ParameterStatus(_)) => {}
                 _ => {
-                    return Err(ReplicationError::Protocol(
-                        "expected CopyBothResponse".into(),
-                    ));
+                    return Err(ProtocolError::Expected("CopyBothResponse").into());
                 }
             }
         }
@@ -79,15 +77,13 @@ impl ReplicationConnection {
         loop {
             match self.read_frame().await? {
                 Frame::Message(Message::CopyData(body)) => {
-                    return parse_copy_data(body.into_bytes());
+                    return Ok(parse_copy_data(body.into_bytes())?);
                 }
                 Frame::Message(Message::ErrorResponse(body)) => return Err(server_error(&body)),
                 Frame::Message(Message::CopyDone) => return Err(ReplicationError::Ended),
                 Frame::Message(Message::NoticeResponse(_) | Message::ParameterStatus(_)) => {}
                 _ => {
-                    return Err(ReplicationError::Protocol(
-                        "unexpected message in the replication stream".into(),
-                    ));
+                    return Err(ProtocolError::InStream.into());
                 }
             }
         }

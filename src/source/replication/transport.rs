@@ -9,6 +9,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio_postgres::config::Host;
 
 use super::ReplicationError;
+use super::error::{ProtocolError, TlsError};
 use crate::database::{Database, SslMode};
 
 /// Anything we can speak the protocol over: TCP, a Unix socket, or TLS.
@@ -39,21 +40,21 @@ pub(super) async fn open(
     tcp.write_all(&request).await?;
     match tcp.read_u8().await? {
         b'S' => {
-            let name = ServerName::try_from(host_name.clone())
-                .map_err(|e| ReplicationError::Tls(format!("{host_name}: {e}")))?;
+            let name = ServerName::try_from(host_name.clone()).map_err(|source| {
+                TlsError::InvalidName {
+                    host: host_name.clone(),
+                    source,
+                }
+            })?;
             let connector = tokio_rustls::TlsConnector::from(db.tls().client_config());
             let tls = connector
                 .connect(name, tcp)
                 .await
-                .map_err(|e| ReplicationError::Tls(e.to_string()))?;
+                .map_err(TlsError::Handshake)?;
             Ok(Box::new(tls))
         }
         b'N' if mode == SslMode::Prefer => Ok(Box::new(tcp)),
-        b'N' => Err(ReplicationError::Tls(format!(
-            "the server does not support TLS but database.url asks for sslmode={mode:?}"
-        ))),
-        other => Err(ReplicationError::Protocol(format!(
-            "unexpected answer {other:#04x} to SSLRequest"
-        ))),
+        b'N' => Err(TlsError::Unavailable(mode).into()),
+        other => Err(ProtocolError::SslAnswer(other).into()),
     }
 }

@@ -19,6 +19,7 @@
 //! - `checkpoint`: which WAL position may be confirmed to the server.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`sidecar`]: wires one session of the above and reconnects when it ends.
+//! - `shutdown`: the stop request every loop of a session listens for.
 //! - [`check`], [`setup`] and [`demo`]: the `leadhook check`, `leadhook setup` and
 //!   `leadhook demo` commands.
 //! - [`throwaway`] and [`receiver`]: a private PostgreSQL cluster and a
@@ -41,3 +42,4 @@ mod change;
 mod checkpoint;
 mod delivery;
 mod lead;
+mod shutdown;

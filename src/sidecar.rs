@@ -14,7 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_postgres::Client;
 
@@ -26,6 +26,7 @@ use crate::dead_letter::DeadLetterStore;
 use crate::delivery::{DeliveryError, Webhooks};
 use crate::lead::{LeadError, LeadMapping, LeadStage};
 use crate::lsn::Lsn;
+use crate::shutdown::Shutdown;
 use crate::source::notify::{self, OutboxError, OutboxSource};
 use crate::source::outbox::Outbox;
 use crate::source::prerequisites::{self, PrerequisiteError};
@@ -133,10 +134,10 @@ pub async fn run(
     }
     // The session watches this rather than being cancelled, so a stop
     // while streaming can finish deliveries and confirm them.
-    let (stopping, mut stop_rx) = watch::channel(false);
+    let (trigger, mut shutdown) = Shutdown::new();
     let watcher = tokio::spawn(async move {
         stop.await;
-        let _ = stopping.send(true);
+        trigger.request();
     });
     let ctx = Session {
         config: &config,
@@ -144,7 +145,7 @@ pub async fn run(
         webhooks: &webhooks,
         dead_letters: Arc::new(DeadLetterStore::new(db.clone(), &config.database.schema)),
         health: &health,
-        stop: stop_rx.clone(),
+        shutdown: shutdown.clone(),
     };
     let mut positions = Positions::at(Lsn::ZERO, webhooks.len());
     let mut delay = FIRST_RETRY;
@@ -191,7 +192,7 @@ pub async fn run(
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            _ = stop_rx.wait_for(|stop| *stop) => break Ok(()),
+            () = shutdown.requested() => break Ok(()),
         }
     };
     watcher.abort();
@@ -205,8 +206,8 @@ struct Session<'a> {
     webhooks: &'a Webhooks,
     dead_letters: Arc<DeadLetterStore>,
     health: &'a Arc<Health>,
-    /// Turns true when the process is asked to stop.
-    stop: watch::Receiver<bool>,
+    /// Requested when the process is asked to stop.
+    shutdown: Shutdown,
 }
 
 impl Session<'_> {
@@ -220,11 +221,11 @@ impl Session<'_> {
             };
         }
         self.health.not_ready(format!("connecting to {}", self.db));
-        let mut stop = self.stop.clone();
+        let mut shutdown = self.shutdown.clone();
         // Nothing streams yet, so a stop here needs no winding down.
         let started = tokio::select! {
             started = self.start_stream(positions) => started,
-            _ = stop.wait_for(|stop| *stop) => return SessionError::Stopped,
+            () = shutdown.requested() => return SessionError::Stopped,
         };
         let started = match started {
             Ok(started) => started,
@@ -287,7 +288,7 @@ impl Session<'_> {
         let config = self.config;
         self.health.not_ready(format!("connecting to {}", self.db));
         let outbox = Outbox::new(config);
-        let mut stop = self.stop.clone();
+        let mut shutdown = self.shutdown.clone();
         let setup = async {
             let (sql, doorbell) = self.db.sql_with_doorbell().await?;
             prerequisites::prepare(&sql, config).await?;
@@ -302,7 +303,7 @@ impl Session<'_> {
         };
         let (sql, doorbell, epoch, system) = tokio::select! {
             ready = setup => ready?,
-            _ = stop.wait_for(|stop| *stop) => return Err(SessionError::Stopped),
+            () = shutdown.requested() => return Err(SessionError::Stopped),
         };
         tracing::info!(database = %self.db, outbox = %outbox.table(), "delivering from the outbox");
         self.health.ready();
@@ -328,7 +329,7 @@ impl Session<'_> {
             next_index: 0,
         };
         let ended = tokio::select! {
-            result = source.run(&mut stop) => result.map_err(SessionError::from),
+            result = source.run(&mut shutdown) => result.map_err(SessionError::from),
             // With no webhooks the set is empty and this branch stays off.
             Some(_) = workers.join_next() => Err(SourceError::Downstream.into()),
         };
@@ -358,7 +359,7 @@ impl Session<'_> {
             checkpoint,
         } = started;
         let checkpoint = &checkpoint;
-        let mut stop = self.stop.clone();
+        let mut shutdown = self.shutdown.clone();
         tracing::info!(database = %self.db, slot = %source.slot, from = %checkpoint.confirmed(), "streaming changes");
         self.health.ready();
 
@@ -396,7 +397,7 @@ impl Session<'_> {
         // Whichever stage stops first ends the session; aborting the others
         // abandons their in-flight work, which the next session redelivers.
         let ended = tokio::select! {
-            result = source.run(&mut stop) => result.map_err(SessionError::from),
+            result = source.run(&mut shutdown) => result.map_err(SessionError::from),
             result = &mut lead => Err(match result {
                 Ok(Err(e)) => e.into(),
                 _ => SourceError::Downstream.into(),

@@ -14,13 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::HeaderValue;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio_postgres::Client;
 
 use crate::checkpoint::Checkpoint;
 use crate::delivery::{Dispatcher, Event};
 use crate::lead::{LeadError, captured_payload};
 use crate::lsn::{Lsn, PG_EPOCH_OFFSET_MICROS};
+use crate::shutdown::Shutdown;
 use crate::source::outbox::Outbox;
 
 /// Rows read per query.
@@ -63,11 +64,8 @@ pub(crate) struct OutboxSource {
 }
 
 impl OutboxSource {
-    /// Delivers until `stop` turns true (`Ok`) or something fails.
-    pub(crate) async fn run(
-        &mut self,
-        stop: &mut watch::Receiver<bool>,
-    ) -> Result<(), OutboxError> {
+    /// Delivers until a shutdown is requested (`Ok`) or something fails.
+    pub(crate) async fn run(&mut self, shutdown: &mut Shutdown) -> Result<(), OutboxError> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_read = tokio::time::Instant::now();
@@ -80,7 +78,7 @@ impl OutboxSource {
                 // Rows not yet dispatched are simply not handled: they stay in the outbox.
                 read_now = tokio::select! {
                     read = self.read_batch() => read? == BATCH as usize,
-                    _ = stop.wait_for(|stop| *stop) => return Ok(()),
+                    () = shutdown.requested() => return Ok(()),
                 };
                 last_read = tokio::time::Instant::now();
                 if read_now {
@@ -88,7 +86,7 @@ impl OutboxSource {
                 }
             }
             tokio::select! {
-                _ = stop.wait_for(|stop| *stop) => return Ok(()),
+                () = shutdown.requested() => return Ok(()),
                 () = self.doorbell.notified() => read_now = true,
                 _ = tick.tick() => {}
             }

@@ -8,7 +8,6 @@
 //! stops reading, deliveries in flight get `admin.shutdown_grace` to finish,
 //! and the position of everything handled is confirmed before closing.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -27,12 +26,10 @@ use crate::delivery::{DeliveryError, Webhooks};
 use crate::lead::{LeadError, LeadMapping, LeadStage};
 use crate::lsn::Lsn;
 use crate::shutdown::Shutdown;
-use crate::source::notify::{self, OutboxError, OutboxSource};
+use crate::source::notify::{OutboxConnection, OutboxError, OutboxSource};
 use crate::source::outbox::Outbox;
 use crate::source::prerequisites::{self, PrerequisiteError};
-use crate::source::replication::{
-    ReplicationConnection, ReplicationError, ServerIdentity, quote_identifier,
-};
+use crate::source::replication::{ReplicationConnection, ReplicationError, ServerIdentity};
 use crate::source::slot::{self, SlotError};
 use crate::source::{Source, SourceError};
 
@@ -81,9 +78,6 @@ enum SessionError {
     CaughtUp,
     #[error("{0}")]
     Outbox(#[from] OutboxError),
-    /// Another instance delivers from the outbox (it holds the lock).
-    #[error("another instance holds the outbox lock")]
-    OutboxLocked,
     /// Not a failure: asked to stop, and stopped.
     #[error("stopped")]
     Stopped,
@@ -107,7 +101,7 @@ impl SessionError {
     /// Another instance holds the slot: this one is a standby.
     fn is_standby(&self) -> bool {
         matches!(self, SessionError::Replication(e) if e.is_slot_in_use())
-            || matches!(self, SessionError::OutboxLocked)
+            || matches!(self, SessionError::Outbox(OutboxError::Locked))
     }
 }
 
@@ -287,47 +281,31 @@ impl Session<'_> {
     async fn drain_outbox(&self) -> Result<Infallible, SessionError> {
         let config = self.config;
         self.health.not_ready(format!("connecting to {}", self.db));
-        let outbox = Outbox::new(config);
         let mut shutdown = self.shutdown.clone();
         let setup = async {
             let (sql, doorbell) = self.db.sql_with_doorbell().await?;
             prerequisites::prepare(&sql, config).await?;
-            if !notify::try_lock(&sql, &outbox).await? {
-                return Err(SessionError::OutboxLocked);
-            }
-            sql.batch_execute(&format!("LISTEN {}", quote_identifier(&outbox.channel())))
-                .await?;
-            let epoch = notify::epoch(&sql, &outbox).await?;
-            let system = notify::system_tag(&sql).await?;
-            Ok::<_, SessionError>((sql, doorbell, epoch, system))
+            Ok::<_, SessionError>(OutboxConnection::open(sql, doorbell, Outbox::new(config)).await?)
         };
-        let (sql, doorbell, epoch, system) = tokio::select! {
+        let conn = tokio::select! {
             ready = setup => ready?,
             () = shutdown.requested() => return Err(SessionError::Stopped),
         };
-        tracing::info!(database = %self.db, outbox = %outbox.table(), "delivering from the outbox");
+        tracing::info!(database = %self.db, outbox = %conn.outbox().table(), "delivering from the outbox");
         self.health.ready();
 
         let checkpoint = Arc::new(Checkpoint::for_outbox(self.webhooks.len()));
         let mut workers = JoinSet::new();
         let caught_up = Arc::new(Notify::new());
-        let mut source = OutboxSource {
-            sql,
-            doorbell,
-            outbox,
-            checkpoint: checkpoint.clone(),
-            dispatcher: self.webhooks.spawn(
-                &mut workers,
-                &checkpoint,
-                &self.dead_letters,
-                &caught_up,
-            ),
-            poll_interval: config.source.poll_interval,
-            epoch,
-            system,
-            undeleted: VecDeque::new(),
-            next_index: 0,
-        };
+        let dispatcher =
+            self.webhooks
+                .spawn(&mut workers, &checkpoint, &self.dead_letters, &caught_up);
+        let mut source = OutboxSource::new(
+            conn,
+            checkpoint.clone(),
+            dispatcher,
+            config.source.poll_interval,
+        );
         let ended = tokio::select! {
             result = source.run(&mut shutdown) => result.map_err(SessionError::from),
             // With no webhooks the set is empty and this branch stays off.

@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::checkpoint::{Targets, TxSeq};
-use crate::lsn::Lsn;
+use crate::lsn::{Lsn, PG_EPOCH_OFFSET_MICROS};
 use crate::source::pgoutput::{OldTuple, Relation, Tuple};
 
 /// One message from the source to the lead stage.
@@ -68,9 +68,6 @@ impl fmt::Display for ChangeId {
         )
     }
 }
-
-/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
-pub(crate) const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 
 /// How long ago a transaction committed (zero if the clocks disagree).
 pub(crate) fn commit_age(commit_time: i64) -> Duration {

@@ -19,6 +19,7 @@
 //! - `checkpoint`: which WAL position may be confirmed to the server.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`sidecar`]: wires one session of the above and reconnects when it ends.
+//! - `shutdown`: the stop request every loop of a session listens for.
 //! - [`check`], [`setup`] and `demo`: the `leadhook check`, `leadhook setup` and
 //!   `leadhook demo` commands. The demo runs on the `leadhook-testkit` crate
 //!   (a private PostgreSQL and a receiver), behind the default `demo` feature.
@@ -39,3 +40,4 @@ mod change;
 mod checkpoint;
 mod delivery;
 mod lead;
+mod shutdown;

@@ -2,7 +2,8 @@
 //!
 //! A log sequence number is the one coordinate every stage agrees on: the
 //! source reads it from the stream, delivery derives `webhook-id` from it and
-//! the checkpoint confirms it back to the server.
+//! the checkpoint confirms it back to the server. Timestamps travel with
+//! positions in the stream, counted from PostgreSQL's own epoch.
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,6 +23,10 @@ impl fmt::Display for Lsn {
         write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
     }
 }
+
+/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01 UTC),
+/// which the server's timestamps on the wire count from.
+pub(crate) const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 
 /// The text was not an LSN in the server's `X/Y` notation.
 #[derive(Debug, thiserror::Error)]

@@ -16,13 +16,14 @@ pub(crate) mod slot;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
 use crate::change::{ChangeId, RowChange, SourceMessage};
 use crate::checkpoint::{Checkpoint, Targets, TxSeq};
 use crate::config::TableName;
 use crate::lsn::Lsn;
+use crate::shutdown::Shutdown;
 use pgoutput::LogicalMessage;
 use replication::{ReplicationConnection, ReplicationError, ReplicationMessage};
 
@@ -101,12 +102,9 @@ impl Source {
         }
     }
 
-    /// Streams until `stop` turns true (`Ok`), the connection fails or the
-    /// next stage goes away.
-    pub(crate) async fn run(
-        &mut self,
-        stop: &mut watch::Receiver<bool>,
-    ) -> Result<(), SourceError> {
+    /// Streams until a shutdown is requested (`Ok`), the connection fails
+    /// or the next stage goes away.
+    pub(crate) async fn run(&mut self, shutdown: &mut Shutdown) -> Result<(), SourceError> {
         let mut heartbeat = tokio::time::interval(self.heartbeat);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // The server sends a keepalive every half wal_sender_timeout (four
@@ -125,7 +123,7 @@ impl Source {
             was_reading = reading;
             let step = tokio::select! {
                 biased;
-                _ = stop.wait_for(|stop| *stop) => return Ok(()),
+                () = shutdown.requested() => return Ok(()),
                 _ = heartbeat.tick() => Step::Heartbeat,
                 permit = self.out.reserve(), if self.pending.is_some() => {
                     let permit = permit.map_err(|_| SourceError::Downstream)?;

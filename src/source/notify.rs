@@ -14,15 +14,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::HeaderValue;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio_postgres::Client;
 
-use crate::change::PG_EPOCH_OFFSET_MICROS;
 use crate::checkpoint::Checkpoint;
 use crate::delivery::{Dispatcher, Event};
 use crate::lead::{LeadError, captured_payload};
-use crate::lsn::Lsn;
+use crate::lsn::{Lsn, PG_EPOCH_OFFSET_MICROS};
+use crate::shutdown::Shutdown;
 use crate::source::outbox::Outbox;
+use crate::source::replication::{ServerIdentity, quote_identifier};
 
 /// Rows read per query.
 const BATCH: i64 = 500;
@@ -43,32 +44,86 @@ pub(crate) enum OutboxError {
         "the outbox {0} is gone (dropped while leadhook ran?): re-create it with `leadhook setup --apply`"
     )]
     Missing(String),
+    /// Another instance delivers from the outbox: this one stands by.
+    #[error("another instance holds the outbox lock")]
+    Locked,
 }
 
-pub(crate) struct OutboxSource {
-    pub(crate) sql: Client,
+/// An SQL connection that has taken an outbox over for one session: it
+/// holds the outbox lock and listens to its channel.
+pub(crate) struct OutboxConnection {
+    sql: Client,
     /// Rung by the connection on every notification of the outbox channel.
-    pub(crate) doorbell: Arc<Notify>,
-    pub(crate) outbox: Outbox,
-    /// Positions here are read indexes: row n of this session is `Lsn(n)`.
-    pub(crate) checkpoint: Arc<Checkpoint>,
-    pub(crate) dispatcher: Dispatcher,
-    pub(crate) poll_interval: Duration,
+    doorbell: Arc<Notify>,
+    outbox: Outbox,
     /// The outbox table's oid and the server's folded system identifier:
     /// part of every `webhook-id` (see [`outbox_id`]).
-    pub(crate) epoch: u32,
-    pub(crate) system: u32,
+    epoch: u32,
+    system: u32,
+}
+
+impl OutboxConnection {
+    /// Takes the outbox over on `sql`, whose notifications ring `doorbell`:
+    /// its lock first ([`OutboxError::Locked`] if another instance has it),
+    /// then `LISTEN` on its channel, then what every `webhook-id` needs.
+    pub(crate) async fn open(
+        sql: Client,
+        doorbell: Arc<Notify>,
+        outbox: Outbox,
+    ) -> Result<OutboxConnection, OutboxError> {
+        if !try_lock(&sql, &outbox).await? {
+            return Err(OutboxError::Locked);
+        }
+        sql.batch_execute(&format!("LISTEN {}", quote_identifier(&outbox.channel())))
+            .await?;
+        let epoch = epoch(&sql, &outbox).await?;
+        let system = system_tag(&sql).await?;
+        Ok(OutboxConnection {
+            sql,
+            doorbell,
+            outbox,
+            epoch,
+            system,
+        })
+    }
+
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+}
+
+/// Delivers one session's rows from the outbox.
+pub(crate) struct OutboxSource {
+    conn: OutboxConnection,
+    /// Positions here are read indexes: row n of this session is `Lsn(n)`.
+    checkpoint: Arc<Checkpoint>,
+    dispatcher: Dispatcher,
+    poll_interval: Duration,
     /// Rows read but not yet deleted, in read order: (read index, seq).
-    pub(crate) undeleted: VecDeque<(u64, i64)>,
-    pub(crate) next_index: u64,
+    undeleted: VecDeque<(u64, i64)>,
+    next_index: u64,
 }
 
 impl OutboxSource {
-    /// Delivers until `stop` turns true (`Ok`) or something fails.
-    pub(crate) async fn run(
-        &mut self,
-        stop: &mut watch::Receiver<bool>,
-    ) -> Result<(), OutboxError> {
+    /// Reads from the start of the outbox on the first [`OutboxSource::run`].
+    pub(crate) fn new(
+        conn: OutboxConnection,
+        checkpoint: Arc<Checkpoint>,
+        dispatcher: Dispatcher,
+        poll_interval: Duration,
+    ) -> OutboxSource {
+        OutboxSource {
+            conn,
+            checkpoint,
+            dispatcher,
+            poll_interval,
+            undeleted: VecDeque::new(),
+            next_index: 0,
+        }
+    }
+
+    /// Delivers until a shutdown is requested (`Ok`) or something fails.
+    pub(crate) async fn run(&mut self, shutdown: &mut Shutdown) -> Result<(), OutboxError> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_read = tokio::time::Instant::now();
@@ -81,7 +136,7 @@ impl OutboxSource {
                 // Rows not yet dispatched are simply not handled: they stay in the outbox.
                 read_now = tokio::select! {
                     read = self.read_batch() => read? == BATCH as usize,
-                    _ = stop.wait_for(|stop| *stop) => return Ok(()),
+                    () = shutdown.requested() => return Ok(()),
                 };
                 last_read = tokio::time::Instant::now();
                 if read_now {
@@ -89,8 +144,8 @@ impl OutboxSource {
                 }
             }
             tokio::select! {
-                _ = stop.wait_for(|stop| *stop) => return Ok(()),
-                () = self.doorbell.notified() => read_now = true,
+                () = shutdown.requested() => return Ok(()),
+                () = self.conn.doorbell.notified() => read_now = true,
                 _ = tick.tick() => {}
             }
         }
@@ -104,8 +159,7 @@ impl OutboxSource {
         grace: Duration,
     ) -> Result<usize, OutboxError> {
         let OutboxSource {
-            sql,
-            outbox,
+            conn,
             checkpoint,
             dispatcher,
             mut undeleted,
@@ -119,7 +173,7 @@ impl OutboxSource {
             );
         }
         let seqs = take_handled(&mut undeleted, checkpoint.confirmed());
-        delete(&sql, &outbox, &seqs).await?;
+        delete(&conn.sql, &conn.outbox, &seqs).await?;
         Ok(undeleted.len())
     }
 
@@ -130,9 +184,9 @@ impl OutboxSource {
         let query = format!(
             "SELECT seq, op, lead_key, lead::text, (extract(epoch FROM captured_at) * 1000000)::int8
              FROM {} WHERE seq <> ALL($1::int8[]) ORDER BY seq LIMIT $2",
-            self.outbox.table()
+            self.conn.outbox.table()
         );
-        let rows = self.sql.query(&query, &[&in_flight, &BATCH]).await?;
+        let rows = self.conn.sql.query(&query, &[&in_flight, &BATCH]).await?;
         tracing::debug!(
             read = rows.len(),
             undeleted = self.undeleted.len(),
@@ -149,8 +203,13 @@ impl OutboxSource {
             self.checkpoint.commit(tx, Lsn(index));
             self.undeleted.push_back((index, seq));
             let event = Event {
-                id: HeaderValue::from_str(&outbox_id(self.system, self.epoch, seq, captured))
-                    .map_err(|_| OutboxError::Downstream)?,
+                id: HeaderValue::from_str(&outbox_id(
+                    self.conn.system,
+                    self.conn.epoch,
+                    seq,
+                    captured,
+                ))
+                .map_err(|_| OutboxError::Downstream)?,
                 payload: captured_payload(lead)?,
                 key: lead_key(key),
                 tx,
@@ -167,7 +226,7 @@ impl OutboxSource {
 
     async fn delete_handled(&mut self) -> Result<(), OutboxError> {
         let seqs = take_handled(&mut self.undeleted, self.checkpoint.confirmed());
-        delete(&self.sql, &self.outbox, &seqs).await
+        delete(&self.conn.sql, &self.conn.outbox, &seqs).await
     }
 }
 
@@ -211,7 +270,7 @@ fn outbox_id(system: u32, epoch: u32, seq: i64, captured: i64) -> String {
 }
 
 /// The outbox table's oid (see [`outbox_id`]); an error if it is gone.
-pub(crate) async fn epoch(sql: &Client, outbox: &Outbox) -> Result<u32, OutboxError> {
+async fn epoch(sql: &Client, outbox: &Outbox) -> Result<u32, OutboxError> {
     let row = sql
         .query_one("SELECT to_regclass($1)::oid", &[&outbox.table()])
         .await?;
@@ -220,7 +279,7 @@ pub(crate) async fn epoch(sql: &Client, outbox: &Outbox) -> Result<u32, OutboxEr
 }
 
 /// The server's system identifier, folded as in replication mode's ids.
-pub(crate) async fn system_tag(sql: &Client) -> Result<u32, tokio_postgres::Error> {
+async fn system_tag(sql: &Client) -> Result<u32, tokio_postgres::Error> {
     let row = sql
         .query_one(
             "SELECT system_identifier::text FROM pg_control_system()",
@@ -228,13 +287,11 @@ pub(crate) async fn system_tag(sql: &Client) -> Result<u32, tokio_postgres::Erro
         )
         .await?;
     let id: String = row.get(0);
-    Ok(crate::source::replication::ServerIdentity::system_tag(
-        id.parse().unwrap_or_default(),
-    ))
+    Ok(ServerIdentity::system_tag(id.parse().unwrap_or_default()))
 }
 
 /// Takes the outbox lock for this session; `false` if another instance has it.
-pub(crate) async fn try_lock(sql: &Client, outbox: &Outbox) -> Result<bool, tokio_postgres::Error> {
+async fn try_lock(sql: &Client, outbox: &Outbox) -> Result<bool, tokio_postgres::Error> {
     let row = sql
         .query_one(
             "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",

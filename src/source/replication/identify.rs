@@ -6,7 +6,9 @@ use fallible_iterator::FallibleIterator;
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 
-use super::{Frame, ReplicationConnection, ReplicationError, server_error};
+use super::error::{ProtocolError, server_error};
+use super::frame::Frame;
+use super::{ReplicationConnection, ReplicationError};
 use crate::lsn::Lsn;
 
 /// The server's answer to `IDENTIFY_SYSTEM`: which WAL history a position
@@ -67,9 +69,7 @@ impl ReplicationConnection {
                     | Message::ParameterStatus(_),
                 ) => {}
                 _ => {
-                    return Err(ReplicationError::Protocol(format!(
-                        "unexpected message in the answer to {query}"
-                    )));
+                    return Err(ProtocolError::InAnswer(query.to_owned()).into());
                 }
             }
         }
@@ -78,7 +78,7 @@ impl ReplicationConnection {
     /// `IDENTIFY_SYSTEM`: system identifier, timeline and WAL position.
     pub(crate) async fn identify_system(&mut self) -> Result<ServerIdentity, ReplicationError> {
         let rows = self.simple_query("IDENTIFY_SYSTEM").await?;
-        let bad = |what: &str| ReplicationError::Protocol(format!("IDENTIFY_SYSTEM: {what}"));
+        let bad = ProtocolError::IdentifySystem;
         let row = rows.first().ok_or_else(|| bad("no row"))?;
         let field = |i: usize| {
             row.get(i)

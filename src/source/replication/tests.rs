@@ -1,4 +1,11 @@
-use super::*;
+use bytes::{BufMut, Bytes, BytesMut};
+use postgres_protocol::message::backend::Message;
+use tokio_postgres::error::SqlState;
+
+use super::ReplicationError;
+use super::error::{AuthError, ProtocolError, ServerError, TlsError, server_error};
+use super::frame::*;
+use crate::lsn::Lsn;
 
 #[test]
 fn identifiers_and_literals_are_quoted_in_start_replication() {
@@ -57,5 +64,116 @@ fn truncated_or_unknown_replication_messages_are_errors() {
             parse_copy_data(Bytes::copy_from_slice(bad)).is_err(),
             "{bad:?}"
         );
+    }
+}
+
+/// An ErrorResponse as the server sends it, taken off a buffer like any frame.
+fn server_error_from(fields: &[(u8, &str)]) -> ReplicationError {
+    let mut body = BytesMut::new();
+    for (kind, value) in fields {
+        body.put_u8(*kind);
+        body.extend_from_slice(value.as_bytes());
+        body.put_u8(0);
+    }
+    body.put_u8(0);
+    let mut frame = BytesMut::new();
+    frame.put_u8(b'E');
+    frame.put_u32(4 + body.len() as u32);
+    frame.extend_from_slice(&body);
+    match parse_frame(&mut frame).unwrap() {
+        Some(Frame::Message(Message::ErrorResponse(body))) => server_error(&body),
+        _ => panic!("not an ErrorResponse"),
+    }
+}
+
+#[test]
+fn a_server_error_reads_as_before_with_its_sqlstate_typed() {
+    let error = server_error_from(&[
+        (b'S', "ERROR"),
+        (b'C', "55006"),
+        (b'M', "replication slot \"leadhook\" is active for PID 42"),
+        (b'D', "a detail"),
+        (b'H', "a hint"),
+    ]);
+    assert_eq!(
+        error.to_string(),
+        "server error 55006: replication slot \"leadhook\" is active for PID 42 (a detail); hint: a hint"
+    );
+    match &error {
+        ReplicationError::Server(e) => assert_eq!(e.code, SqlState::OBJECT_IN_USE),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_slot_in_use_means_standing_by_not_a_refusal() {
+    let error = server_error_from(&[(b'C', "55006"), (b'M', "in use")]);
+    assert!(error.is_slot_in_use());
+    assert!(!error.is_refusal());
+}
+
+#[test]
+fn bad_credentials_an_unknown_database_or_no_replication_right_are_refusals() {
+    for code in ["28000", "28P01", "3D000", "42501"] {
+        let error = server_error_from(&[(b'C', code), (b'M', "no")]);
+        assert!(error.is_refusal(), "{code}");
+        assert!(!error.is_slot_in_use(), "{code}");
+    }
+    assert!(ReplicationError::from(AuthError::PasswordMissing).is_refusal());
+}
+
+#[test]
+fn only_class_28_is_an_authentication_failure() {
+    let server = |code: &str| ServerError {
+        code: SqlState::from_code(code),
+        message: String::new(),
+        detail: None,
+        hint: None,
+    };
+    assert!(server("28P01").is_auth_failure());
+    assert!(server("28000").is_auth_failure());
+    assert!(!server("3D000").is_auth_failure());
+    assert!(server("3D000").is_unknown_database());
+    assert!(server("42501").is_permission_denied());
+    assert!(!server("42P01").is_permission_denied());
+}
+
+#[test]
+fn a_shutdown_a_lost_connection_or_a_protocol_error_is_retried() {
+    let shutdown = server_error_from(&[(b'C', "57P01"), (b'M', "terminating connection")]);
+    let lost = ReplicationError::Io(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+    let tls = ReplicationError::from(TlsError::Unavailable(crate::database::SslMode::Require));
+    for error in [shutdown, lost, ProtocolError::Truncated.into(), tls] {
+        assert!(!error.is_refusal(), "{error}");
+        assert!(!error.is_slot_in_use(), "{error}");
+    }
+}
+
+#[test]
+fn typed_errors_keep_their_messages() {
+    let cases: [(ReplicationError, &str); 5] = [
+        (
+            AuthError::PasswordMissing.into(),
+            "authentication failed: the server asks for a password; put it in database.url",
+        ),
+        (
+            TlsError::Unavailable(crate::database::SslMode::VerifyFull).into(),
+            "TLS: the server does not support TLS but database.url asks for sslmode=VerifyFull",
+        ),
+        (
+            ProtocolError::Expected("SASL final").into(),
+            "unexpected message from the server: expected SASL final",
+        ),
+        (
+            ProtocolError::UnknownTag(b'z').into(),
+            "unexpected message from the server: unknown replication message tag 0x7a",
+        ),
+        (
+            ProtocolError::IdentifySystem("timeline").into(),
+            "unexpected message from the server: IDENTIFY_SYSTEM: timeline",
+        ),
+    ];
+    for (error, text) in cases {
+        assert_eq!(error.to_string(), text);
     }
 }

@@ -1,0 +1,404 @@
+//! One session: connect, check, then stream changes (replication mode) or
+//! deliver from the outbox (notify mode) until a stop is requested, a stage
+//! fails, or a lagging webhook catches up.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_postgres::Client;
+
+use super::SidecarError;
+use crate::admin::Health;
+use crate::checkpoint::{Checkpoint, Positions};
+use crate::config::{Config, SourceMode};
+use crate::database::{Database, DatabaseError};
+use crate::dead_letter::DeadLetterStore;
+use crate::delivery::{Dispatcher, Webhooks};
+use crate::lead::{LeadError, LeadMapping, LeadStage};
+use crate::lsn::Lsn;
+use crate::shutdown::Shutdown;
+use crate::source::notify::{OutboxConnection, OutboxError, OutboxSource};
+use crate::source::outbox::Outbox;
+use crate::source::prerequisites::{self, PrerequisiteError};
+use crate::source::replication::{ReplicationConnection, ReplicationError, ServerIdentity};
+use crate::source::slot::{self, SlotError};
+use crate::source::{Source, SourceError};
+
+/// Changes buffered between the source and the lead stage.
+const CHANGE_BUFFER: usize = 128;
+
+/// How a session ended without failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SessionEnd {
+    /// Asked to stop, and stopped: what was handled is confirmed.
+    Stopped,
+    /// A lagging webhook drained its queue and needs its backlog streamed
+    /// again.
+    CaughtUp,
+}
+
+/// Why one session failed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SessionError {
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    #[error("{}", crate::database::with_causes(.0))]
+    Sql(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Prerequisites(#[from] PrerequisiteError),
+    #[error("replication: {0}")]
+    Replication(#[from] ReplicationError),
+    #[error("replication: {0}")]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Slot(#[from] SlotError),
+    #[error("lead mapping: {0}")]
+    Lead(#[from] LeadError),
+    #[error("{0}")]
+    Outbox(#[from] OutboxError),
+}
+
+impl SessionError {
+    /// Errors a person must fix; retrying would only hide them.
+    pub(super) fn into_fatal(self) -> Result<SidecarError, SessionError> {
+        match self {
+            SessionError::Prerequisites(e) if e.is_fatal() => Ok(SidecarError::Prerequisites(e)),
+            SessionError::Slot(e @ SlotError::Missing(_)) => {
+                Ok(SidecarError::Prerequisites(PrerequisiteError::Unmet(vec![
+                    e.to_string(),
+                ])))
+            }
+            SessionError::Replication(e) if e.is_refusal() => Ok(SidecarError::Refused(e)),
+            other => Err(other),
+        }
+    }
+
+    /// Another instance holds the slot: this one is a standby.
+    pub(super) fn is_standby(&self) -> bool {
+        matches!(self, SessionError::Replication(e) if e.is_slot_in_use())
+            || matches!(self, SessionError::Outbox(OutboxError::Locked))
+    }
+}
+
+/// What every session shares.
+pub(super) struct Session<'a> {
+    pub(super) config: &'a Config,
+    pub(super) db: &'a Database,
+    pub(super) webhooks: &'a Webhooks,
+    pub(super) dead_letters: Arc<DeadLetterStore>,
+    pub(super) health: &'a Arc<Health>,
+    /// Requested when the process is asked to stop.
+    pub(super) shutdown: Shutdown,
+}
+
+impl Session<'_> {
+    /// One session: connect, check, stream until something fails, a stop
+    /// is asked for or a lagging webhook caught up. `positions` is kept up
+    /// to date for the next session.
+    pub(super) async fn run(&self, positions: &mut Positions) -> Result<SessionEnd, SessionError> {
+        self.health.not_ready(format!("connecting to {}", self.db));
+        if self.config.source.mode == SourceMode::Notify {
+            return self.drain_outbox().await;
+        }
+        let Some(started) = self.unless_stopped(self.start_stream(positions)).await else {
+            return Ok(SessionEnd::Stopped);
+        };
+        let started = started?;
+        let checkpoint = started.checkpoint.clone();
+        let end = self.stream(started).await;
+        *positions = checkpoint.positions();
+        end
+    }
+
+    /// Runs a session's setup unless a stop is requested first (`None`):
+    /// nothing streams yet, so a stop then needs no winding down.
+    async fn unless_stopped<T>(&self, setup: impl Future<Output = T>) -> Option<T> {
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            done = setup => Some(done),
+            () = shutdown.requested() => None,
+        }
+    }
+
+    /// Connects, checks, opens the slot (re-creating a lost one) and starts
+    /// replication where the slot is. Positions kept from an earlier session
+    /// are checked against this server's WAL history first.
+    async fn start_stream(&self, positions: &Positions) -> Result<Started, SessionError> {
+        let (config, source) = (self.config, &self.config.source);
+        let sql = Arc::new(self.db.sql().await?);
+        let inspection = prerequisites::prepare(&sql, config).await?;
+        let heartbeat = prerequisites::heartbeat_interval(&sql).await?;
+        let mut conn = ReplicationConnection::connect(self.db).await?;
+        let server = conn.identify_system().await?;
+        let slot = slot::open(
+            &sql,
+            self.db,
+            config,
+            &server,
+            positions.confirmed_to_server(),
+            self.health,
+        )
+        .await?;
+        let (positions, discarded) = positions.start_on(&server, slot);
+        match discarded {
+            Some(why) if why.is_other_history() => {
+                tracing::warn!(reason = %why, from = %slot.confirmed,
+                "discarding the positions kept in memory: they belong to another WAL history; streaming from the slot's position")
+            }
+            Some(why) => tracing::info!(reason = %why, from = %slot.confirmed,
+                "streaming again from the slot's position; changes after it are delivered again"),
+            None => {}
+        }
+        // 0/0: where the slot is. A position of ours above it would make
+        // the server skip every commit in between.
+        conn.start_replication(&source.slot, &source.publication, Lsn::ZERO)
+            .await?;
+        Ok(Started {
+            sql,
+            inspection,
+            heartbeat,
+            conn,
+            system: ServerIdentity::system_tag(server.system_id),
+            checkpoint: Arc::new(Checkpoint::new(&positions)),
+        })
+    }
+
+    /// Notify mode: deliver from the trigger outbox (see `source::notify`).
+    async fn drain_outbox(&self) -> Result<SessionEnd, SessionError> {
+        let config = self.config;
+        let setup = async {
+            let (sql, doorbell) = self.db.sql_with_doorbell().await?;
+            prerequisites::prepare(&sql, config).await?;
+            Ok::<_, SessionError>(OutboxConnection::open(sql, doorbell, Outbox::new(config)).await?)
+        };
+        let Some(conn) = self.unless_stopped(setup).await else {
+            return Ok(SessionEnd::Stopped);
+        };
+        let conn = conn?;
+        tracing::info!(database = %self.db, outbox = %conn.outbox().table(), "delivering from the outbox");
+        self.health.ready();
+
+        let checkpoint = Arc::new(Checkpoint::for_outbox(self.webhooks.len()));
+        let (stages, dispatcher) = self.spawn_workers(&checkpoint);
+        let source = OutboxSource::new(conn, checkpoint, dispatcher, config.source.poll_interval);
+        self.deliver(source, stages).await
+    }
+
+    /// Replication mode: the started stream feeds the source, the lead
+    /// stage and delivery.
+    async fn stream(&self, started: Started) -> Result<SessionEnd, SessionError> {
+        let (config, source) = (self.config, &self.config.source);
+        let Started {
+            sql,
+            inspection,
+            heartbeat,
+            conn,
+            system,
+            checkpoint,
+        } = started;
+        let checkpoint = &checkpoint;
+        tracing::info!(database = %self.db, slot = %source.slot, from = %checkpoint.confirmed(), "streaming changes");
+        self.health.ready();
+
+        let table = config.table();
+        let quoted = table.quoted();
+        let (changes_tx, changes_rx) = mpsc::channel(CHANGE_BUFFER);
+        let (mut stages, dispatcher) = self.spawn_workers(checkpoint);
+        let lead = LeadStage {
+            mapping: LeadMapping::new(&source.columns, inspection.key, quoted),
+            sql: sql.clone(),
+            dispatcher,
+        };
+        stages.lead = Some(tokio::spawn(lead.run(changes_rx)));
+        stages.monitor = Some(tokio::spawn(slot::monitor(
+            sql,
+            checkpoint.clone(),
+            heartbeat,
+            config.database.schema.clone(),
+            source.slot.clone(),
+        )));
+        let source = Source::new(
+            conn,
+            checkpoint.clone(),
+            changes_tx,
+            table,
+            system,
+            heartbeat,
+        );
+        self.deliver(source, stages).await
+    }
+
+    /// Starts one delivery worker per webhook; returns them as the stages
+    /// of a session (the caller adds the rest) and what feeds their queues.
+    fn spawn_workers(&self, checkpoint: &Arc<Checkpoint>) -> (Stages, Dispatcher) {
+        let mut workers = JoinSet::new();
+        let caught_up = Arc::new(Notify::new());
+        let dispatcher =
+            self.webhooks
+                .spawn(&mut workers, checkpoint, &self.dead_letters, &caught_up);
+        let stages = Stages {
+            workers,
+            caught_up,
+            lead: None,
+            monitor: None,
+        };
+        (stages, dispatcher)
+    }
+
+    /// What both modes share once set up: the source runs until a stop is
+    /// requested, then the later stages get `admin.shutdown_grace` to finish
+    /// and what they handled is settled. Otherwise whichever stage stops
+    /// first ends the session; aborting the others abandons their in-flight
+    /// work, which the next session redelivers.
+    async fn deliver(
+        &self,
+        mut source: impl SessionSource,
+        mut stages: Stages,
+    ) -> Result<SessionEnd, SessionError> {
+        let mut shutdown = self.shutdown.clone();
+        let ended = tokio::select! {
+            result = source.run(&mut shutdown) => match result {
+                Ok(()) => None,
+                Err(e) => Some(Err(e)),
+            },
+            end = stages.ended() => Some(end),
+        };
+        stages.stop_monitor();
+        let end = match ended {
+            Some(end) => end,
+            None => {
+                self.health.not_ready("shutting down");
+                let grace = self.config.admin.shutdown_grace;
+                source
+                    .finish(stages.drained(), grace)
+                    .await
+                    .map(|()| SessionEnd::Stopped)
+            }
+        };
+        drop(stages);
+        self.health.not_ready("session ended");
+        end
+    }
+}
+
+/// A session's source, either mode, as [`Session::deliver`] drives it.
+trait SessionSource {
+    /// Reads and dispatches until a shutdown is requested (`Ok`) or
+    /// something fails.
+    async fn run(&mut self, shutdown: &mut Shutdown) -> Result<(), SessionError>;
+
+    /// After `run` stopped: lets the later stages finish (`drained`) for at
+    /// most `grace`, then settles what they handled.
+    async fn finish(
+        self,
+        drained: impl Future<Output = ()>,
+        grace: Duration,
+    ) -> Result<(), SessionError>;
+}
+
+impl SessionSource for Source {
+    async fn run(&mut self, shutdown: &mut Shutdown) -> Result<(), SessionError> {
+        Ok(Source::run(self, shutdown).await?)
+    }
+
+    async fn finish(
+        self,
+        drained: impl Future<Output = ()>,
+        grace: Duration,
+    ) -> Result<(), SessionError> {
+        let confirmed = Source::finish(self, drained, grace).await;
+        tracing::info!(%confirmed, "confirmed everything handled; replication stream closed");
+        Ok(())
+    }
+}
+
+impl SessionSource for OutboxSource {
+    async fn run(&mut self, shutdown: &mut Shutdown) -> Result<(), SessionError> {
+        Ok(OutboxSource::run(self, shutdown).await?)
+    }
+
+    async fn finish(
+        self,
+        drained: impl Future<Output = ()>,
+        grace: Duration,
+    ) -> Result<(), SessionError> {
+        let left = OutboxSource::finish(self, drained, grace).await?;
+        tracing::info!(left_in_outbox = left, "deleted every handled row; stopped");
+        Ok(())
+    }
+}
+
+/// The tasks of a session after its source. Dropping them aborts what is
+/// still in flight; the next session redelivers it.
+struct Stages {
+    /// One delivery worker per webhook.
+    workers: JoinSet<()>,
+    /// Rung when a lagging webhook has drained its queue (only replication
+    /// mode sets webhooks lagging).
+    caught_up: Arc<Notify>,
+    /// Replication mode's lead stage; notify mode dispatches rows itself.
+    lead: Option<JoinHandle<Result<(), LeadError>>>,
+    /// Replication mode's slot monitor, which stops with the source.
+    monitor: Option<JoinHandle<()>>,
+}
+
+impl Stages {
+    /// Completes when a stage ends the session before the source does.
+    async fn ended(&mut self) -> Result<SessionEnd, SessionError> {
+        let Stages {
+            workers,
+            caught_up,
+            lead,
+            ..
+        } = self;
+        tokio::select! {
+            Some(result) = async { Some(lead.as_mut()?.await) } => Err(match result {
+                Ok(Err(e)) => e.into(),
+                _ => SourceError::Downstream.into(),
+            }),
+            // With no webhooks the set is empty and this branch stays off.
+            Some(_) = workers.join_next() => Err(SourceError::Downstream.into()),
+            () = caught_up.notified() => Ok(SessionEnd::CaughtUp),
+        }
+    }
+
+    /// After the source closed their input: until the stages have finished
+    /// what they have.
+    async fn drained(&mut self) {
+        if let Some(lead) = &mut self.lead {
+            let _ = lead.await;
+        }
+        while self.workers.join_next().await.is_some() {}
+    }
+
+    fn stop_monitor(&mut self) {
+        if let Some(monitor) = self.monitor.take() {
+            monitor.abort();
+        }
+    }
+}
+
+impl Drop for Stages {
+    fn drop(&mut self) {
+        if let Some(lead) = &self.lead {
+            lead.abort();
+        }
+        self.stop_monitor();
+        self.workers.abort_all();
+    }
+}
+
+/// A started replication session, ready to stream.
+struct Started {
+    /// For reading back unchanged large values and watching the slot.
+    sql: Arc<Client>,
+    inspection: prerequisites::Inspection,
+    heartbeat: Duration,
+    conn: ReplicationConnection,
+    /// The server's system identifier, folded: part of every change id.
+    system: u32,
+    checkpoint: Arc<Checkpoint>,
+}

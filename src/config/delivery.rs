@@ -1,0 +1,100 @@
+//! `[delivery]`: the delivery policy, and what a webhook may override of it.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::duration;
+
+/// `[delivery]`: the delivery policy of every webhook, unless the webhook
+/// overrides a key. Also the resolved policy of one webhook.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// One attempt without a response within this is a failure.
+    #[serde(default = "default_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Attempts before a change is dead-lettered (or, with `block`, retried on).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_initial_backoff", deserialize_with = "duration")]
+    pub initial_backoff: Duration,
+    #[serde(default = "default_max_backoff", deserialize_with = "duration")]
+    pub max_backoff: Duration,
+    /// Statuses that are final at once (e.g. 400, 410): retrying cannot help.
+    #[serde(default)]
+    pub no_retry_statuses: Vec<u16>,
+    #[serde(default)]
+    pub on_exhausted: OnExhausted,
+    /// Requests in flight to one webhook at once (different leads only).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            timeout: default_timeout(),
+            max_attempts: default_max_attempts(),
+            initial_backoff: default_initial_backoff(),
+            max_backoff: default_max_backoff(),
+            no_retry_statuses: Vec::new(),
+            on_exhausted: OnExhausted::default(),
+            max_in_flight: default_max_in_flight(),
+        }
+    }
+}
+
+/// What happens to a change that used all its attempts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExhausted {
+    /// Written to `<schema>.dead_letters`; the stream moves on.
+    #[default]
+    DeadLetter,
+    /// Retried at `max_backoff` forever, holding the slot: for receivers
+    /// that must see every change, in order.
+    Block,
+}
+
+/// Checks a resolved policy; `key` names where a bad value came from.
+pub(super) fn validate_policy(key: &str, policy: &DeliveryConfig, problems: &mut Vec<String>) {
+    if policy.timeout.is_zero() {
+        problems.push(format!("{key}.timeout: must be greater than zero"));
+    }
+    if policy.max_attempts == 0 {
+        problems.push(format!("{key}.max_attempts: must be at least 1"));
+    }
+    if policy.max_in_flight == 0 {
+        problems.push(format!("{key}.max_in_flight: must be at least 1"));
+    }
+    if policy.initial_backoff > policy.max_backoff {
+        problems.push(format!(
+            "{key}.initial_backoff: must not exceed max_backoff ({:?})",
+            policy.max_backoff
+        ));
+    }
+    for status in &policy.no_retry_statuses {
+        if !(100..=599).contains(status) {
+            problems.push(format!(
+                "{key}.no_retry_statuses: {status} is not an HTTP status"
+            ));
+        }
+    }
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_attempts() -> u32 {
+    12
+}
+fn default_initial_backoff() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_in_flight() -> usize {
+    64
+}

@@ -1,0 +1,186 @@
+//! `[database]` and `[source]`: where changes come from.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{Secret, default_true, duration};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// libpq-style URL; may hold a password, so it is only ever shown redacted.
+    pub url: Secret,
+    /// Where the sidecar keeps objects of its own (dead letters, outbox).
+    #[serde(default = "default_schema")]
+    pub schema: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    #[serde(default)]
+    pub mode: SourceMode,
+    /// `schema.table`, or just `table` for `public`.
+    #[serde(default = "default_table")]
+    pub table: String,
+    #[serde(default = "default_slot")]
+    pub slot: String,
+    #[serde(default = "default_publication")]
+    pub publication: String,
+    /// Create the publication and slot when missing (needs table ownership).
+    #[serde(default = "default_true")]
+    pub create: bool,
+    #[serde(default)]
+    pub columns: ColumnsConfig,
+    /// Notify mode: how often the outbox is read even without a notification.
+    #[serde(default = "default_poll_interval", deserialize_with = "duration")]
+    pub poll_interval: Duration,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            mode: SourceMode::default(),
+            table: default_table(),
+            slot: default_slot(),
+            publication: default_publication(),
+            create: true,
+            columns: ColumnsConfig::default(),
+            poll_interval: default_poll_interval(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceMode {
+    #[default]
+    Replication,
+    /// A trigger outbox and LISTEN/NOTIFY, for databases without logical replication.
+    Notify,
+}
+
+/// `[source.columns]`: payload field → column. A field left out maps to the
+/// column of the same name; `false` declares that the table has no such
+/// column, and the field is then always sent as its NULL value.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnsConfig {
+    pub email: Option<ColumnSpec>,
+    pub company: Option<ColumnSpec>,
+    pub first_name: Option<ColumnSpec>,
+    pub last_name: Option<ColumnSpec>,
+    pub phone: Option<ColumnSpec>,
+    pub website: Option<ColumnSpec>,
+    pub position: Option<ColumnSpec>,
+    pub twitter: Option<ColumnSpec>,
+    pub linkedin: Option<ColumnSpec>,
+    pub notes: Option<ColumnSpec>,
+    pub score: Option<ColumnSpec>,
+}
+
+impl ColumnsConfig {
+    /// The column for each payload field, in payload order; `None` = absent.
+    pub fn resolve(&self) -> [(&'static str, Option<&str>); 11] {
+        fn pick<'a>(
+            field: &'static str,
+            spec: &'a Option<ColumnSpec>,
+        ) -> (&'static str, Option<&'a str>) {
+            let column = match spec {
+                None | Some(ColumnSpec::Present(true)) => Some(field),
+                Some(ColumnSpec::Present(false)) => None,
+                Some(ColumnSpec::Column(name)) => Some(name.as_str()),
+            };
+            (field, column)
+        }
+        [
+            pick("email", &self.email),
+            pick("company", &self.company),
+            pick("first_name", &self.first_name),
+            pick("last_name", &self.last_name),
+            pick("phone", &self.phone),
+            pick("website", &self.website),
+            pick("position", &self.position),
+            pick("twitter", &self.twitter),
+            pick("linkedin", &self.linkedin),
+            pick("notes", &self.notes),
+            pick("score", &self.score),
+        ]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ColumnSpec {
+    Column(String),
+    /// `true` = the column of the same name, `false` = no such column.
+    Present(bool),
+}
+
+/// A schema-qualified table name, as written in `source.table`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableName {
+    pub schema: String,
+    pub name: String,
+}
+
+impl TableName {
+    /// `"schema"."name"`, ready for SQL.
+    pub(crate) fn quoted(&self) -> String {
+        use postgres_protocol::escape::escape_identifier;
+        format!(
+            "{}.{}",
+            escape_identifier(&self.schema),
+            escape_identifier(&self.name)
+        )
+    }
+
+    pub(super) fn parse(text: &str) -> Result<TableName, String> {
+        let (schema, name) = text.split_once('.').unwrap_or(("public", text));
+        check_identifier(schema)?;
+        check_identifier(name)?;
+        Ok(TableName {
+            schema: schema.into(),
+            name: name.into(),
+        })
+    }
+}
+
+impl std::fmt::Display for TableName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+/// Names are quoted wherever they reach SQL, so any non-empty name Postgres
+/// could store is fine; this only rejects what it could not.
+pub(super) fn check_identifier(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        Err("must not be empty".into())
+    } else if name.len() > 63 {
+        Err(format!(
+            "{name:?} is longer than PostgreSQL's 63-byte name limit"
+        ))
+    } else if name.contains('\0') {
+        Err("must not contain NUL".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn default_schema() -> String {
+    "leadhook".into()
+}
+fn default_table() -> String {
+    "public.leads".into()
+}
+fn default_slot() -> String {
+    "leadhook".into()
+}
+fn default_publication() -> String {
+    "leadhook_leads".into()
+}
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(1)
+}

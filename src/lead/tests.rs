@@ -1,5 +1,11 @@
+use bytes::Bytes;
+
+use super::mapping::*;
+use super::payload::*;
 use super::*;
-use crate::source::pgoutput::Column;
+use crate::config::ColumnsConfig;
+use crate::source::pgoutput::{Column, OldTuple, Relation, Value};
+use crate::source::prerequisites::KeyColumn;
 
 fn relation(columns: &[(&str, u32)]) -> Relation {
     Relation {

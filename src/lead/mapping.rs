@@ -1,115 +1,18 @@
-//! Lead mapping: a row of the leads table becomes the `save_lead` payload.
-//!
-//! The payload is the documented shape and nothing else: eleven keys under
-//! `data`, in order. `email` and `website` are strings (NULL → `""`), the
-//! other text fields nullable strings (NULL → `null`), `score` an integer
-//! (NULL → `0`). It is serialised once per change and shared by every webhook.
+//! How the configured fields land on the table, and reading back the
+//! values a change did not carry (unchanged TOAST).
 
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 
 use bytes::Bytes;
-use reqwest::header::HeaderValue;
-use serde::Serialize;
-use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
-use crate::change::{RowChange, SourceMessage};
-use crate::delivery::{Dispatcher, Event};
-
+use super::payload::{FieldValue, render};
+use super::{FIELDS, INTEGER_TYPES, LeadError, SCORE};
 use crate::config::ColumnsConfig;
 use crate::source::pgoutput::{OldTuple, Relation, Value};
 use crate::source::prerequisites::KeyColumn;
 use crate::source::replication::quote_identifier;
-
-/// Payload fields in payload order.
-const FIELDS: [&str; 11] = [
-    "email",
-    "company",
-    "first_name",
-    "last_name",
-    "phone",
-    "website",
-    "position",
-    "twitter",
-    "linkedin",
-    "notes",
-    "score",
-];
-const SCORE: usize = 10;
-/// Integer types `score` accepts: smallint, integer, bigint.
-pub(crate) const INTEGER_TYPES: [u32; 3] = [21, 23, 20];
-
-/// Errors that stop the lead stage (and so the session, which reconnects).
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum LeadError {
-    #[error("a change arrived before the table's Relation message")]
-    NoRelation,
-    #[error("a delivery worker stopped")]
-    Downstream,
-    #[error(
-        "an outbox row's lead is not what the capture trigger writes ({0}); re-run `leadhook setup --apply`"
-    )]
-    Captured(String),
-    #[error("reading the current value of an unchanged large column: {0}")]
-    Lookup(#[from] tokio_postgres::Error),
-}
-
-/// The lead stage: turns each change into an event and dispatches it.
-pub(crate) struct LeadStage {
-    pub(crate) mapping: LeadMapping,
-    /// For reading unchanged large values back.
-    pub(crate) sql: Arc<Client>,
-    pub(crate) dispatcher: Dispatcher,
-}
-
-impl LeadStage {
-    /// Runs until the source goes away or a change cannot be mapped.
-    pub(crate) async fn run(
-        mut self,
-        mut changes: mpsc::Receiver<SourceMessage>,
-    ) -> Result<(), LeadError> {
-        while let Some(message) = changes.recv().await {
-            match message {
-                SourceMessage::Relation(relation) => {
-                    for warning in self.mapping.describe(&relation) {
-                        tracing::warn!("{warning}");
-                    }
-                }
-                SourceMessage::Change(change) => self.send(change).await?,
-            }
-        }
-        Ok(())
-    }
-
-    async fn send(&mut self, change: RowChange) -> Result<(), LeadError> {
-        let payload = self
-            .mapping
-            .payload(
-                &change.new.values,
-                change.old.as_ref(),
-                change.xid,
-                &self.sql,
-            )
-            .await?;
-        // Digits, `/` and `-` only: always a valid header value.
-        let id =
-            HeaderValue::from_str(&change.id.to_string()).map_err(|_| LeadError::Downstream)?;
-        let event = Event {
-            id,
-            payload,
-            key: self.mapping.lead_key(&change.new.values),
-            tx: change.tx,
-            targets: change.targets,
-            commit_time: change.commit_time,
-        };
-        self.dispatcher
-            .dispatch(event)
-            .await
-            .map_err(|_| LeadError::Downstream)
-    }
-}
 
 /// How the configured fields land on the table as the stream last described it.
 #[derive(Debug)]
@@ -206,7 +109,7 @@ impl LeadMapping {
         Ok(render(&values))
     }
 
-    fn value<'a>(
+    pub(super) fn value<'a>(
         &self,
         field: usize,
         new: &'a [Value],
@@ -299,7 +202,7 @@ impl LeadMapping {
         }
     }
 
-    fn lookup_query(&self, fields: &[usize]) -> String {
+    pub(super) fn lookup_query(&self, fields: &[usize]) -> String {
         let columns: Vec<String> = fields
             .iter()
             .filter_map(|&i| self.names[i].as_deref())
@@ -326,108 +229,3 @@ impl LeadMapping {
         )
     }
 }
-
-/// A lead as notify mode's trigger captured it: payload field → the column's
-/// text, exactly as the replication stream would carry it.
-#[derive(Debug, serde::Deserialize)]
-struct CapturedLead {
-    email: Option<String>,
-    company: Option<String>,
-    first_name: Option<String>,
-    last_name: Option<String>,
-    phone: Option<String>,
-    website: Option<String>,
-    position: Option<String>,
-    twitter: Option<String>,
-    linkedin: Option<String>,
-    notes: Option<String>,
-    score: Option<String>,
-}
-
-/// The payload of an outbox row's `lead` (JSON). Same rendering as the
-/// stream, so the same row gives byte-identical payloads in both modes.
-pub(crate) fn captured_payload(lead: &str) -> Result<Bytes, LeadError> {
-    let lead: CapturedLead =
-        serde_json::from_str(lead).map_err(|e| LeadError::Captured(e.to_string()))?;
-    let fields = [
-        lead.email,
-        lead.company,
-        lead.first_name,
-        lead.last_name,
-        lead.phone,
-        lead.website,
-        lead.position,
-        lead.twitter,
-        lead.linkedin,
-        lead.notes,
-        lead.score,
-    ];
-    let values = fields.map(|field| match field {
-        Some(text) => FieldValue::Text(Cow::Owned(text.into_bytes())),
-        None => FieldValue::Null,
-    });
-    Ok(render(&values))
-}
-
-/// A field's value before it is rendered.
-#[derive(Debug)]
-enum FieldValue<'a> {
-    Null,
-    Text(Cow<'a, [u8]>),
-    /// Not in the stream (unchanged TOAST); filled in before rendering.
-    Unchanged,
-}
-
-impl FieldValue<'_> {
-    fn text(&self) -> Option<Cow<'_, str>> {
-        match self {
-            FieldValue::Text(bytes) => Some(String::from_utf8_lossy(bytes)),
-            FieldValue::Null | FieldValue::Unchanged => None,
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct Payload<'a> {
-    data: Lead<'a>,
-}
-
-/// Field order here is the payload's key order.
-#[derive(Serialize)]
-struct Lead<'a> {
-    email: Cow<'a, str>,
-    company: Option<Cow<'a, str>>,
-    first_name: Option<Cow<'a, str>>,
-    last_name: Option<Cow<'a, str>>,
-    phone: Option<Cow<'a, str>>,
-    website: Cow<'a, str>,
-    position: Option<Cow<'a, str>>,
-    twitter: Option<Cow<'a, str>>,
-    linkedin: Option<Cow<'a, str>>,
-    notes: Option<Cow<'a, str>>,
-    score: i64,
-}
-
-fn render(values: &[FieldValue<'_>; 11]) -> Bytes {
-    let text = |i: usize| values[i].text();
-    let lead = Lead {
-        email: text(0).unwrap_or_default(),
-        company: text(1),
-        first_name: text(2),
-        last_name: text(3),
-        phone: text(4),
-        website: text(5).unwrap_or_default(),
-        position: text(6),
-        twitter: text(7),
-        linkedin: text(8),
-        notes: text(9),
-        score: text(SCORE).and_then(|s| s.trim().parse().ok()).unwrap_or(0),
-    };
-    let mut out = Vec::with_capacity(256);
-    // Serialising borrowed strings and integers into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut out, &Payload { data: lead });
-    Bytes::from(out)
-}
-
-#[cfg(test)]
-mod tests;

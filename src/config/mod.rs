@@ -23,7 +23,7 @@ use serde::{Deserialize, Deserializer};
 pub use admin::{AdminConfig, LogConfig, LogFormat};
 pub use delivery::{DeliveryConfig, OnExhausted};
 pub use secret::Secret;
-pub use source::{ColumnSpec, ColumnsConfig, DatabaseConfig, SourceConfig, SourceMode, TableName};
+pub use source::{DatabaseConfig, SourceConfig, SourceMode, TableName};
 pub use webhook::{SAVE_LEAD, WebhookConfig};
 
 use delivery::validate_policy;

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{Secret, default_true, duration};
+use crate::lead::field::ColumnMap;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,8 +32,9 @@ pub struct SourceConfig {
     /// Create the publication and slot when missing (needs table ownership).
     #[serde(default = "default_true")]
     pub create: bool,
+    /// `[source.columns]`: payload field → column (see [`ColumnMap`]).
     #[serde(default)]
-    pub columns: ColumnsConfig,
+    pub(crate) columns: ColumnMap,
     /// Notify mode: how often the outbox is read even without a notification.
     #[serde(default = "default_poll_interval", deserialize_with = "duration")]
     pub poll_interval: Duration,
@@ -46,7 +48,7 @@ impl Default for SourceConfig {
             slot: default_slot(),
             publication: default_publication(),
             create: true,
-            columns: ColumnsConfig::default(),
+            columns: ColumnMap::default(),
             poll_interval: default_poll_interval(),
         }
     }
@@ -59,63 +61,6 @@ pub enum SourceMode {
     Replication,
     /// A trigger outbox and LISTEN/NOTIFY, for databases without logical replication.
     Notify,
-}
-
-/// `[source.columns]`: payload field → column. A field left out maps to the
-/// column of the same name; `false` declares that the table has no such
-/// column, and the field is then always sent as its NULL value.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ColumnsConfig {
-    pub email: Option<ColumnSpec>,
-    pub company: Option<ColumnSpec>,
-    pub first_name: Option<ColumnSpec>,
-    pub last_name: Option<ColumnSpec>,
-    pub phone: Option<ColumnSpec>,
-    pub website: Option<ColumnSpec>,
-    pub position: Option<ColumnSpec>,
-    pub twitter: Option<ColumnSpec>,
-    pub linkedin: Option<ColumnSpec>,
-    pub notes: Option<ColumnSpec>,
-    pub score: Option<ColumnSpec>,
-}
-
-impl ColumnsConfig {
-    /// The column for each payload field, in payload order; `None` = absent.
-    pub fn resolve(&self) -> [(&'static str, Option<&str>); 11] {
-        fn pick<'a>(
-            field: &'static str,
-            spec: &'a Option<ColumnSpec>,
-        ) -> (&'static str, Option<&'a str>) {
-            let column = match spec {
-                None | Some(ColumnSpec::Present(true)) => Some(field),
-                Some(ColumnSpec::Present(false)) => None,
-                Some(ColumnSpec::Column(name)) => Some(name.as_str()),
-            };
-            (field, column)
-        }
-        [
-            pick("email", &self.email),
-            pick("company", &self.company),
-            pick("first_name", &self.first_name),
-            pick("last_name", &self.last_name),
-            pick("phone", &self.phone),
-            pick("website", &self.website),
-            pick("position", &self.position),
-            pick("twitter", &self.twitter),
-            pick("linkedin", &self.linkedin),
-            pick("notes", &self.notes),
-            pick("score", &self.score),
-        ]
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum ColumnSpec {
-    Column(String),
-    /// `true` = the column of the same name, `false` = no such column.
-    Present(bool),
 }
 
 /// A schema-qualified table name, as written in `source.table`.

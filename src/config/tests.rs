@@ -1,4 +1,5 @@
 use super::*;
+use crate::lead::field::Field;
 
 const FULL: &str = r#"
 [database]
@@ -73,11 +74,11 @@ fn the_documented_example_parses_with_defaults_filled_in() {
 #[test]
 fn column_mapping_renames_omits_and_defaults_to_the_field_name() {
     let config = Config::from_toml(FULL).unwrap();
-    let columns = config.source.columns.resolve();
-    assert_eq!(columns[0], ("email", Some("email_address")));
-    assert_eq!(columns[1], ("company", Some("company")));
-    assert_eq!(columns[7], ("twitter", None));
-    assert_eq!(columns[10], ("score", Some("score")));
+    let columns = &config.source.columns;
+    assert_eq!(columns.column(Field::Email), Some("email_address"));
+    assert_eq!(columns.column(Field::Company), Some("company"));
+    assert_eq!(columns.column(Field::Twitter), None);
+    assert_eq!(columns.column(Field::Score), Some("score"));
 }
 
 #[test]

@@ -7,9 +7,9 @@ use std::hash::{Hash, Hasher};
 use bytes::Bytes;
 use tokio_postgres::Client;
 
+use super::LeadError;
+use super::field::{ColumnMap, Field, FieldMap};
 use super::payload::{FieldValue, render};
-use super::{FIELDS, INTEGER_TYPES, LeadError, SCORE};
-use crate::config::ColumnsConfig;
 use crate::source::pgoutput::{OldTuple, Relation, Value};
 use crate::source::prerequisites::KeyColumn;
 use crate::source::replication::quote_identifier;
@@ -17,13 +17,13 @@ use crate::source::replication::quote_identifier;
 /// How the configured fields land on the table as the stream last described it.
 #[derive(Debug)]
 pub(crate) struct LeadMapping {
-    /// Column name per payload field; `None` = declared absent.
-    names: [Option<String>; 11],
+    /// Where each field is read from.
+    columns: ColumnMap,
     /// Primary key, from the catalog (pgoutput's key flags mean "replica
     /// identity", which is every column under REPLICA IDENTITY FULL).
     key: Vec<KeyColumn>,
     /// Position in the tuple per field, from the latest Relation message.
-    positions: [Option<usize>; 11],
+    positions: FieldMap<Option<usize>>,
     /// Position in the tuple of each primary-key column.
     key_positions: Vec<Option<usize>>,
     /// Quoted, ready for SQL.
@@ -32,14 +32,11 @@ pub(crate) struct LeadMapping {
 }
 
 impl LeadMapping {
-    pub(crate) fn new(columns: &ColumnsConfig, key: Vec<KeyColumn>, table: String) -> Self {
-        let names = columns
-            .resolve()
-            .map(|(_, column)| column.map(str::to_owned));
+    pub(crate) fn new(columns: &ColumnMap, key: Vec<KeyColumn>, table: String) -> Self {
         LeadMapping {
-            names,
+            columns: columns.clone(),
             key,
-            positions: [None; 11],
+            positions: FieldMap::from_fn(|_| None),
             key_positions: Vec::new(),
             table,
             described: false,
@@ -52,24 +49,27 @@ impl LeadMapping {
     pub(crate) fn describe(&mut self, relation: &Relation) -> Vec<String> {
         let position = |name: &str| relation.columns.iter().position(|c| c.name == name);
         let mut warnings = Vec::new();
-        for (i, name) in self.names.iter().enumerate() {
-            self.positions[i] = name.as_deref().and_then(|name| {
+        for (field, name) in self.columns.iter() {
+            self.positions[field] = name.and_then(|name| {
                 let found = position(name);
                 if found.is_none() {
                     warnings.push(format!(
-                        "column {name:?} (payload field {}) is no longer in {}; sending it as its NULL value",
-                        FIELDS[i], self.table
+                        "column {name:?} (payload field {field}) is no longer in {}; sending it as its NULL value",
+                        self.table
                     ));
                 }
                 found
             });
         }
-        if let Some(at) = self.positions[SCORE] {
-            let type_oid = relation.columns[at].type_oid;
-            if !INTEGER_TYPES.contains(&type_oid) {
+        for (field, at) in self.positions.iter() {
+            let Some(column) = at.and_then(|at| relation.columns.get(at)) else {
+                continue;
+            };
+            // Only an integer field can refuse a type.
+            if !field.kind().accepts(column.type_oid) {
                 warnings.push(format!(
-                    "column {:?} (score) now has type oid {type_oid}, not an integer; values that do not parse as integers are sent as 0",
-                    relation.columns[at].name
+                    "column {:?} ({field}) now has type oid {}, not an integer; values that do not parse as integers are sent as 0",
+                    column.name, column.type_oid
                 ));
             }
         }
@@ -91,17 +91,19 @@ impl LeadMapping {
         if !self.described {
             return Err(LeadError::NoRelation);
         }
-        let mut values: [FieldValue<'_>; 11] = std::array::from_fn(|i| self.value(i, new, old));
-        let missing: Vec<usize> = (0..11)
-            .filter(|&i| matches!(values[i], FieldValue::Unchanged))
+        let mut values = FieldMap::from_fn(|field| self.value(field, new, old));
+        let missing: Vec<Field> = values
+            .iter()
+            .filter(|(_, value)| matches!(value, FieldValue::Unchanged))
+            .map(|(field, _)| field)
             .collect();
         let fetched = if missing.is_empty() {
             Vec::new()
         } else {
             self.fetch_current(&missing, new, xid, sql).await?
         };
-        for (&i, value) in missing.iter().zip(&fetched) {
-            values[i] = match value {
+        for (&field, value) in missing.iter().zip(&fetched) {
+            values[field] = match value {
                 Some(text) => FieldValue::Text(Cow::Borrowed(text.as_bytes())),
                 None => FieldValue::Null,
             };
@@ -111,7 +113,7 @@ impl LeadMapping {
 
     pub(super) fn value<'a>(
         &self,
-        field: usize,
+        field: Field,
         new: &'a [Value],
         old: Option<&'a OldTuple>,
     ) -> FieldValue<'a> {
@@ -157,7 +159,7 @@ impl LeadMapping {
     /// the fields are sent as NULL and a warning says so).
     async fn fetch_current(
         &self,
-        fields: &[usize],
+        fields: &[Field],
         new: &[Value],
         xid: u32,
         sql: &Client,
@@ -202,10 +204,10 @@ impl LeadMapping {
         }
     }
 
-    pub(super) fn lookup_query(&self, fields: &[usize]) -> String {
+    pub(super) fn lookup_query(&self, fields: &[Field]) -> String {
         let columns: Vec<String> = fields
             .iter()
-            .filter_map(|&i| self.names[i].as_deref())
+            .filter_map(|&field| self.columns.column(field))
             .map(|name| format!("{}::text", quote_identifier(name)))
             .collect();
         let conditions: Vec<String> = self

@@ -4,7 +4,14 @@
 //! `data`, in order. `email` and `website` are strings (NULL → `""`), the
 //! other text fields nullable strings (NULL → `null`), `score` an integer
 //! (NULL → `0`). It is serialised once per change and shared by every webhook.
+//!
+//! - `field`: the payload's fields, their names and kinds; every list of
+//!   fields elsewhere (column mapping, outbox trigger, checks) derives from it.
+//! - `payload`: field values to payload bytes, pure.
+//! - `mapping`: where the fields are in the stream's tuples, and reading
+//!   back the values a change did not carry.
 
+pub(crate) mod field;
 mod mapping;
 mod payload;
 
@@ -19,24 +26,6 @@ use crate::delivery::{Dispatcher, Event};
 
 pub(crate) use mapping::LeadMapping;
 pub(crate) use payload::captured_payload;
-
-/// Payload fields in payload order.
-pub(super) const FIELDS: [&str; 11] = [
-    "email",
-    "company",
-    "first_name",
-    "last_name",
-    "phone",
-    "website",
-    "position",
-    "twitter",
-    "linkedin",
-    "notes",
-    "score",
-];
-pub(super) const SCORE: usize = 10;
-/// Integer types `score` accepts: smallint, integer, bigint.
-pub(crate) const INTEGER_TYPES: [u32; 3] = [21, 23, 20];
 
 /// Errors that stop the lead stage (and so the session, which reconnects).
 #[derive(Debug, thiserror::Error)]

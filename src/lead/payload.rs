@@ -3,46 +3,21 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::ser::{Serialize, SerializeStruct, Serializer};
 
-use super::{LeadError, SCORE};
+use super::LeadError;
+use super::field::{Field, FieldKind, FieldMap};
 
-/// A lead as notify mode's trigger captured it: payload field → the column's
-/// text, exactly as the replication stream would carry it.
-#[derive(Debug, serde::Deserialize)]
-struct CapturedLead {
-    email: Option<String>,
-    company: Option<String>,
-    first_name: Option<String>,
-    last_name: Option<String>,
-    phone: Option<String>,
-    website: Option<String>,
-    position: Option<String>,
-    twitter: Option<String>,
-    linkedin: Option<String>,
-    notes: Option<String>,
-    score: Option<String>,
-}
-
-/// The payload of an outbox row's `lead` (JSON). Same rendering as the
-/// stream, so the same row gives byte-identical payloads in both modes.
+/// The payload of an outbox row's `lead` (JSON): payload field → the
+/// column's text, as notify mode's trigger captured it, exactly as the
+/// replication stream would carry it. Same rendering as the stream, so the
+/// same row gives byte-identical payloads in both modes.
 pub(crate) fn captured_payload(lead: &str) -> Result<Bytes, LeadError> {
-    let lead: CapturedLead =
-        serde_json::from_str(lead).map_err(|e| LeadError::Captured(e.to_string()))?;
-    let fields = [
-        lead.email,
-        lead.company,
-        lead.first_name,
-        lead.last_name,
-        lead.phone,
-        lead.website,
-        lead.position,
-        lead.twitter,
-        lead.linkedin,
-        lead.notes,
-        lead.score,
-    ];
-    let values = fields.map(|field| match field {
+    let captured = |e: serde_json::Error| LeadError::Captured(e.to_string());
+    let mut json = serde_json::Deserializer::from_str(lead);
+    let lead = FieldMap::<Option<String>>::deserialize_lenient(&mut json).map_err(captured)?;
+    json.end().map_err(captured)?;
+    let values = lead.map(|text| match text {
         Some(text) => FieldValue::Text(Cow::Owned(text.into_bytes())),
         None => FieldValue::Null,
     });
@@ -67,44 +42,42 @@ impl FieldValue<'_> {
     }
 }
 
-#[derive(Serialize)]
-struct Payload<'a> {
-    data: Lead<'a>,
+/// `{"data": {...}}`
+struct Payload<'v, 'a>(&'v FieldMap<FieldValue<'a>>);
+
+impl Serialize for Payload<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut payload = serializer.serialize_struct("Payload", 1)?;
+        payload.serialize_field("data", &Lead(self.0))?;
+        payload.end()
+    }
 }
 
-/// Field order here is the payload's key order.
-#[derive(Serialize)]
-struct Lead<'a> {
-    email: Cow<'a, str>,
-    company: Option<Cow<'a, str>>,
-    first_name: Option<Cow<'a, str>>,
-    last_name: Option<Cow<'a, str>>,
-    phone: Option<Cow<'a, str>>,
-    website: Cow<'a, str>,
-    position: Option<Cow<'a, str>>,
-    twitter: Option<Cow<'a, str>>,
-    linkedin: Option<Cow<'a, str>>,
-    notes: Option<Cow<'a, str>>,
-    score: i64,
+/// The fields in payload order, each rendered as its kind says.
+struct Lead<'v, 'a>(&'v FieldMap<FieldValue<'a>>);
+
+impl Serialize for Lead<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut lead = serializer.serialize_struct("Lead", Field::COUNT)?;
+        for (field, value) in self.0.iter() {
+            let text = value.text();
+            let name = field.name();
+            match field.kind() {
+                FieldKind::Text => lead.serialize_field(name, &text.unwrap_or_default())?,
+                FieldKind::NullableText => lead.serialize_field(name, &text)?,
+                FieldKind::Integer => {
+                    let number: i64 = text.and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+                    lead.serialize_field(name, &number)?
+                }
+            }
+        }
+        lead.end()
+    }
 }
 
-pub(super) fn render(values: &[FieldValue<'_>; 11]) -> Bytes {
-    let text = |i: usize| values[i].text();
-    let lead = Lead {
-        email: text(0).unwrap_or_default(),
-        company: text(1),
-        first_name: text(2),
-        last_name: text(3),
-        phone: text(4),
-        website: text(5).unwrap_or_default(),
-        position: text(6),
-        twitter: text(7),
-        linkedin: text(8),
-        notes: text(9),
-        score: text(SCORE).and_then(|s| s.trim().parse().ok()).unwrap_or(0),
-    };
+pub(super) fn render(values: &FieldMap<FieldValue<'_>>) -> Bytes {
     let mut out = Vec::with_capacity(256);
-    // Serialising borrowed strings and integers into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut out, &Payload { data: lead });
+    // Serialising strings and integers into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, &Payload(values));
     Bytes::from(out)
 }

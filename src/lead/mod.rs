@@ -34,6 +34,10 @@ pub(crate) enum LeadError {
     NoRelation,
     #[error("a delivery worker stopped")]
     Downstream,
+    /// Cannot happen (a change id is hex digits, `/` and `-`); if it did,
+    /// the change could not be sent, and delivery is not to blame.
+    #[error("change id {0} is not a valid webhook-id header value")]
+    WebhookId(String),
     #[error(
         "an outbox row's lead is not what the capture trigger writes ({0}); re-run `leadhook setup --apply`"
     )]
@@ -79,9 +83,8 @@ impl LeadStage {
                 &self.sql,
             )
             .await?;
-        // Digits, `/` and `-` only: always a valid header value.
-        let id =
-            HeaderValue::from_str(&change.id.to_string()).map_err(|_| LeadError::Downstream)?;
+        let id = change.id.to_string();
+        let id = HeaderValue::from_str(&id).map_err(|_| LeadError::WebhookId(id))?;
         let event = Event {
             id,
             payload,

@@ -7,13 +7,12 @@ use serde::Deserialize;
 
 use super::duration;
 
+/// `[log]`
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    #[serde(default)]
     pub format: LogFormat,
     /// A `tracing` filter such as `info` or `leadhook=debug`; `RUST_LOG` wins when set.
-    #[serde(default = "default_log_level")]
     pub level: String,
 }
 
@@ -21,7 +20,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             format: LogFormat::default(),
-            level: default_log_level(),
+            level: "info".into(),
         }
     }
 }
@@ -36,31 +35,22 @@ pub enum LogFormat {
     Json,
 }
 
+/// `[admin]`
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
-    #[serde(default = "default_admin_listen")]
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub listen: SocketAddr,
     /// How long SIGTERM/SIGINT waits for in-flight deliveries before abandoning them.
-    #[serde(default = "default_shutdown_grace", deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
-            listen: default_admin_listen(),
-            shutdown_grace: default_shutdown_grace(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 9187)),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
-}
-
-fn default_admin_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 9187))
-}
-fn default_shutdown_grace() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_log_level() -> String {
-    "info".into()
 }

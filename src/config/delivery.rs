@@ -9,38 +9,34 @@ use super::duration;
 /// `[delivery]`: the delivery policy of every webhook, unless the webhook
 /// overrides a key. Also the resolved policy of one webhook.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct DeliveryConfig {
     /// One attempt without a response within this is a failure.
-    #[serde(default = "default_timeout", deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration")]
     pub timeout: Duration,
     /// Attempts before a change is dead-lettered (or, with `block`, retried on).
-    #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
-    #[serde(default = "default_initial_backoff", deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration")]
     pub initial_backoff: Duration,
-    #[serde(default = "default_max_backoff", deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration")]
     pub max_backoff: Duration,
     /// Statuses that are final at once (e.g. 400, 410): retrying cannot help.
-    #[serde(default)]
     pub no_retry_statuses: Vec<u16>,
-    #[serde(default)]
     pub on_exhausted: OnExhausted,
     /// Requests in flight to one webhook at once (different leads only).
-    #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
 }
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
-            timeout: default_timeout(),
-            max_attempts: default_max_attempts(),
-            initial_backoff: default_initial_backoff(),
-            max_backoff: default_max_backoff(),
+            timeout: Duration::from_secs(5),
+            max_attempts: 12,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
             no_retry_statuses: Vec::new(),
             on_exhausted: OnExhausted::default(),
-            max_in_flight: default_max_in_flight(),
+            max_in_flight: 64,
         }
     }
 }
@@ -81,20 +77,4 @@ pub(super) fn validate_policy(key: &str, policy: &DeliveryConfig, problems: &mut
             ));
         }
     }
-}
-
-fn default_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_max_attempts() -> u32 {
-    12
-}
-fn default_initial_backoff() -> Duration {
-    Duration::from_secs(1)
-}
-fn default_max_backoff() -> Duration {
-    Duration::from_secs(300)
-}
-fn default_max_in_flight() -> usize {
-    64
 }

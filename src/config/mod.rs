@@ -13,7 +13,7 @@ mod source;
 mod webhook;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use figment::Figment;
@@ -224,12 +224,6 @@ pub(super) fn optional_duration<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Duration>, D::Error> {
     duration(d).map(Some)
-}
-
-/// The config path: `--config`, else `LEADHOOK_CONFIG`, else `sidecar.toml`
-/// (clap resolves the first two).
-pub fn default_path() -> PathBuf {
-    PathBuf::from("sidecar.toml")
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Secret, default_true, duration};
+use super::{Secret, duration};
 use crate::lead::field::ColumnMap;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -17,26 +17,21 @@ pub struct DatabaseConfig {
     pub schema: String,
 }
 
+/// `[source]`
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SourceConfig {
-    #[serde(default)]
     pub mode: SourceMode,
     /// `schema.table`, or just `table` for `public`.
-    #[serde(default = "default_table")]
     pub table: String,
-    #[serde(default = "default_slot")]
     pub slot: String,
-    #[serde(default = "default_publication")]
     pub publication: String,
     /// Create the publication and slot when missing (needs table ownership).
-    #[serde(default = "default_true")]
     pub create: bool,
     /// `[source.columns]`: payload field → column (see [`ColumnMap`]).
-    #[serde(default)]
     pub(crate) columns: ColumnMap,
     /// Notify mode: how often the outbox is read even without a notification.
-    #[serde(default = "default_poll_interval", deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration")]
     pub poll_interval: Duration,
 }
 
@@ -44,12 +39,12 @@ impl Default for SourceConfig {
     fn default() -> Self {
         SourceConfig {
             mode: SourceMode::default(),
-            table: default_table(),
-            slot: default_slot(),
-            publication: default_publication(),
+            table: "public.leads".into(),
+            slot: "leadhook".into(),
+            publication: "leadhook_leads".into(),
             create: true,
             columns: ColumnMap::default(),
-            poll_interval: default_poll_interval(),
+            poll_interval: Duration::from_secs(1),
         }
     }
 }
@@ -116,16 +111,4 @@ pub(super) fn check_identifier(name: &str) -> Result<(), String> {
 
 fn default_schema() -> String {
     "leadhook".into()
-}
-fn default_table() -> String {
-    "public.leads".into()
-}
-fn default_slot() -> String {
-    "leadhook".into()
-}
-fn default_publication() -> String {
-    "leadhook_leads".into()
-}
-fn default_poll_interval() -> Duration {
-    Duration::from_secs(1)
 }

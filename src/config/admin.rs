@@ -38,12 +38,12 @@ pub enum LogFormat {
 /// `[admin]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct AdminConfig {
+pub(crate) struct AdminConfig {
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// How long SIGTERM/SIGINT waits for in-flight deliveries before abandoning them.
     #[serde(deserialize_with = "duration")]
-    pub shutdown_grace: Duration,
+    pub(crate) shutdown_grace: Duration,
 }
 
 impl Default for AdminConfig {

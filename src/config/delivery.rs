@@ -10,21 +10,21 @@ use super::duration;
 /// overrides a key. Also the resolved policy of one webhook.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct DeliveryConfig {
+pub(crate) struct DeliveryConfig {
     /// One attempt without a response within this is a failure.
     #[serde(deserialize_with = "duration")]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Attempts before a change is dead-lettered (or, with `block`, retried on).
-    pub max_attempts: u32,
+    pub(crate) max_attempts: u32,
     #[serde(deserialize_with = "duration")]
-    pub initial_backoff: Duration,
+    pub(crate) initial_backoff: Duration,
     #[serde(deserialize_with = "duration")]
-    pub max_backoff: Duration,
+    pub(crate) max_backoff: Duration,
     /// Statuses that are final at once (e.g. 400, 410): retrying cannot help.
-    pub no_retry_statuses: Vec<u16>,
-    pub on_exhausted: OnExhausted,
+    pub(crate) no_retry_statuses: Vec<u16>,
+    pub(crate) on_exhausted: OnExhausted,
     /// Requests in flight to one webhook at once (different leads only).
-    pub max_in_flight: usize,
+    pub(crate) max_in_flight: usize,
 }
 
 impl Default for DeliveryConfig {
@@ -44,7 +44,7 @@ impl Default for DeliveryConfig {
 /// What happens to a change that used all its attempts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum OnExhausted {
+pub(crate) enum OnExhausted {
     /// Written to `<schema>.dead_letters`; the stream moves on.
     #[default]
     DeadLetter,

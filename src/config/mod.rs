@@ -4,6 +4,12 @@
 //! Loading is strict on purpose: an unknown key, a bad URL or a missing
 //! `${VAR}` stops `run` and `check` at once with the key named, because a
 //! sidecar that silently ignores a typo delivers to the wrong place for weeks.
+//!
+//! The file is read as written (`ConfigFile`: text where `${VAR}` may still
+//! need expanding), then checked and parsed once into [`Config`], collecting
+//! every problem. One file per part: `source` (`[database]`, `[source]`),
+//! `delivery` (the policy), `webhook` (`[[webhooks]]`), `admin` (`[admin]`,
+//! `[log]`), `secret` (redaction) and `expand` (`${VAR}`).
 
 mod admin;
 mod delivery;
@@ -13,6 +19,7 @@ mod source;
 mod webhook;
 
 use std::collections::HashSet;
+use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -20,31 +27,46 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Deserializer};
 
-pub use admin::{AdminConfig, LogConfig, LogFormat};
-pub use delivery::{DeliveryConfig, OnExhausted};
-pub use secret::Secret;
-pub use source::{DatabaseConfig, SourceConfig, SourceMode, TableName};
-pub use webhook::{SAVE_LEAD, WebhookConfig};
+pub(crate) use admin::AdminConfig;
+pub use admin::{LogConfig, LogFormat};
+pub(crate) use delivery::{DeliveryConfig, OnExhausted};
+pub(crate) use secret::Secret;
+pub(crate) use source::{DatabaseConfig, SourceConfig, SourceMode, TableName};
+pub(crate) use webhook::{SigningKey, WebhookConfig};
 
 use delivery::validate_policy;
-use source::check_identifier;
-use webhook::validate_webhook;
+use source::DatabaseFile;
+use webhook::WebhookFile;
 
-/// A validated configuration.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A loaded configuration: checked, and parsed into typed values, so what
+/// runs from it cannot fail on a value of it.
+#[derive(Debug, Clone)]
 pub struct Config {
-    pub database: DatabaseConfig,
-    #[serde(default)]
-    pub source: SourceConfig,
-    #[serde(default)]
-    pub admin: AdminConfig,
-    #[serde(default)]
-    pub delivery: DeliveryConfig,
-    #[serde(default)]
-    pub webhooks: Vec<WebhookConfig>,
-    #[serde(default)]
+    pub(crate) database: DatabaseConfig,
+    pub(crate) source: SourceConfig,
+    pub(crate) admin: AdminConfig,
+    /// Each with its policy: `[delivery]` under its own overrides.
+    pub(crate) webhooks: Vec<WebhookConfig>,
     pub log: LogConfig,
+}
+
+/// The configuration as written (after environment overrides): the
+/// sections whose values need `${VAR}` expansion before they can be parsed
+/// are kept as text here.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    database: DatabaseFile,
+    #[serde(default)]
+    source: SourceConfig,
+    #[serde(default)]
+    admin: AdminConfig,
+    #[serde(default)]
+    delivery: DeliveryConfig,
+    #[serde(default)]
+    webhooks: Vec<WebhookFile>,
+    #[serde(default)]
+    log: LogConfig,
 }
 
 /// Everything wrong with a configuration, one problem per line.
@@ -69,7 +91,7 @@ impl ConfigError {
 
 impl Config {
     /// Reads `path` (must exist), applies `LEADHOOK_SECTION__KEY` overrides
-    /// from the environment, expands `${VAR}` and validates.
+    /// from the environment, expands `${VAR}` and checks.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         if !path.is_file() {
             return Err(ConfigError::one(format!(
@@ -85,26 +107,69 @@ impl Config {
     }
 
     /// Parses TOML text (no environment overrides); for tests and the demo.
-    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+    pub(crate) fn from_toml(text: &str) -> Result<Config, ConfigError> {
         Self::from_figment(Figment::new().merge(Toml::string(text)))
     }
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let mut config: Config = figment.extract().map_err(|e| ConfigError {
+        let mut file: ConfigFile = figment.extract().map_err(|e| ConfigError {
             problems: e.into_iter().map(describe_figment_error).collect(),
         })?;
         let mut problems = Vec::new();
-        config.expand_variables(&|name| std::env::var(name).ok(), &mut problems);
-        config.validate(&mut problems);
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError { problems })
+        file.expand_variables(&|name| std::env::var(name).ok(), &mut problems);
+        match Config::check(file, &mut problems) {
+            Some(config) if problems.is_empty() => Ok(config),
+            _ => Err(ConfigError { problems }),
         }
     }
 
-    /// `${VAR}` is allowed where secrets live: the database URL, webhook URLs
-    /// and header values.
+    /// Checks and parses every section, recording all problems rather than
+    /// stopping at the first; `None` when there was one.
+    fn check(file: ConfigFile, problems: &mut Vec<String>) -> Option<Config> {
+        let ConfigFile {
+            database,
+            source,
+            admin,
+            delivery,
+            webhooks,
+            log,
+        } = file;
+        let database = database.check(problems);
+        source.check(problems);
+        validate_policy("delivery", &delivery, problems);
+        let mut names = HashSet::new();
+        let webhooks: Vec<_> = webhooks
+            .into_iter()
+            .enumerate()
+            .map(|(i, hook)| hook.check(i, &delivery, &mut names, problems))
+            .collect();
+        // A webhook's policy is its overrides over `[delivery]`: judged only
+        // when both are sound, so one mistake is not reported twice.
+        if problems.is_empty() {
+            for (i, hook) in webhooks.iter().enumerate() {
+                if let Some(hook) = hook {
+                    validate_policy(&format!("webhooks[{i}]"), &hook.policy, problems);
+                }
+            }
+        }
+        Some(Config {
+            database: database?,
+            source,
+            admin,
+            webhooks: webhooks.into_iter().collect::<Option<_>>()?,
+            log,
+        })
+    }
+
+    /// The leads table (a copy: most callers keep it).
+    pub(crate) fn table(&self) -> TableName {
+        self.source.table.clone()
+    }
+}
+
+impl ConfigFile {
+    /// `${VAR}` is allowed where secrets live: the database URL, webhook
+    /// URLs, header values and signing secrets.
     fn expand_variables(
         &mut self,
         env: &dyn Fn(&str) -> Option<String>,
@@ -126,56 +191,17 @@ impl Config {
             }
         }
     }
+}
 
-    fn validate(&mut self, problems: &mut Vec<String>) {
-        for (key, value) in [
-            ("database.schema", &self.database.schema),
-            ("source.slot", &self.source.slot),
-            ("source.publication", &self.source.publication),
-        ] {
-            if let Err(e) = check_identifier(value) {
-                problems.push(format!("{key}: {e}"));
-            }
-        }
-        if let Err(e) = TableName::parse(&self.source.table) {
-            problems.push(format!("source.table: {e}"));
-        }
-        validate_policy("delivery", &self.delivery, problems);
-        let mut names = HashSet::new();
-        for (i, hook) in self.webhooks.iter_mut().enumerate() {
-            validate_webhook(i, hook, &mut names, problems);
-        }
-        if problems.is_empty() {
-            for (i, hook) in self.webhooks.iter().enumerate() {
-                validate_policy(&format!("webhooks[{i}]"), &self.policy_of(hook), problems);
-            }
-        }
-    }
-
-    pub fn table(&self) -> TableName {
-        // Validated in `validate`; the fallback keeps this total.
-        TableName::parse(&self.source.table).unwrap_or_else(|_| TableName {
-            schema: "public".into(),
-            name: self.source.table.clone(),
-        })
-    }
-
-    /// A webhook's delivery policy: its overrides over `[delivery]`.
-    pub fn policy_of(&self, hook: &WebhookConfig) -> DeliveryConfig {
-        let d = &self.delivery;
-        DeliveryConfig {
-            timeout: hook.timeout.unwrap_or(d.timeout),
-            max_attempts: hook.max_attempts.unwrap_or(d.max_attempts),
-            initial_backoff: hook.initial_backoff.unwrap_or(d.initial_backoff),
-            max_backoff: hook.max_backoff.unwrap_or(d.max_backoff),
-            no_retry_statuses: hook
-                .no_retry_statuses
-                .clone()
-                .unwrap_or_else(|| d.no_retry_statuses.clone()),
-            on_exhausted: hook.on_exhausted.unwrap_or(d.on_exhausted),
-            max_in_flight: hook.max_in_flight.unwrap_or(d.max_in_flight),
-        }
-    }
+/// `Some` when `result` is; else its problem is recorded under `key`.
+fn checked<T>(
+    problems: &mut Vec<String>,
+    key: impl fmt::Display,
+    result: Result<T, String>,
+) -> Option<T> {
+    result
+        .map_err(|e| problems.push(format!("{key}: {e}")))
+        .ok()
 }
 
 /// Environment overrides: only `LEADHOOK_*` variables with a `__` are config
@@ -206,12 +232,8 @@ fn describe_figment_error(error: figment::Error) -> String {
     format!("{key}: {}{source}", error.kind)
 }
 
-pub(super) fn default_true() -> bool {
-    true
-}
-
 /// Durations are strings such as `"5s"` or `"250ms"`.
-pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(&text).map_err(|e| {
         serde::de::Error::custom(format!(
@@ -220,9 +242,7 @@ pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::E
     })
 }
 
-pub(super) fn optional_duration<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<Duration>, D::Error> {
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     duration(d).map(Some)
 }
 

@@ -5,7 +5,8 @@
 //!
 //! Data flows one way: source → changes → lead payload → delivery → checkpoint.
 //!
-//! - [`config`]: `sidecar.toml` and `LEADHOOK_…` overrides, strictly validated.
+//! - [`config`]: `sidecar.toml` and `LEADHOOK_…` overrides, strictly checked
+//!   and parsed once into typed values.
 //! - [`database`]: the database URL, TLS and the ordinary SQL connection.
 //! - [`source`]: the replication stream. `source::replication` speaks the
 //!   protocol, `source::pgoutput` decodes it (pure, no I/O),
@@ -13,7 +14,9 @@
 //!   `source::slot` creates, watches and re-creates the slot. Notify mode:
 //!   `source::outbox` (the trigger outbox as SQL) and `source::notify` (reading it).
 //! - `change`: the row changes the source hands on, with their stable ids.
-//! - `lead`: a row becomes the `save_lead` payload.
+//! - `lead`: a row becomes the `save_lead` payload. `lead::field` is the one
+//!   list of payload fields that the column mapping, the outbox trigger and
+//!   the checks derive from.
 //! - `delivery`: webhooks, HTTP, retries, signatures, ordered concurrency.
 //! - [`dead_letter`]: changes a webhook gave up on, kept in the database.
 //! - `checkpoint`: which WAL position may be confirmed to the server.

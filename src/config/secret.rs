@@ -4,29 +4,39 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer};
 
-/// A string such as a header token or a URL with a password. `Debug` and
-/// `Display` print a placeholder; only [`Secret::expose`] gives the value,
-/// which makes every place that uses it easy to find.
+/// A value such as a header token or a URL with a password: as written
+/// (`Secret<String>`) or parsed (`Secret<Url>`, `Secret<HeaderValue>`).
+/// `Debug` and `Display` print a placeholder; only [`Secret::expose`] gives
+/// the value, which makes every place that uses it easy to find.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret<T = String>(T);
 
 impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
+    pub(crate) fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
+}
 
-    pub fn expose(&self) -> &str {
+impl<T> Secret<T> {
+    pub(crate) fn expose(&self) -> &T {
         &self.0
     }
 }
 
-impl fmt::Debug for Secret {
+/// Parsing a secret keeps it one.
+impl<T> From<T> for Secret<T> {
+    fn from(value: T) -> Self {
+        Secret(value)
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("\"[redacted]\"")
     }
 }
 
-impl fmt::Display for Secret {
+impl<T> fmt::Display for Secret<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
     }

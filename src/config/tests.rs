@@ -1,4 +1,5 @@
 use super::*;
+use crate::lead::field::Field;
 
 const FULL: &str = r#"
 [database]
@@ -54,30 +55,26 @@ fn the_documented_example_parses_with_defaults_filled_in() {
             name: "leads".into()
         }
     );
-    assert_eq!(config.delivery.timeout, Duration::from_millis(250));
     let [tracking, crm] = &config.webhooks[..] else {
         panic!("two webhooks")
     };
     assert_eq!(tracking.method, "POST");
     assert!(tracking.receives_save_lead());
-    assert_eq!(
-        config.policy_of(tracking).timeout,
-        Duration::from_millis(250)
-    );
-    assert_eq!(config.policy_of(tracking).max_attempts, 12);
+    assert_eq!(tracking.policy.timeout, Duration::from_millis(250));
+    assert_eq!(tracking.policy.max_attempts, 12);
     assert_eq!(tracking.headers["Authorization"].expose(), "Bearer t0ken");
     assert!(!crm.receives_save_lead());
-    assert_eq!(config.policy_of(crm).timeout, Duration::from_secs(2));
+    assert_eq!(crm.policy.timeout, Duration::from_secs(2));
 }
 
 #[test]
 fn column_mapping_renames_omits_and_defaults_to_the_field_name() {
     let config = Config::from_toml(FULL).unwrap();
-    let columns = config.source.columns.resolve();
-    assert_eq!(columns[0], ("email", Some("email_address")));
-    assert_eq!(columns[1], ("company", Some("company")));
-    assert_eq!(columns[7], ("twitter", None));
-    assert_eq!(columns[10], ("score", Some("score")));
+    let columns = &config.source.columns;
+    assert_eq!(columns.column(Field::Email), Some("email_address"));
+    assert_eq!(columns.column(Field::Company), Some("company"));
+    assert_eq!(columns.column(Field::Twitter), None);
+    assert_eq!(columns.column(Field::Score), Some("score"));
 }
 
 #[test]
@@ -183,7 +180,7 @@ fn delivery_policy_defaults_and_per_webhook_overrides() {
         with_webhook("name = \"a\"\nurl = \"http://h/\"")
     ))
     .unwrap();
-    let policy = config.policy_of(&config.webhooks[0]);
+    let policy = config.webhooks[0].policy.clone();
     assert_eq!(
         policy,
         DeliveryConfig {
@@ -218,4 +215,37 @@ fn impossible_delivery_policies_are_refused() {
     let found =
         problems("[database]\nurl = \"postgres://x@h/db\"\n[delivery]\non_exhausted = \"drop\"\n");
     assert!(found[0].starts_with("delivery.on_exhausted"), "{found:?}");
+}
+
+#[test]
+fn a_bad_signing_secret_is_named_when_the_config_is_loaded() {
+    let found = problems(&with_webhook(
+        "name = \"a\"\nurl = \"http://h/\"\nsecret = \"whsec_not base64!\"",
+    ));
+    assert_eq!(
+        found,
+        ["webhooks[0].secret: a whsec_ secret must be base64 after the prefix"]
+    );
+}
+
+#[test]
+fn a_malformed_whsec_secret_or_an_empty_one_is_refused() {
+    assert!(SigningKey::from_secret("whsec_not base64!").is_err());
+    assert!(SigningKey::from_secret("").is_err());
+    assert_eq!(
+        format!("{:?}", SigningKey::from_secret("hunter2").unwrap()),
+        "SigningKey([redacted])"
+    );
+}
+
+#[test]
+fn debug_output_hides_parsed_urls_headers_and_signing_keys() {
+    let config = Config::from_toml(&with_webhook(
+        "name = \"a\"\nurl = \"http://user:url-pa55@h/\"\nheaders = { Authorization = \"Bearer t0ken\" }\nsecret = \"hunter2\"",
+    ))
+    .unwrap();
+    let shown = format!("{config:?}");
+    for secret in ["url-pa55", "t0ken", "hunter2"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
 }

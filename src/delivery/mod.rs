@@ -17,15 +17,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 
 use crate::checkpoint::{Checkpoint, Targets, TxSeq};
-use crate::config::{Config, DeliveryConfig, WebhookConfig};
+use crate::config::{Config, DeliveryConfig, SigningKey, WebhookConfig};
 use crate::dead_letter::DeadLetterStore;
-use signature::SigningKey;
 use worker::Worker;
 
 /// Events queued per webhook, beyond those in flight.
@@ -49,8 +48,6 @@ pub(crate) struct Event {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
-    #[error("webhooks[{index}].{reason}")]
-    Webhook { index: usize, reason: String },
     #[error("at most 64 webhooks can be enabled, found {0}")]
     TooMany(usize),
     #[error("cannot build the HTTP client: {0}")]
@@ -122,42 +119,28 @@ impl std::fmt::Debug for WebhookMetrics {
 }
 
 impl Webhook {
-    pub(crate) fn from_config(
-        hook: &WebhookConfig,
-        policy: DeliveryConfig,
-    ) -> Result<Webhook, String> {
-        let url = reqwest::Url::parse(hook.url.expose()).map_err(|e| format!("url: {e}"))?;
+    /// Everything in `hook` was parsed when the config was loaded: this
+    /// cannot fail.
+    pub(crate) fn new(hook: &WebhookConfig) -> Webhook {
+        let url = hook.url.expose().clone();
         let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
         let host = url.host_str().unwrap_or_default();
         let shown_url = format!("{}://{host}{port}{}", url.scheme(), url.path());
-        let method = reqwest::Method::from_bytes(hook.method.as_bytes())
-            .map_err(|e| format!("method: {e}"))?;
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (name, value) in &hook.headers {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|e| format!("headers.{name}: {e}"))?;
-            let mut value = HeaderValue::from_str(value.expose())
-                .map_err(|_| format!("headers.{name}: invalid value"))?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
+            headers.insert(name.clone(), value.expose().clone());
         }
-        let signing_key = match &hook.secret {
-            Some(secret) => {
-                Some(SigningKey::from_secret(secret.expose()).map_err(|e| format!("secret: {e}"))?)
-            }
-            None => None,
-        };
-        Ok(Webhook {
+        Webhook {
             name: hook.name.clone(),
             url,
             shown_url,
-            method,
+            method: hook.method.clone(),
             headers,
-            policy,
-            signing_key,
+            policy: hook.policy.clone(),
+            signing_key: hook.signing_key.clone(),
             metrics: WebhookMetrics::new(&hook.name),
-        })
+        }
     }
 }
 
@@ -170,14 +153,12 @@ pub(crate) struct Webhooks {
 
 impl Webhooks {
     pub(crate) fn from_config(config: &Config) -> Result<Webhooks, DeliveryError> {
-        let mut hooks = Vec::new();
-        for (index, hook) in config.webhooks.iter().enumerate() {
-            if hook.receives_save_lead() {
-                let webhook = Webhook::from_config(hook, config.policy_of(hook))
-                    .map_err(|reason| DeliveryError::Webhook { index, reason })?;
-                hooks.push(Arc::new(webhook));
-            }
-        }
+        let hooks: Vec<_> = config
+            .webhooks
+            .iter()
+            .filter(|hook| hook.receives_save_lead())
+            .map(|hook| Arc::new(Webhook::new(hook)))
+            .collect();
         if hooks.len() > Targets::MAX {
             return Err(DeliveryError::TooMany(hooks.len()));
         }

@@ -5,8 +5,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{HeaderValue, LOCATION, RETRY_AFTER};
 
-use super::Webhook;
 use super::retry::{Failure, parse_retry_after};
+use super::{Webhook, signature};
 
 /// Sends `payload` with its `webhook-id` (and a fresh signature). `Ok` is a
 /// 2xx answer; anything else is a failure for the retry rules to judge.
@@ -27,7 +27,7 @@ pub(crate) async fn attempt(
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs() as i64;
-        let signature = key.sign(id.to_str().unwrap_or_default(), now, payload);
+        let signature = signature::sign(key, id.to_str().unwrap_or_default(), now, payload);
         request = request
             .header("webhook-timestamp", now)
             .header("webhook-signature", signature);

@@ -1,5 +1,10 @@
-use super::*;
-use crate::source::pgoutput::Column;
+use bytes::Bytes;
+
+use super::field::{ColumnMap, Field, FieldMap};
+use super::mapping::*;
+use super::payload::*;
+use crate::source::pgoutput::{Column, OldTuple, Relation, Value};
+use crate::source::prerequisites::KeyColumn;
 
 fn relation(columns: &[(&str, u32)]) -> Relation {
     Relation {
@@ -25,7 +30,7 @@ fn text(s: &str) -> Value {
     Value::Text(Bytes::copy_from_slice(s.as_bytes()))
 }
 
-fn mapping(columns: ColumnsConfig, rel: &Relation) -> LeadMapping {
+fn mapping(columns: ColumnMap, rel: &Relation) -> LeadMapping {
     let key = vec![KeyColumn {
         name: "id".into(),
         type_name: "bigint".into(),
@@ -37,7 +42,7 @@ fn mapping(columns: ColumnsConfig, rel: &Relation) -> LeadMapping {
 
 /// The payload as sent (key order matters) and parsed.
 fn render_row(mapping: &LeadMapping, new: &[Value]) -> (String, serde_json::Value) {
-    let values: [FieldValue<'_>; 11] = std::array::from_fn(|i| mapping.value(i, new, None));
+    let values = FieldMap::from_fn(|field| mapping.value(field, new, None));
     let body = render(&values);
     (
         String::from_utf8(body.to_vec()).unwrap(),
@@ -63,7 +68,7 @@ const ALL: [(&str, u32); 12] = [
 #[test]
 fn nulls_become_empty_strings_nulls_and_zero_by_field_type() {
     let rel = relation(&ALL);
-    let m = mapping(ColumnsConfig::default(), &rel);
+    let m = mapping(ColumnMap::default(), &rel);
     let mut row = vec![Value::Null; 12];
     row[0] = text("1");
     let (body, _) = render_row(&m, &row);
@@ -76,7 +81,7 @@ fn nulls_become_empty_strings_nulls_and_zero_by_field_type() {
 #[test]
 fn text_is_delivered_byte_exact_and_score_as_an_integer() {
     let rel = relation(&ALL);
-    let m = mapping(ColumnsConfig::default(), &rel);
+    let m = mapping(ColumnMap::default(), &rel);
     let tricky = "Zoë \"quoted\" \\ back\nslash ✓ 🚀";
     let mut row: Vec<Value> = (0..12).map(|_| text(tricky)).collect();
     row[11] = text("-9000000000");
@@ -84,7 +89,7 @@ fn text_is_delivered_byte_exact_and_score_as_an_integer() {
     assert_eq!(json["data"]["notes"], tricky);
     assert_eq!(json["data"]["email"], tricky);
     assert_eq!(json["data"]["score"], -9_000_000_000i64);
-    let positions: Vec<usize> = FIELDS
+    let positions: Vec<usize> = Field::ALL
         .iter()
         .map(|f| body.find(&format!("\"{f}\":")).unwrap())
         .collect();
@@ -94,12 +99,10 @@ fn text_is_delivered_byte_exact_and_score_as_an_integer() {
 #[test]
 fn renamed_and_absent_columns_follow_the_config() {
     let rel = relation(&[("id", 20), ("mail", 25), ("points", 21)]);
-    let columns = ColumnsConfig {
-        email: Some(crate::config::ColumnSpec::Column("mail".into())),
-        score: Some(crate::config::ColumnSpec::Column("points".into())),
-        twitter: Some(crate::config::ColumnSpec::Present(false)),
-        ..ColumnsConfig::default()
-    };
+    let mut columns = ColumnMap::default();
+    columns.set(Field::Email, Some("mail".into()));
+    columns.set(Field::Score, Some("points".into()));
+    columns.set(Field::Twitter, None);
     let mut m = LeadMapping::new(&columns, Vec::new(), TABLE.into());
     let warnings = m.describe(&rel);
     // Fields left at their default name but missing from this table are warned about.
@@ -117,14 +120,19 @@ fn renamed_and_absent_columns_follow_the_config() {
 #[test]
 fn an_unchanged_large_value_is_taken_from_a_full_old_tuple() {
     let rel = relation(&ALL);
-    let m = mapping(ColumnsConfig::default(), &rel);
+    let m = mapping(ColumnMap::default(), &rel);
     let mut new = vec![Value::Null; 12];
     new[10] = Value::UnchangedToast;
     let mut old_values = vec![Value::Null; 12];
     old_values[10] = text("long notes");
     let old = OldTuple::Full(crate::source::pgoutput::Tuple { values: old_values });
-    assert!(matches!(m.value(9, &new, Some(&old)), FieldValue::Text(t) if &t[..] == b"long notes"));
-    assert!(matches!(m.value(9, &new, None), FieldValue::Unchanged));
+    assert!(
+        matches!(m.value(Field::Notes, &new, Some(&old)), FieldValue::Text(t) if &t[..] == b"long notes")
+    );
+    assert!(matches!(
+        m.value(Field::Notes, &new, None),
+        FieldValue::Unchanged
+    ));
 }
 
 #[test]
@@ -132,7 +140,7 @@ fn a_score_column_that_stops_being_an_integer_is_warned_about() {
     let mut cols = ALL;
     cols[11] = ("score", 25);
     let rel = relation(&cols);
-    let mut m = LeadMapping::new(&ColumnsConfig::default(), Vec::new(), TABLE.into());
+    let mut m = LeadMapping::new(&ColumnMap::default(), Vec::new(), TABLE.into());
     let warnings = m.describe(&rel);
     assert!(
         warnings.iter().any(|w| w.contains("not an integer")),
@@ -143,7 +151,7 @@ fn a_score_column_that_stops_being_an_integer_is_warned_about() {
 #[test]
 fn a_captured_lead_renders_like_a_streamed_row() {
     let rel = relation(&ALL);
-    let m = mapping(ColumnsConfig::default(), &rel);
+    let m = mapping(ColumnMap::default(), &rel);
     let mut row = vec![Value::Null; 12];
     row[1] = text("a@b.c");
     row[10] = text("line\nbreak \"quoted\" ✓");
@@ -161,9 +169,9 @@ fn a_captured_lead_renders_like_a_streamed_row() {
 #[test]
 fn the_lookup_query_quotes_names_and_casts_the_key() {
     let rel = relation(&ALL);
-    let m = mapping(ColumnsConfig::default(), &rel);
+    let m = mapping(ColumnMap::default(), &rel);
     assert_eq!(
-        m.lookup_query(&[9, 1]),
+        m.lookup_query(&[Field::Notes, Field::Company]),
         r#"SELECT xmin::text, "notes"::text, "company"::text FROM "public"."leads" WHERE "id" = $1::text::bigint"#
     );
 }

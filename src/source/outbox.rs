@@ -71,7 +71,6 @@ impl Outbox {
         let fields: Vec<String> = config
             .source
             .columns
-            .resolve()
             .iter()
             .map(|(field, column)| match column {
                 Some(column) => format!("'{field}', {}::text", row(column)),

@@ -11,7 +11,6 @@ use tokio_postgres::Client;
 
 use crate::config::{Config, SourceMode};
 use crate::dead_letter;
-use crate::lead::INTEGER_TYPES;
 use crate::source::outbox::Outbox;
 use crate::source::replication::quote_identifier;
 use crate::source::slot;
@@ -277,7 +276,7 @@ async fn check_columns(
         )
         .await?;
     let mut mapped = Vec::new();
-    for (field, column) in config.source.columns.resolve() {
+    for (field, column) in config.source.columns.iter() {
         let Some(column) = column else {
             mapped.push(format!("{field} = (absent)"));
             continue;
@@ -289,9 +288,10 @@ async fn check_columns(
             continue;
         };
         let (type_oid, type_name): (u32, String) = (row.get(1), row.get(2));
-        if field == "score" && !INTEGER_TYPES.contains(&type_oid) {
+        // Only an integer field can refuse a type.
+        if !field.kind().accepts(type_oid) {
             report.problems.push(format!(
-                "source.columns.score: column {column:?} has type {type_name}; score needs smallint, integer or bigint"
+                "source.columns.{field}: column {column:?} has type {type_name}; {field} needs smallint, integer or bigint"
             ));
         }
         mapped.push(format!("{field} = {column} ({type_name})"));

@@ -106,8 +106,7 @@ async fn check_rows_and_columns(
     let needed = config
         .source
         .columns
-        .resolve()
-        .into_iter()
+        .iter()
         .filter_map(|(_, column)| column)
         .chain(report.key.iter().map(|k| k.name.as_str()));
     let mut unlisted: Vec<&str> = needed

@@ -1,0 +1,157 @@
+//! `[database]` and `[source]`: where changes come from.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use super::{Secret, checked, duration};
+use crate::lead::field::ColumnMap;
+
+/// `[database]`, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct DatabaseConfig {
+    /// libpq-style URL; may hold a password, so it is only ever shown
+    /// redacted. Parsed when connecting: a URL that libpq would refuse
+    /// stops `run` there, naming the key (see `database`).
+    pub(crate) url: Secret,
+    /// Where the sidecar keeps objects of its own (dead letters, outbox).
+    pub(crate) schema: String,
+}
+
+/// `[database]` as written: `url` is required, so the section has no
+/// `Default` and `schema` is an `Option`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DatabaseFile {
+    pub(super) url: Secret,
+    schema: Option<String>,
+}
+
+impl DatabaseFile {
+    pub(super) fn check(self, problems: &mut Vec<String>) -> Option<DatabaseConfig> {
+        let schema = self.schema.unwrap_or_else(|| "leadhook".into());
+        let schema =
+            checked(problems, "database.schema", check_identifier(&schema)).map(|()| schema)?;
+        Some(DatabaseConfig {
+            url: self.url,
+            schema,
+        })
+    }
+}
+
+/// `[source]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct SourceConfig {
+    pub(crate) mode: SourceMode,
+    /// `schema.table`, or just `table` for `public`.
+    pub(crate) table: TableName,
+    pub(crate) slot: String,
+    pub(crate) publication: String,
+    /// Create the publication and slot when missing (needs table ownership).
+    pub(crate) create: bool,
+    /// `[source.columns]`: payload field → column (see [`ColumnMap`]).
+    pub(crate) columns: ColumnMap,
+    /// Notify mode: how often the outbox is read even without a notification.
+    #[serde(deserialize_with = "duration")]
+    pub(crate) poll_interval: Duration,
+}
+
+impl SourceConfig {
+    /// Names reach SQL quoted, so only what PostgreSQL could not store is refused.
+    pub(super) fn check(&self, problems: &mut Vec<String>) {
+        checked(problems, "source.slot", check_identifier(&self.slot));
+        checked(
+            problems,
+            "source.publication",
+            check_identifier(&self.publication),
+        );
+        checked(problems, "source.table", self.table.check());
+    }
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            mode: SourceMode::default(),
+            table: TableName::parse("public.leads"),
+            slot: "leadhook".into(),
+            publication: "leadhook_leads".into(),
+            create: true,
+            columns: ColumnMap::default(),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SourceMode {
+    #[default]
+    Replication,
+    /// A trigger outbox and LISTEN/NOTIFY, for databases without logical replication.
+    Notify,
+}
+
+/// A schema-qualified table name, split once when `source.table` is read.
+/// Its parts are checked with the rest of the config (so every problem is
+/// reported at once): a `TableName` in a loaded `Config` is valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TableName {
+    pub(crate) schema: String,
+    pub(crate) name: String,
+}
+
+impl TableName {
+    /// `"schema"."name"`, ready for SQL.
+    pub(crate) fn quoted(&self) -> String {
+        use postgres_protocol::escape::escape_identifier;
+        format!(
+            "{}.{}",
+            escape_identifier(&self.schema),
+            escape_identifier(&self.name)
+        )
+    }
+
+    /// `schema.table`, or `table` in `public`.
+    fn parse(text: &str) -> TableName {
+        let (schema, name) = text.split_once('.').unwrap_or(("public", text));
+        TableName {
+            schema: schema.into(),
+            name: name.into(),
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        check_identifier(&self.schema)?;
+        check_identifier(&self.name)
+    }
+}
+
+impl<'de> Deserialize<'de> for TableName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|text| TableName::parse(&text))
+    }
+}
+
+impl std::fmt::Display for TableName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.schema, self.name)
+    }
+}
+
+/// Names are quoted wherever they reach SQL, so any non-empty name Postgres
+/// could store is fine; this only rejects what it could not.
+fn check_identifier(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        Err("must not be empty".into())
+    } else if name.len() > 63 {
+        Err(format!(
+            "{name:?} is longer than PostgreSQL's 63-byte name limit"
+        ))
+    } else if name.contains('\0') {
+        Err("must not contain NUL".into())
+    } else {
+        Ok(())
+    }
+}

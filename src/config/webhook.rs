@@ -1,0 +1,224 @@
+//! `[[webhooks]]`: where deliveries go. Read as written, then parsed once
+//! into a [`WebhookConfig`] whose URL, method, headers and signing key are
+//! typed values, so building a request from it cannot fail.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::{Method, Url};
+use serde::Deserialize;
+
+use super::{DeliveryConfig, OnExhausted, Secret, checked, optional_duration};
+
+/// The one event the product knows.
+const SAVE_LEAD: &str = "save_lead";
+
+/// A webhook, checked: what delivery needs, typed.
+#[derive(Debug, Clone)]
+pub(crate) struct WebhookConfig {
+    pub(crate) name: String,
+    /// May hold credentials, so it is only shown redacted.
+    pub(crate) url: Secret<Url>,
+    /// POST (documented), PUT or PATCH (for receivers that model leads as
+    /// resources).
+    pub(crate) method: Method,
+    pub(crate) enabled: bool,
+    /// Whether `events` lists `save_lead`.
+    pub(crate) save_lead: bool,
+    /// Values are secrets (tokens): never logged, and marked sensitive.
+    pub(crate) headers: HeaderMap<Secret<HeaderValue>>,
+    /// Signs each request (Standard Webhooks).
+    pub(crate) signing_key: Option<SigningKey>,
+    /// `[delivery]` with this webhook's overrides applied.
+    pub(crate) policy: DeliveryConfig,
+}
+
+impl WebhookConfig {
+    /// Whether this webhook gets `save_lead` deliveries at all.
+    pub(crate) fn receives_save_lead(&self) -> bool {
+        self.enabled && self.save_lead
+    }
+}
+
+/// A `[[webhooks]]` entry as written: `None` is a key left out. `name` and
+/// `url` are required, so the entry has no `Default`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WebhookFile {
+    name: String,
+    pub(super) url: Secret,
+    method: Option<String>,
+    enabled: Option<bool>,
+    events: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) headers: BTreeMap<String, Secret>,
+    /// `whsec_…` base64 or raw.
+    pub(super) secret: Option<Secret>,
+    // Overrides of the `[delivery]` keys of the same names.
+    #[serde(default, deserialize_with = "optional_duration")]
+    timeout: Option<Duration>,
+    max_attempts: Option<u32>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    initial_backoff: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    max_backoff: Option<Duration>,
+    no_retry_statuses: Option<Vec<u16>>,
+    on_exhausted: Option<OnExhausted>,
+    max_in_flight: Option<usize>,
+}
+
+impl WebhookFile {
+    /// Parses entry `i`, recording every problem (keyed `webhooks[i].…`);
+    /// `None` when there was one. Its policy is checked later, once the rest
+    /// of the config is sound (see `Config::check`).
+    pub(super) fn check(
+        self,
+        i: usize,
+        delivery: &DeliveryConfig,
+        names: &mut HashSet<String>,
+        problems: &mut Vec<String>,
+    ) -> Option<WebhookConfig> {
+        let key = format!("webhooks[{i}]");
+        let before = problems.len();
+        if self.name.trim().is_empty() {
+            problems.push(format!("{key}.name: must not be empty"));
+        } else if !names.insert(self.name.clone()) {
+            problems.push(format!(
+                "{key}.name: duplicate webhook name {:?}; names must be unique",
+                self.name
+            ));
+        }
+        let url = checked(
+            problems,
+            format_args!("{key}.url"),
+            webhook_url(self.url.expose()),
+        );
+        let method = checked(
+            problems,
+            format_args!("{key}.method"),
+            method(self.method.as_deref().unwrap_or("POST")),
+        );
+        let events = self.events.unwrap_or_else(|| vec![SAVE_LEAD.into()]);
+        for event in events.iter().filter(|e| *e != SAVE_LEAD) {
+            problems.push(format!(
+                "{key}.events: unknown event {event:?}; the supported event is \"save_lead\""
+            ));
+        }
+        let headers = headers(&key, &self.headers, problems);
+        let signing_key = match &self.secret {
+            Some(secret) => Some(checked(
+                problems,
+                format_args!("{key}.secret"),
+                SigningKey::from_secret(secret.expose()),
+            )?),
+            None => None,
+        };
+        let policy = DeliveryConfig {
+            timeout: self.timeout.unwrap_or(delivery.timeout),
+            max_attempts: self.max_attempts.unwrap_or(delivery.max_attempts),
+            initial_backoff: self.initial_backoff.unwrap_or(delivery.initial_backoff),
+            max_backoff: self.max_backoff.unwrap_or(delivery.max_backoff),
+            no_retry_statuses: self
+                .no_retry_statuses
+                .unwrap_or_else(|| delivery.no_retry_statuses.clone()),
+            on_exhausted: self.on_exhausted.unwrap_or(delivery.on_exhausted),
+            max_in_flight: self.max_in_flight.unwrap_or(delivery.max_in_flight),
+        };
+        if problems.len() > before {
+            return None;
+        }
+        Some(WebhookConfig {
+            name: self.name,
+            url: url?.into(),
+            method: method?,
+            enabled: self.enabled.unwrap_or(true),
+            save_lead: events.iter().any(|e| e == SAVE_LEAD),
+            headers,
+            signing_key,
+            policy,
+        })
+    }
+}
+
+/// Checks scheme and host without ever echoing the URL (it may hold credentials).
+fn webhook_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("not a valid URL ({e})"))?;
+    match url.scheme() {
+        "http" | "https" if url.host().is_some() => Ok(url),
+        "http" | "https" => Err("URL has no host".into()),
+        other => Err(format!(
+            "scheme {other:?} is not supported; use http or https"
+        )),
+    }
+}
+
+/// POST, PUT or PATCH, in any case.
+fn method(text: &str) -> Result<Method, String> {
+    match text.to_ascii_uppercase().as_str() {
+        "POST" => Ok(Method::POST),
+        "PUT" => Ok(Method::PUT),
+        "PATCH" => Ok(Method::PATCH),
+        other => Err(format!(
+            "unsupported method {other:?}; use POST, PUT or PATCH"
+        )),
+    }
+}
+
+/// Valid names and values, the values marked sensitive (hidden from
+/// `Debug`, and from HTTP/2 header compression).
+fn headers(
+    key: &str,
+    written: &BTreeMap<String, Secret>,
+    problems: &mut Vec<String>,
+) -> HeaderMap<Secret<HeaderValue>> {
+    let mut headers = HeaderMap::default();
+    for (name, value) in written {
+        let Ok(parsed) = HeaderName::from_bytes(name.as_bytes()) else {
+            problems.push(format!(
+                "{key}.headers: {name:?} is not a valid HTTP header name"
+            ));
+            continue;
+        };
+        let Ok(mut value) = HeaderValue::from_str(value.expose()) else {
+            problems.push(format!(
+                "{key}.headers.{name}: value is not a valid HTTP header value"
+            ));
+            continue;
+        };
+        value.set_sensitive(true);
+        headers.insert(parsed, Secret::from(value));
+    }
+    headers
+}
+
+/// A webhook's signing key, decoded from `secret` when the config is loaded.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct SigningKey(Vec<u8>);
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SigningKey([redacted])")
+    }
+}
+
+impl SigningKey {
+    /// `whsec_<base64>` (the Standard Webhooks form) or any other text, used as is.
+    pub(crate) fn from_secret(secret: &str) -> Result<SigningKey, String> {
+        match secret.strip_prefix("whsec_") {
+            Some(encoded) => STANDARD
+                .decode(encoded)
+                .map(SigningKey)
+                .map_err(|_| "a whsec_ secret must be base64 after the prefix".to_owned()),
+            None if secret.is_empty() => Err("must not be empty".to_owned()),
+            None => Ok(SigningKey(secret.as_bytes().to_vec())),
+        }
+    }
+
+    pub(crate) fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}

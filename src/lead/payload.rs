@@ -1,0 +1,83 @@
+//! The `save_lead` payload, pure: field values in, bytes out.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use serde::ser::{Serialize, SerializeStruct, Serializer};
+
+use super::LeadError;
+use super::field::{Field, FieldKind, FieldMap};
+
+/// The payload of an outbox row's `lead` (JSON): payload field → the
+/// column's text, as notify mode's trigger captured it, exactly as the
+/// replication stream would carry it. Same rendering as the stream, so the
+/// same row gives byte-identical payloads in both modes.
+pub(crate) fn captured_payload(lead: &str) -> Result<Bytes, LeadError> {
+    let captured = |e: serde_json::Error| LeadError::Captured(e.to_string());
+    let mut json = serde_json::Deserializer::from_str(lead);
+    let lead = FieldMap::<Option<String>>::deserialize_lenient(&mut json).map_err(captured)?;
+    json.end().map_err(captured)?;
+    let values = lead.map(|text| match text {
+        Some(text) => FieldValue::Text(Cow::Owned(text.into_bytes())),
+        None => FieldValue::Null,
+    });
+    Ok(render(&values))
+}
+
+/// A field's value before it is rendered.
+#[derive(Debug)]
+pub(super) enum FieldValue<'a> {
+    Null,
+    Text(Cow<'a, [u8]>),
+    /// Not in the stream (unchanged TOAST); filled in before rendering.
+    Unchanged,
+}
+
+impl FieldValue<'_> {
+    fn text(&self) -> Option<Cow<'_, str>> {
+        match self {
+            FieldValue::Text(bytes) => Some(String::from_utf8_lossy(bytes)),
+            FieldValue::Null | FieldValue::Unchanged => None,
+        }
+    }
+}
+
+/// `{"data": {...}}`
+struct Payload<'v, 'a>(&'v FieldMap<FieldValue<'a>>);
+
+impl Serialize for Payload<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut payload = serializer.serialize_struct("Payload", 1)?;
+        payload.serialize_field("data", &Lead(self.0))?;
+        payload.end()
+    }
+}
+
+/// The fields in payload order, each rendered as its kind says.
+struct Lead<'v, 'a>(&'v FieldMap<FieldValue<'a>>);
+
+impl Serialize for Lead<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut lead = serializer.serialize_struct("Lead", Field::COUNT)?;
+        for (field, value) in self.0.iter() {
+            let text = value.text();
+            let name = field.name();
+            match field.kind() {
+                FieldKind::Text => lead.serialize_field(name, &text.unwrap_or_default())?,
+                FieldKind::NullableText => lead.serialize_field(name, &text)?,
+                FieldKind::Integer => {
+                    let number: i64 = text.and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+                    lead.serialize_field(name, &number)?
+                }
+            }
+        }
+        lead.end()
+    }
+}
+
+pub(super) fn render(values: &FieldMap<FieldValue<'_>>) -> Bytes {
+    let mut out = Vec::with_capacity(256);
+    // Serialising strings and integers into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, &Payload(values));
+    Bytes::from(out)
+}

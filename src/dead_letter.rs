@@ -13,11 +13,11 @@ use tokio_postgres::Client;
 use crate::config::Config;
 use crate::database::{Database, DatabaseError};
 use crate::delivery::{Webhook, request};
-use crate::source::replication::quote_identifier;
+use postgres_protocol::escape::escape_identifier;
 
 /// The table and its schema; `sql/setup.sql` carries the same statements.
 pub(crate) fn create_statements(schema: &str) -> String {
-    let schema = quote_identifier(schema);
+    let schema = escape_identifier(schema);
     format!(
         "CREATE SCHEMA IF NOT EXISTS {schema};
 CREATE TABLE IF NOT EXISTS {schema}.dead_letters (
@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS {schema}.dead_letters (
 }
 
 pub(crate) fn table(schema: &str) -> String {
-    format!("{}.dead_letters", quote_identifier(schema))
+    format!("{}.dead_letters", escape_identifier(schema))
 }
 
 /// One change a webhook gave up on.

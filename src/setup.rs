@@ -10,7 +10,7 @@ use crate::database::{Database, DatabaseError};
 use crate::dead_letter;
 use crate::source::outbox::Outbox;
 use crate::source::prerequisites::{self, KeyColumn, publication};
-use crate::source::replication::quote_identifier;
+use postgres_protocol::escape::escape_identifier;
 use crate::source::slot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,7 +224,7 @@ async fn uninstall_replication(
     }
     sql.batch_execute(&format!(
         "DROP PUBLICATION IF EXISTS {}",
-        quote_identifier(publication)
+        escape_identifier(publication)
     ))
     .await?;
     writeln!(

@@ -12,7 +12,7 @@ use super::field::{ColumnMap, Field, FieldMap};
 use super::payload::{FieldValue, render};
 use crate::source::pgoutput::{OldTuple, Relation, Value};
 use crate::source::prerequisites::KeyColumn;
-use crate::source::replication::quote_identifier;
+use postgres_protocol::escape::escape_identifier;
 
 /// How the configured fields land on the table as the stream last described it.
 #[derive(Debug)]
@@ -208,7 +208,7 @@ impl LeadMapping {
         let columns: Vec<String> = fields
             .iter()
             .filter_map(|&field| self.columns.column(field))
-            .map(|name| format!("{}::text", quote_identifier(name)))
+            .map(|name| format!("{}::text", escape_identifier(name)))
             .collect();
         let conditions: Vec<String> = self
             .key
@@ -217,7 +217,7 @@ impl LeadMapping {
             .map(|(i, k)| {
                 format!(
                     "{} = ${}::text::{}",
-                    quote_identifier(&k.name),
+                    escape_identifier(&k.name),
                     i + 1,
                     k.type_name
                 )

@@ -23,7 +23,9 @@ use crate::lead::{LeadError, captured_payload};
 use crate::lsn::{Lsn, PG_EPOCH_OFFSET_MICROS};
 use crate::shutdown::Shutdown;
 use crate::source::outbox::Outbox;
-use crate::source::replication::{ServerIdentity, quote_identifier};
+use postgres_protocol::escape::escape_identifier;
+
+use crate::source::replication::ServerIdentity;
 
 /// Rows read per query.
 const BATCH: i64 = 500;
@@ -74,7 +76,7 @@ impl OutboxConnection {
         if !try_lock(&sql, &outbox).await? {
             return Err(OutboxError::Locked);
         }
-        sql.batch_execute(&format!("LISTEN {}", quote_identifier(&outbox.channel())))
+        sql.batch_execute(&format!("LISTEN {}", escape_identifier(&outbox.channel())))
             .await?;
         let epoch = epoch(&sql, &outbox).await?;
         let system = system_tag(&sql).await?;

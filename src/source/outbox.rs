@@ -10,7 +10,7 @@
 
 use crate::config::{Config, TableName};
 use crate::source::prerequisites::KeyColumn;
-use crate::source::replication::quote_identifier;
+use postgres_protocol::escape::escape_identifier;
 
 /// The outbox, the function and the trigger of one config.
 #[derive(Debug, Clone)]
@@ -29,7 +29,7 @@ impl Outbox {
 
     /// `"schema".outbox`
     pub(crate) fn table(&self) -> String {
-        format!("{}.outbox", quote_identifier(&self.schema))
+        format!("{}.outbox", escape_identifier(&self.schema))
     }
 
     /// The notification channel: one per sidecar schema. Derived from a hash
@@ -44,7 +44,7 @@ impl Outbox {
     }
 
     fn function(&self) -> String {
-        format!("{}.capture_lead", quote_identifier(&self.schema))
+        format!("{}.capture_lead", escape_identifier(&self.schema))
     }
 
     fn trigger(&self) -> &'static str {
@@ -54,8 +54,8 @@ impl Outbox {
     fn leads(&self) -> String {
         format!(
             "{}.{}",
-            quote_identifier(&self.table.schema),
-            quote_identifier(&self.table.name)
+            escape_identifier(&self.table.schema),
+            escape_identifier(&self.table.name)
         )
     }
 
@@ -67,7 +67,7 @@ impl Outbox {
     /// Everything notify mode needs, idempotent (safe to run again after
     /// changing `[source.columns]`).
     pub(crate) fn install_sql(&self, config: &Config, key: &[KeyColumn]) -> String {
-        let row = |name: &str| format!("NEW.{}", quote_identifier(name));
+        let row = |name: &str| format!("NEW.{}", escape_identifier(name));
         let fields: Vec<String> = config
             .source
             .columns
@@ -113,7 +113,7 @@ DROP TRIGGER IF EXISTS {trigger} ON {leads};
 CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE ON {leads}
     FOR EACH ROW EXECUTE FUNCTION {function}();
 ",
-            schema = quote_identifier(&self.schema),
+            schema = escape_identifier(&self.schema),
             outbox = self.table(),
             function = self.function(),
             trigger = self.trigger(),

@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 use crate::config::{Config, SourceMode};
 use crate::dead_letter;
 use crate::source::outbox::Outbox;
-use crate::source::replication::quote_identifier;
+use postgres_protocol::escape::escape_identifier;
 use crate::source::slot;
 
 pub(crate) mod publication;
@@ -174,7 +174,7 @@ async fn check_server(
     } else {
         report.problems.push(format!(
             "role {user} may not replicate: run ALTER ROLE {} REPLICATION; as a superuser (see sql/setup.sql)",
-            quote_identifier(&user)
+            escape_identifier(&user)
         ));
     }
     Ok(())

@@ -24,7 +24,9 @@ use crate::checkpoint::{Checkpoint, SlotStart};
 use crate::config::Config;
 use crate::database::{Database, DatabaseError};
 use crate::lsn::Lsn;
-use crate::source::replication::{ServerIdentity, quote_identifier};
+use postgres_protocol::escape::escape_identifier;
+
+use crate::source::replication::ServerIdentity;
 
 /// Slot creation waiting longer than this is reported, with what it waits for.
 const CREATION_WARNING: Duration = Duration::from_secs(30);
@@ -41,12 +43,12 @@ pub(crate) fn create_statement(schema: &str) -> String {
     confirmed_lsn     pg_lsn      NOT NULL,
     confirmed_at      timestamptz NOT NULL
 );",
-        quote_identifier(schema)
+        escape_identifier(schema)
     )
 }
 
 pub(crate) fn table(schema: &str) -> String {
-    format!("{}.slots", quote_identifier(schema))
+    format!("{}.slots", escape_identifier(schema))
 }
 
 #[derive(Debug, thiserror::Error)]

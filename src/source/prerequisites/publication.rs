@@ -7,7 +7,7 @@ use tokio_postgres::Client;
 
 use super::Inspection;
 use crate::config::Config;
-use crate::source::replication::quote_identifier;
+use postgres_protocol::escape::escape_identifier;
 
 /// `CREATE PUBLICATION` for the table. A partitioned table's changes are
 /// published under the partitions' names unless `publish_via_partition_root`
@@ -20,7 +20,7 @@ pub(crate) fn create_statement(config: &Config, partitioned: bool) -> String {
     };
     format!(
         "CREATE PUBLICATION {} FOR TABLE {}{with};",
-        quote_identifier(&config.source.publication),
+        escape_identifier(&config.source.publication),
         config.table().quoted()
     )
 }
@@ -32,7 +32,7 @@ pub(super) async fn check(
     report: &mut Inspection,
 ) -> Result<(), tokio_postgres::Error> {
     let (name, table) = (&config.source.publication, config.table());
-    let quoted = quote_identifier(name);
+    let quoted = escape_identifier(name);
     let row = sql
         .query_opt(
             "SELECT p.pubinsert AND p.pubupdate, p.pubviaroot,
@@ -95,7 +95,7 @@ async fn check_rows_and_columns(
     let (filter, columns): (Option<String>, Option<Vec<String>>) = (row.get(0), row.get(1));
     let re_add = format!(
         "ALTER PUBLICATION {q} DROP TABLE {table}; ALTER PUBLICATION {q} ADD TABLE {table};",
-        q = quote_identifier(name)
+        q = escape_identifier(name)
     );
     if let Some(filter) = filter {
         report.problems.push(format!(

@@ -2,6 +2,7 @@
 //! a read buffer, reading the CopyData the stream carries, and writing the
 //! commands and status updates we send. Pure, so it is tested without a server.
 
+use postgres_protocol::escape::escape_identifier;
 use std::io;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -89,13 +90,10 @@ pub(super) fn status_update(lsn: Lsn, now: i64, ping: bool) -> Bytes {
 /// Slot and publication are identifiers: double-quoted, and the publication
 /// list is also a string literal, so single quotes are doubled as well.
 pub(super) fn start_replication_command(slot: &str, publication: &str, start: Lsn) -> String {
-    let publications = quote_identifier(publication).replace('\'', "''");
+    let publications = escape_identifier(publication).replace('\'', "''");
     format!(
         "START_REPLICATION SLOT {} LOGICAL {start} (proto_version '1', publication_names '{publications}')",
-        quote_identifier(slot)
+        escape_identifier(slot)
     )
 }
 
-pub(crate) fn quote_identifier(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}

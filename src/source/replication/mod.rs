@@ -32,7 +32,7 @@ mod identify;
 mod transport;
 
 pub use error::ReplicationError;
-pub(crate) use frame::{ReplicationMessage, quote_identifier};
+pub(crate) use frame::ReplicationMessage;
 pub(crate) use identify::ServerIdentity;
 
 use error::{ProtocolError, server_error};

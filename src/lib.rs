@@ -42,5 +42,8 @@ pub mod source;
 mod change;
 mod checkpoint;
 mod delivery;
+
+/// `leadhook dead-letters replay`: re-delivery, so it lives with delivery.
+pub use delivery::replay;
 mod lead;
 mod shutdown;

@@ -207,7 +207,7 @@ async fn dead_letters(command: DeadLettersCommand) -> ExitCode {
             config,
         } => {
             let result = match load(&config) {
-                Ok(loaded) => leadhook::dead_letter::replay(
+                Ok(loaded) => leadhook::replay::replay(
                     &loaded,
                     webhook.as_deref(),
                     id.as_deref(),

@@ -8,6 +8,7 @@
 //! source stop reading. Either way the backlog stays in the server's WAL,
 //! not in memory.
 
+pub mod replay;
 pub(crate) mod request;
 pub(crate) mod retry;
 mod signature;

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use crate::config::Config;
 use crate::database::Database;
 use crate::delivery::Webhooks;
-use crate::source::prerequisites;
+use crate::setup::prerequisites;
 
 /// Prints the findings; returns whether everything needed is in place.
 pub async fn check(config: &Config, out: &mut impl Write) -> io::Result<bool> {

@@ -121,9 +121,7 @@ async fn wait_until_streaming(
         if sidecar.is_finished() {
             bail!("the sidecar stopped during startup (see the log above)");
         }
-        let row = sql
-            .query_one(SLOT_IS_STREAMING, &[&"leadhook"])
-            .await?;
+        let row = sql.query_one(SLOT_IS_STREAMING, &[&"leadhook"]).await?;
         if row.get::<_, bool>(0) {
             return Ok(());
         }

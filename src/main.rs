@@ -207,14 +207,11 @@ async fn dead_letters(command: DeadLettersCommand) -> ExitCode {
             config,
         } => {
             let result = match load(&config) {
-                Ok(loaded) => leadhook::replay::replay(
-                    &loaded,
-                    webhook.as_deref(),
-                    id.as_deref(),
-                    &mut out,
-                )
-                .await
-                .map(|report| report.failed == 0 && report.skipped == 0),
+                Ok(loaded) => {
+                    leadhook::replay::replay(&loaded, webhook.as_deref(), id.as_deref(), &mut out)
+                        .await
+                        .map(|report| report.failed == 0 && report.skipped == 0)
+                }
                 Err(code) => return code,
             };
             (config, result)

@@ -64,7 +64,11 @@ pub async fn list(
     Ok(rows.len())
 }
 
-pub(super) fn write_table(out: &mut impl Write, header: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
+pub(super) fn write_table(
+    out: &mut impl Write,
+    header: &[&str],
+    rows: &[Vec<String>],
+) -> std::io::Result<()> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -85,4 +89,3 @@ pub(super) fn write_table(out: &mut impl Write, header: &[&str], rows: &[Vec<Str
     }
     Ok(())
 }
-

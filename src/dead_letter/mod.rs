@@ -11,37 +11,13 @@ mod tests;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use postgres_protocol::escape::escape_identifier;
 
 use crate::database::DatabaseError;
+pub(crate) use crate::setup::objects::dead_letter_table as table;
 
 pub use list::list;
 pub(crate) use list::select;
 pub(crate) use store::DeadLetterStore;
-
-/// The table and its schema; `sql/setup.sql` carries the same statements.
-pub(crate) fn create_statements(schema: &str) -> String {
-    let schema = escape_identifier(schema);
-    format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema};
-CREATE TABLE IF NOT EXISTS {schema}.dead_letters (
-    id               bigserial   PRIMARY KEY,
-    webhook          text        NOT NULL,
-    webhook_id       text        NOT NULL,
-    payload          text        NOT NULL,
-    attempts         integer     NOT NULL,
-    last_status      integer,
-    last_error       text        NOT NULL,
-    first_attempt_at timestamptz NOT NULL,
-    last_attempt_at  timestamptz NOT NULL,
-    UNIQUE (webhook, webhook_id)
-);"
-    )
-}
-
-pub(crate) fn table(schema: &str) -> String {
-    format!("{}.dead_letters", escape_identifier(schema))
-}
 
 /// One change a webhook gave up on.
 #[derive(Debug, Clone)]

@@ -91,4 +91,3 @@ pub(super) fn explain(table: &str, e: tokio_postgres::Error) -> DeadLetterError 
         DeadLetterError::Sql(e)
     }
 }
-

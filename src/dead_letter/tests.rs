@@ -2,22 +2,12 @@ use super::list::write_table;
 use super::*;
 use crate::database::Database;
 
-#[test]
-fn the_dba_script_creates_the_same_table_as_the_sidecar() {
-    let script = include_str!("../../sql/setup.sql");
-    assert!(
-        script.contains(&create_statements("leadhook")),
-        "sql/setup.sql is out of date"
-    );
-}
-
 #[tokio::test]
 async fn a_letter_stored_again_keeps_its_first_payload_and_adds_the_attempts() {
     let cluster = leadhook_testkit::cluster::Cluster::start(Default::default()).expect("a cluster");
-    let db =
-        Database::from_url(&format!("{}?sslmode=disable", cluster.url("postgres"))).unwrap();
+    let db = Database::from_url(&format!("{}?sslmode=disable", cluster.url("postgres"))).unwrap();
     let sql = db.sql().await.unwrap();
-    sql.batch_execute(&create_statements("leadhook"))
+    sql.batch_execute(&crate::setup::objects::dead_letter_statements("leadhook"))
         .await
         .unwrap();
     let store = DeadLetterStore::new(db, "leadhook");
@@ -58,4 +48,3 @@ fn tables_are_aligned_for_reading() {
         "ID  WEBHOOK\n1   long webhook name\n22  b\n"
     );
 }
-

@@ -80,4 +80,3 @@ fn replay_target(config: &Config, name: &str) -> Result<Webhook, String> {
     }
     Ok(Webhook::new(hook))
 }
-

@@ -11,8 +11,14 @@ use super::LeadError;
 use super::field::{ColumnMap, Field, FieldMap};
 use super::payload::{FieldValue, render};
 use crate::source::pgoutput::{OldTuple, Relation, Value};
-use crate::source::prerequisites::KeyColumn;
 use postgres_protocol::escape::escape_identifier;
+
+/// A primary-key column: reading a row back needs its name and SQL type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyColumn {
+    pub(crate) name: String,
+    pub(crate) type_name: String,
+}
 
 /// How the configured fields land on the table as the stream last described it.
 #[derive(Debug)]

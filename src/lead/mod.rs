@@ -24,7 +24,7 @@ use tokio_postgres::Client;
 use crate::change::{RowChange, SourceMessage};
 use crate::delivery::{Dispatcher, Event};
 
-pub(crate) use mapping::LeadMapping;
+pub(crate) use mapping::{KeyColumn, LeadMapping};
 pub(crate) use payload::captured_payload;
 
 /// Errors that stop the lead stage (and so the session, which reconnects).

@@ -3,8 +3,8 @@ use bytes::Bytes;
 use super::field::{ColumnMap, Field, FieldMap};
 use super::mapping::*;
 use super::payload::*;
+use crate::lead::KeyColumn;
 use crate::source::pgoutput::{Column, OldTuple, Relation, Value};
-use crate::source::prerequisites::KeyColumn;
 
 fn relation(columns: &[(&str, u32)]) -> Relation {
     Relation {

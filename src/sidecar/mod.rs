@@ -24,8 +24,8 @@ use crate::database::{Database, DatabaseError};
 use crate::dead_letter::DeadLetterStore;
 use crate::delivery::{DeliveryError, Webhooks};
 use crate::lsn::Lsn;
+use crate::setup::prerequisites::PrerequisiteError;
 use crate::shutdown::Shutdown;
-use crate::source::prerequisites::PrerequisiteError;
 use crate::source::replication::ReplicationError;
 use session::{Session, SessionEnd};
 

@@ -7,9 +7,7 @@
 //! never cuts off a consumer that is merely slow.
 
 pub(crate) mod notify;
-pub(crate) mod outbox;
 pub(crate) mod pgoutput;
-pub mod prerequisites;
 pub(crate) mod replication;
 pub(crate) mod slot;
 

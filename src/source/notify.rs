@@ -21,8 +21,8 @@ use crate::checkpoint::Checkpoint;
 use crate::delivery::{Dispatcher, Event};
 use crate::lead::{LeadError, captured_payload};
 use crate::lsn::{Lsn, PG_EPOCH_OFFSET_MICROS};
+use crate::setup::outbox::Outbox;
 use crate::shutdown::Shutdown;
-use crate::source::outbox::Outbox;
 use postgres_protocol::escape::escape_identifier;
 
 use crate::source::replication::ServerIdentity;
@@ -327,7 +327,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_outbox_is_an_error_that_says_what_to_do_not_a_panic() {
-        let cluster = leadhook_testkit::cluster::Cluster::start(Default::default()).expect("a cluster");
+        let cluster =
+            leadhook_testkit::cluster::Cluster::start(Default::default()).expect("a cluster");
         let url = format!("{}?sslmode=disable", cluster.url("postgres"));
         let sql = crate::database::Database::from_url(&url)
             .unwrap()

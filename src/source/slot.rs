@@ -24,32 +24,12 @@ use crate::checkpoint::{Checkpoint, SlotStart};
 use crate::config::Config;
 use crate::database::{Database, DatabaseError};
 use crate::lsn::Lsn;
-use postgres_protocol::escape::escape_identifier;
+use crate::setup::objects::slots_table as table;
 
 use crate::source::replication::ServerIdentity;
 
 /// Slot creation waiting longer than this is reported, with what it waits for.
 const CREATION_WARNING: Duration = Duration::from_secs(30);
-
-/// The `slots` table: one row per slot leadhook created or followed.
-/// `sql/setup.sql` carries the same statement.
-pub(crate) fn create_statement(schema: &str) -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {}.slots (
-    slot_name         text        PRIMARY KEY,
-    system_identifier text        NOT NULL,
-    created_at        timestamptz NOT NULL,
-    created_lsn       pg_lsn      NOT NULL,
-    confirmed_lsn     pg_lsn      NOT NULL,
-    confirmed_at      timestamptz NOT NULL
-);",
-        escape_identifier(schema)
-    )
-}
-
-pub(crate) fn table(schema: &str) -> String {
-    format!("{}.slots", escape_identifier(schema))
-}
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SlotError {
@@ -314,19 +294,5 @@ pub(crate) async fn monitor(
             }
         }
         tokio::time::sleep(every).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_dba_script_creates_the_same_slot_table_as_the_sidecar() {
-        let script = include_str!("../../sql/setup.sql");
-        assert!(
-            script.contains(&create_statement("leadhook")),
-            "sql/setup.sql is out of date"
-        );
     }
 }

@@ -96,4 +96,3 @@ pub(super) fn start_replication_command(slot: &str, publication: &str, start: Ls
         escape_identifier(slot)
     )
 }
-

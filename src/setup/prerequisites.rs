@@ -10,20 +10,14 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 use crate::config::{Config, SourceMode};
-use crate::dead_letter;
-use crate::source::outbox::Outbox;
 use postgres_protocol::escape::escape_identifier;
-use crate::source::slot;
+
+use crate::lead::KeyColumn;
+use crate::setup::objects;
+use crate::setup::outbox::Outbox;
 
 pub(crate) mod publication;
 mod tables;
-
-/// A primary-key column: reading a row back needs its name and SQL type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct KeyColumn {
-    pub(crate) name: String,
-    pub(crate) type_name: String,
-}
 
 /// The findings, one line each, and what streaming needs from them.
 #[derive(Debug, Default)]
@@ -98,10 +92,10 @@ pub(crate) async fn prepare(
         tracing::info!(outbox = %Outbox::new(config).table(), "installed the outbox and its capture trigger");
     }
     if report.create_own_tables {
-        let mut statements = dead_letter::create_statements(&config.database.schema);
+        let mut statements = objects::dead_letter_statements(&config.database.schema);
         if config.source.mode == SourceMode::Replication {
             statements.push('\n');
-            statements.push_str(&slot::create_statement(&config.database.schema));
+            statements.push_str(&objects::slots_statement(&config.database.schema));
         }
         sql.batch_execute(&statements)
             .await

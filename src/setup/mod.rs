@@ -7,11 +7,16 @@ use tokio_postgres::Client;
 
 use crate::config::{Config, SourceMode};
 use crate::database::{Database, DatabaseError};
-use crate::dead_letter;
-use crate::source::outbox::Outbox;
-use crate::source::prerequisites::{self, KeyColumn, publication};
 use postgres_protocol::escape::escape_identifier;
-use crate::source::slot;
+
+use crate::lead::KeyColumn;
+
+pub(crate) mod objects;
+pub(crate) mod outbox;
+pub mod prerequisites;
+
+use outbox::Outbox;
+use prerequisites::publication;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetupAction {
@@ -97,9 +102,9 @@ async fn install_statements(
             vec![Outbox::new(config).install_sql(config, &primary_key(config, report)?)]
         }
     };
-    statements.push(dead_letter::create_statements(schema));
+    statements.push(objects::dead_letter_statements(schema));
     if mode == SourceMode::Replication {
-        statements.push(slot::create_statement(schema));
+        statements.push(objects::slots_statement(schema));
         if options.replica_identity_full {
             statements.push(replica_identity_full(sql, config).await?);
         }
@@ -203,7 +208,7 @@ async fn uninstall_replication(
         )
         .await?;
     // Without its record, a slot created later is a new one, not a lost one.
-    let record = slot::table(&config.database.schema);
+    let record = objects::slots_table(&config.database.schema);
     let has_record: bool = sql
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&record])
         .await?

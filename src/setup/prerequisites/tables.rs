@@ -6,8 +6,7 @@ use tokio_postgres::Client;
 
 use super::Inspection;
 use crate::config::{Config, SourceMode};
-use crate::dead_letter;
-use crate::source::slot;
+use crate::setup::objects::{dead_letter_table, slots_table};
 
 /// One of leadhook's tables, as `check` describes it.
 struct OwnTable {
@@ -26,7 +25,7 @@ pub(super) async fn check(
     let schema = &config.database.schema;
     let mut tables = vec![OwnTable {
         what: "dead-letter table",
-        table: dead_letter::table(schema),
+        table: dead_letter_table(schema),
         rights: "SELECT, INSERT, UPDATE, DELETE",
         extra_grant: Some(format!(
             "GRANT USAGE ON SEQUENCE {schema}.dead_letters_id_seq TO <role>;"
@@ -35,7 +34,7 @@ pub(super) async fn check(
     if config.source.mode == SourceMode::Replication {
         tables.push(OwnTable {
             what: "slot record table",
-            table: slot::table(schema),
+            table: slots_table(schema),
             rights: "SELECT, INSERT, UPDATE",
             extra_grant: None,
         });

@@ -1,0 +1,73 @@
+//! The tables leadhook keeps in `database.schema`, by name and DDL, in one
+//! place: dead letters, and what it knows of its slot. (The outbox is in
+//! [`super::outbox`], the publication in [`super::prerequisites`].)
+//! `sql/setup.sql` carries the same statements; a test keeps them equal.
+
+use postgres_protocol::escape::escape_identifier;
+
+/// The table and its schema; `sql/setup.sql` carries the same statements.
+pub(crate) fn dead_letter_statements(schema: &str) -> String {
+    let schema = escape_identifier(schema);
+    format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+CREATE TABLE IF NOT EXISTS {schema}.dead_letters (
+    id               bigserial   PRIMARY KEY,
+    webhook          text        NOT NULL,
+    webhook_id       text        NOT NULL,
+    payload          text        NOT NULL,
+    attempts         integer     NOT NULL,
+    last_status      integer,
+    last_error       text        NOT NULL,
+    first_attempt_at timestamptz NOT NULL,
+    last_attempt_at  timestamptz NOT NULL,
+    UNIQUE (webhook, webhook_id)
+);"
+    )
+}
+
+pub(crate) fn dead_letter_table(schema: &str) -> String {
+    format!("{}.dead_letters", escape_identifier(schema))
+}
+
+/// The `slots` table: one row per slot leadhook created or followed.
+/// `sql/setup.sql` carries the same statement.
+pub(crate) fn slots_statement(schema: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {}.slots (
+    slot_name         text        PRIMARY KEY,
+    system_identifier text        NOT NULL,
+    created_at        timestamptz NOT NULL,
+    created_lsn       pg_lsn      NOT NULL,
+    confirmed_lsn     pg_lsn      NOT NULL,
+    confirmed_at      timestamptz NOT NULL
+);",
+        escape_identifier(schema)
+    )
+}
+
+pub(crate) fn slots_table(schema: &str) -> String {
+    format!("{}.slots", escape_identifier(schema))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCRIPT: &str = include_str!("../../sql/setup.sql");
+
+    #[test]
+    fn the_dba_script_creates_the_same_table_as_the_sidecar() {
+        assert!(
+            SCRIPT.contains(&dead_letter_statements("leadhook")),
+            "sql/setup.sql is out of date"
+        );
+    }
+
+    #[test]
+    fn the_dba_script_creates_the_same_slot_table_as_the_sidecar() {
+        assert!(
+            SCRIPT.contains(&slots_statement("leadhook")),
+            "sql/setup.sql is out of date"
+        );
+    }
+}

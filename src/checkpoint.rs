@@ -14,8 +14,8 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use crate::history::ServerIdentity;
 use crate::lsn::Lsn;
-use crate::source::replication::ServerIdentity;
 
 /// Identifies one transaction of the current session, in commit order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

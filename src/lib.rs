@@ -42,6 +42,8 @@ pub mod source;
 mod change;
 mod checkpoint;
 mod delivery;
+mod field;
+mod history;
 
 /// `leadhook dead-letters replay`: re-delivery, so it lives with delivery.
 pub use delivery::replay;

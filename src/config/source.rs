@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use super::{Secret, checked, duration};
-use crate::lead::field::ColumnMap;
+use crate::field::ColumnMap;
 
 /// `[database]`, checked.
 #[derive(Debug, Clone)]

@@ -1,5 +1,5 @@
 use super::*;
-use crate::lead::field::Field;
+use crate::field::Field;
 
 const FULL: &str = r#"
 [database]

@@ -8,17 +8,11 @@ use bytes::Bytes;
 use tokio_postgres::Client;
 
 use super::LeadError;
-use super::field::{ColumnMap, Field, FieldMap};
 use super::payload::{FieldValue, render};
-use crate::source::pgoutput::{OldTuple, Relation, Value};
+use crate::change::row::{OldTuple, Relation, Value};
+use crate::field::{ColumnMap, Field, FieldMap};
+use crate::setup::prerequisites::KeyColumn;
 use postgres_protocol::escape::escape_identifier;
-
-/// A primary-key column: reading a row back needs its name and SQL type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct KeyColumn {
-    pub(crate) name: String,
-    pub(crate) type_name: String,
-}
 
 /// How the configured fields land on the table as the stream last described it.
 #[derive(Debug)]

@@ -5,13 +5,12 @@
 //! other text fields nullable strings (NULL → `null`), `score` an integer
 //! (NULL → `0`). It is serialised once per change and shared by every webhook.
 //!
-//! - `field`: the payload's fields, their names and kinds; every list of
+//! - `crate::field` (beside this folder): the payload's fields, their names and kinds; every list of
 //!   fields elsewhere (column mapping, outbox trigger, checks) derives from it.
 //! - `payload`: field values to payload bytes, pure.
 //! - `mapping`: where the fields are in the stream's tuples, and reading
 //!   back the values a change did not carry.
 
-pub(crate) mod field;
 mod mapping;
 mod payload;
 
@@ -24,7 +23,7 @@ use tokio_postgres::Client;
 use crate::change::{RowChange, SourceMessage};
 use crate::delivery::{Dispatcher, Event};
 
-pub(crate) use mapping::{KeyColumn, LeadMapping};
+pub(crate) use mapping::LeadMapping;
 pub(crate) use payload::captured_payload;
 
 /// Errors that stop the lead stage (and so the session, which reconnects).

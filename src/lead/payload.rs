@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use super::LeadError;
-use super::field::{Field, FieldKind, FieldMap};
+use crate::field::{Field, FieldKind, FieldMap};
 
 /// The payload of an outbox row's `lead` (JSON): payload field → the
 /// column's text, as notify mode's trigger captured it, exactly as the

@@ -1,9 +1,9 @@
 use bytes::Bytes;
 
-use super::field::{ColumnMap, Field, FieldMap};
 use super::mapping::*;
 use super::payload::*;
-use crate::lead::KeyColumn;
+use crate::field::{ColumnMap, Field, FieldMap};
+use crate::setup::prerequisites::KeyColumn;
 use crate::source::pgoutput::{Column, OldTuple, Relation, Value};
 
 fn relation(columns: &[(&str, u32)]) -> Relation {

@@ -9,7 +9,7 @@ use crate::config::{Config, SourceMode};
 use crate::database::{Database, DatabaseError};
 use postgres_protocol::escape::escape_identifier;
 
-use crate::lead::KeyColumn;
+use crate::setup::prerequisites::KeyColumn;
 
 pub(crate) mod objects;
 pub(crate) mod outbox;

@@ -12,12 +12,18 @@ use tokio_postgres::Client;
 use crate::config::{Config, SourceMode};
 use postgres_protocol::escape::escape_identifier;
 
-use crate::lead::KeyColumn;
 use crate::setup::objects;
 use crate::setup::outbox::Outbox;
 
 pub(crate) mod publication;
 mod tables;
+
+/// A primary-key column: reading a row back needs its name and SQL type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyColumn {
+    pub(crate) name: String,
+    pub(crate) type_name: String,
+}
 
 /// The findings, one line each, and what streaming needs from them.
 #[derive(Debug, Default)]

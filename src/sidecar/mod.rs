@@ -26,7 +26,6 @@ use crate::delivery::{DeliveryError, Webhooks};
 use crate::lsn::Lsn;
 use crate::setup::prerequisites::PrerequisiteError;
 use crate::shutdown::Shutdown;
-use crate::source::replication::ReplicationError;
 use session::{Session, SessionEnd};
 
 const FIRST_RETRY: Duration = Duration::from_millis(500);
@@ -35,6 +34,9 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 const STANDBY_RETRY: Duration = Duration::from_secs(1);
 
 /// Why the sidecar stopped for good (everything else is retried).
+
+/// Carried by [`SidecarError::Refused`]; named here so callers can match on it.
+pub use crate::source::replication::ReplicationError;
 #[derive(Debug, thiserror::Error)]
 pub enum SidecarError {
     #[error(transparent)]

@@ -17,13 +17,14 @@ use crate::config::{Config, SourceMode};
 use crate::database::{Database, DatabaseError};
 use crate::dead_letter::DeadLetterStore;
 use crate::delivery::{Dispatcher, Webhooks};
+use crate::history::ServerIdentity;
 use crate::lead::{LeadError, LeadMapping, LeadStage};
 use crate::lsn::Lsn;
 use crate::setup::outbox::Outbox;
 use crate::setup::prerequisites::{self, PrerequisiteError};
 use crate::shutdown::Shutdown;
 use crate::source::notify::{OutboxConnection, OutboxError, OutboxSource};
-use crate::source::replication::{ReplicationConnection, ReplicationError, ServerIdentity};
+use crate::source::replication::{ReplicationConnection, ReplicationError};
 use crate::source::slot::{self, SlotError};
 use crate::source::{Source, SourceError};
 

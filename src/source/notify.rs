@@ -25,7 +25,7 @@ use crate::setup::outbox::Outbox;
 use crate::shutdown::Shutdown;
 use postgres_protocol::escape::escape_identifier;
 
-use crate::source::replication::ServerIdentity;
+use crate::history::ServerIdentity;
 
 /// Rows read per query.
 const BATCH: i64 = 500;

@@ -13,6 +13,8 @@ use bytes::Bytes;
 
 use crate::lsn::Lsn;
 
+pub(crate) use crate::change::row::{Column, OldTuple, Relation, Tuple, Value};
+
 /// One decoded pgoutput message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum LogicalMessage {
@@ -57,29 +59,6 @@ pub(crate) struct Origin {
     pub(crate) name: String,
 }
 
-/// Schema of a table; sent before its first change in a session and again
-/// whenever it changes, so row messages only carry the relation id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Relation {
-    pub(crate) id: u32,
-    /// Empty for `pg_catalog`.
-    pub(crate) namespace: String,
-    pub(crate) name: String,
-    /// `relreplident`: `d`efault, `n`othing, `f`ull or `i`ndex.
-    pub(crate) replica_identity: u8,
-    pub(crate) columns: Vec<Column>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Column {
-    /// Part of the replica identity (every column under `REPLICA IDENTITY FULL`).
-    pub(crate) is_key: bool,
-    pub(crate) name: String,
-    pub(crate) type_oid: u32,
-    /// `atttypmod`; -1 when the type has none.
-    pub(crate) type_modifier: i32,
-}
-
 /// Names a non-builtin type before a `Relation` that uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TypeMessage {
@@ -100,15 +79,6 @@ pub(crate) struct Update {
     /// Only present when the key changed or the replica identity is `FULL`.
     pub(crate) old: Option<OldTuple>,
     pub(crate) new: Tuple,
-}
-
-/// The old row image; which one depends on the table's replica identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum OldTuple {
-    /// `K`: only the replica identity columns are meaningful, the rest are `Null`.
-    Key(Tuple),
-    /// `O`: the whole old row (`REPLICA IDENTITY FULL`).
-    Full(Tuple),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,28 +104,10 @@ pub(crate) struct Message {
     pub(crate) content: Bytes,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Tuple {
-    /// One per column of the relation, in column order.
-    pub(crate) values: Vec<Value>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Value {
-    Null,
-    /// A TOASTed value the change did not touch: the server does not resend
-    /// it, so the caller must keep the previous value or skip the column.
-    UnchangedToast,
-    /// Text output format; left as bytes because the caller decides about UTF-8.
-    Text(Bytes),
-    /// Binary format, only sent when the `binary` option is on.
-    Binary(Bytes),
-}
-
 /// Why a pgoutput message could not be decoded, and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("pgoutput: {kind} at byte {offset}")]
-pub struct DecodeError {
+pub(crate) struct DecodeError {
     kind: ErrorKind,
     offset: usize,
 }
@@ -167,7 +119,7 @@ impl DecodeError {
 
     /// Byte offset into the message where the offending field starts.
     #[cfg(test)]
-    pub fn offset(&self) -> usize {
+    pub(crate) fn offset(&self) -> usize {
         self.offset
     }
 }

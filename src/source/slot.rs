@@ -26,7 +26,7 @@ use crate::database::{Database, DatabaseError};
 use crate::lsn::Lsn;
 use crate::setup::objects::slots_table as table;
 
-use crate::source::replication::ServerIdentity;
+use crate::history::ServerIdentity;
 
 /// Slot creation waiting longer than this is reported, with what it waits for.
 const CREATION_WARNING: Duration = Duration::from_secs(30);

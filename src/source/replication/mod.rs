@@ -33,7 +33,6 @@ mod transport;
 
 pub use error::ReplicationError;
 pub(crate) use frame::ReplicationMessage;
-pub(crate) use identify::ServerIdentity;
 
 use error::{ProtocolError, server_error};
 use frame::{Frame, parse_copy_data, parse_frame};

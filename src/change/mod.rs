@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::checkpoint::{Targets, TxSeq};
 use crate::lsn::{Lsn, PG_EPOCH_OFFSET_MICROS};
-use crate::source::pgoutput::{OldTuple, Relation, Tuple};
+pub(crate) mod row;
+
+pub(crate) use row::{OldTuple, Relation, Tuple};
 
 /// One message from the source to the lead stage.
 #[derive(Debug)]

@@ -1,12 +1,14 @@
-//! What the source hands on: row changes of the leads table, in commit order.
+//! What a source hands on to the lead stage, in commit order: row changes
+//! of the leads table (replication mode) or leads the trigger captured
+//! (notify mode). Both modes meet here.
+
+pub(crate) mod row;
 
 use std::fmt;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::checkpoint::{Targets, TxSeq};
 use crate::lsn::{Lsn, PG_EPOCH_OFFSET_MICROS};
-pub(crate) mod row;
 
 pub(crate) use row::{OldTuple, Relation, Tuple};
 
@@ -17,6 +19,26 @@ pub(crate) enum SourceMessage {
     /// schema change, so the mapping can follow `ALTER TABLE`.
     Relation(Relation),
     Change(RowChange),
+    /// Notify mode: a lead as the capture trigger wrote it.
+    Captured(CapturedLead),
+}
+
+/// An outbox row: the trigger already mapped the columns to the payload's
+/// fields (as text), so only the payload is left to write.
+#[derive(Debug)]
+pub(crate) struct CapturedLead {
+    /// Its `webhook-id` (see `source::notify`).
+    pub(crate) id: String,
+    /// The row's place in the outbox, for the checkpoint.
+    pub(crate) tx: TxSeq,
+    /// The webhooks that still need it.
+    pub(crate) targets: Targets,
+    /// Capture time: µs since 2000-01-01 UTC, like a commit time.
+    pub(crate) commit_time: i64,
+    /// Orders a lead's changes: derived from its captured primary key.
+    pub(crate) key: u64,
+    /// The fields as a JSON object, as the trigger wrote them.
+    pub(crate) lead: String,
 }
 
 /// An INSERT or UPDATE of the leads table (the only changes that are events).

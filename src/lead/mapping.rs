@@ -11,7 +11,7 @@ use super::LeadError;
 use super::payload::{FieldValue, render};
 use crate::change::row::{OldTuple, Relation, Value};
 use crate::field::{ColumnMap, Field, FieldMap};
-use crate::setup::prerequisites::KeyColumn;
+use crate::setup::table::KeyColumn;
 use postgres_protocol::escape::escape_identifier;
 
 /// How the configured fields land on the table as the stream last described it.

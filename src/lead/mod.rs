@@ -20,17 +20,20 @@ use reqwest::header::HeaderValue;
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
-use crate::change::{RowChange, SourceMessage};
+use crate::change::{CapturedLead, RowChange, SourceMessage};
 use crate::delivery::{Dispatcher, Event};
 
 pub(crate) use mapping::LeadMapping;
-pub(crate) use payload::captured_payload;
+use payload::captured_payload;
 
 /// Errors that stop the lead stage (and so the session, which reconnects).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LeadError {
     #[error("a change arrived before the table's Relation message")]
     NoRelation,
+    /// A row change in notify mode, which has no stream to describe rows.
+    #[error("a replication change reached notify mode's lead stage")]
+    NotStreaming,
     #[error("a delivery worker stopped")]
     Downstream,
     /// Cannot happen (a change id is hex digits, `/` and `-`); if it did,
@@ -45,15 +48,42 @@ pub(crate) enum LeadError {
     Lookup(#[from] tokio_postgres::Error),
 }
 
-/// The lead stage: turns each change into an event and dispatches it.
+/// The lead stage: turns each change into an event and dispatches it. The
+/// point where both modes meet, between their source and delivery.
 pub(crate) struct LeadStage {
-    pub(crate) mapping: LeadMapping,
+    /// Replication mode's row mapping; notify mode's rows come mapped.
+    rows: Option<Rows>,
+    dispatcher: Dispatcher,
+}
+
+/// What row changes of the stream need.
+struct Rows {
+    mapping: LeadMapping,
     /// For reading unchanged large values back.
-    pub(crate) sql: Arc<Client>,
-    pub(crate) dispatcher: Dispatcher,
+    sql: Arc<Client>,
 }
 
 impl LeadStage {
+    /// Replication mode: maps the stream's rows, reading back over `sql`.
+    pub(crate) fn for_stream(
+        mapping: LeadMapping,
+        sql: Arc<Client>,
+        dispatcher: Dispatcher,
+    ) -> Self {
+        LeadStage {
+            rows: Some(Rows { mapping, sql }),
+            dispatcher,
+        }
+    }
+
+    /// Notify mode: the trigger captured the fields.
+    pub(crate) fn for_outbox(dispatcher: Dispatcher) -> Self {
+        LeadStage {
+            rows: None,
+            dispatcher,
+        }
+    }
+
     /// Runs until the source goes away or a change cannot be mapped.
     pub(crate) async fn run(
         mut self,
@@ -62,41 +92,63 @@ impl LeadStage {
         while let Some(message) = changes.recv().await {
             match message {
                 SourceMessage::Relation(relation) => {
-                    for warning in self.mapping.describe(&relation) {
+                    let rows = self.rows.as_mut().ok_or(LeadError::NotStreaming)?;
+                    for warning in rows.mapping.describe(&relation) {
                         tracing::warn!("{warning}");
                     }
                 }
                 SourceMessage::Change(change) => self.send(change).await?,
+                SourceMessage::Captured(lead) => self.send_captured(lead).await?,
             }
         }
         Ok(())
     }
 
     async fn send(&mut self, change: RowChange) -> Result<(), LeadError> {
-        let payload = self
+        let rows = self.rows.as_mut().ok_or(LeadError::NotStreaming)?;
+        let payload = rows
             .mapping
             .payload(
                 &change.new.values,
                 change.old.as_ref(),
                 change.xid,
-                &self.sql,
+                &rows.sql,
             )
             .await?;
-        let id = change.id.to_string();
-        let id = HeaderValue::from_str(&id).map_err(|_| LeadError::WebhookId(id))?;
         let event = Event {
-            id,
+            id: header_value(change.id.to_string())?,
             payload,
-            key: self.mapping.lead_key(&change.new.values),
+            key: rows.mapping.lead_key(&change.new.values),
             tx: change.tx,
             targets: change.targets,
             commit_time: change.commit_time,
         };
+        self.dispatch(event).await
+    }
+
+    async fn send_captured(&mut self, lead: CapturedLead) -> Result<(), LeadError> {
+        let event = Event {
+            id: header_value(lead.id)?,
+            payload: captured_payload(&lead.lead)?,
+            key: lead.key,
+            tx: lead.tx,
+            targets: lead.targets,
+            commit_time: lead.commit_time,
+        };
+        self.dispatch(event).await
+    }
+
+    async fn dispatch(&mut self, event: Event) -> Result<(), LeadError> {
         self.dispatcher
             .dispatch(event)
             .await
             .map_err(|_| LeadError::Downstream)
     }
+}
+
+/// A change id as `webhook-id`.
+fn header_value(id: String) -> Result<HeaderValue, LeadError> {
+    HeaderValue::from_str(&id).map_err(|_| LeadError::WebhookId(id))
 }
 
 #[cfg(test)]

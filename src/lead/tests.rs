@@ -3,7 +3,7 @@ use bytes::Bytes;
 use super::mapping::*;
 use super::payload::*;
 use crate::field::{ColumnMap, Field, FieldMap};
-use crate::setup::prerequisites::KeyColumn;
+use crate::setup::table::KeyColumn;
 use crate::source::pgoutput::{Column, OldTuple, Relation, Value};
 
 fn relation(columns: &[(&str, u32)]) -> Relation {

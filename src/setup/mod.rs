@@ -9,11 +9,12 @@ use crate::config::{Config, SourceMode};
 use crate::database::{Database, DatabaseError};
 use postgres_protocol::escape::escape_identifier;
 
-use crate::setup::prerequisites::KeyColumn;
+use crate::setup::table::KeyColumn;
 
 pub(crate) mod objects;
 pub(crate) mod outbox;
 pub mod prerequisites;
+pub(crate) mod table;
 
 use outbox::Outbox;
 use prerequisites::publication;

@@ -1,6 +1,6 @@
 //! The tables leadhook keeps in `database.schema`, by name and DDL, in one
 //! place: dead letters, and what it knows of its slot. (The outbox is in
-//! [`super::outbox`], the publication in [`super::prerequisites`].)
+//! `setup::outbox`, the publication in `setup::prerequisites::publication`.)
 //! `sql/setup.sql` carries the same statements; a test keeps them equal.
 
 use postgres_protocol::escape::escape_identifier;

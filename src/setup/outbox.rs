@@ -9,7 +9,7 @@
 //! the outbox is byte-identical to one built from the replication stream.
 
 use crate::config::{Config, TableName};
-use crate::setup::prerequisites::KeyColumn;
+use crate::setup::table::KeyColumn;
 use postgres_protocol::escape::escape_identifier;
 
 /// The outbox, the function and the trigger of one config.

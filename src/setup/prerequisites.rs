@@ -14,16 +14,10 @@ use postgres_protocol::escape::escape_identifier;
 
 use crate::setup::objects;
 use crate::setup::outbox::Outbox;
+use crate::setup::table::KeyColumn;
 
 pub(crate) mod publication;
 mod tables;
-
-/// A primary-key column: reading a row back needs its name and SQL type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct KeyColumn {
-    pub(crate) name: String,
-    pub(crate) type_name: String,
-}
 
 /// The findings, one line each, and what streaming needs from them.
 #[derive(Debug, Default)]

@@ -183,8 +183,11 @@ impl Session<'_> {
         self.health.ready();
 
         let checkpoint = Arc::new(Checkpoint::for_outbox(self.webhooks.len()));
-        let (stages, dispatcher) = self.spawn_workers(&checkpoint);
-        let source = OutboxSource::new(conn, checkpoint, dispatcher, config.source.poll_interval);
+        let (changes_tx, changes_rx) = mpsc::channel(CHANGE_BUFFER);
+        let (mut stages, dispatcher) = self.spawn_workers(&checkpoint);
+        let lead = LeadStage::for_outbox(dispatcher);
+        stages.lead = Some(tokio::spawn(lead.run(changes_rx)));
+        let source = OutboxSource::new(conn, checkpoint, changes_tx, config.source.poll_interval);
         self.deliver(source, stages).await
     }
 
@@ -208,11 +211,8 @@ impl Session<'_> {
         let quoted = table.quoted();
         let (changes_tx, changes_rx) = mpsc::channel(CHANGE_BUFFER);
         let (mut stages, dispatcher) = self.spawn_workers(checkpoint);
-        let lead = LeadStage {
-            mapping: LeadMapping::new(&source.columns, inspection.key, quoted),
-            sql: sql.clone(),
-            dispatcher,
-        };
+        let mapping = LeadMapping::new(&source.columns, inspection.key, quoted);
+        let lead = LeadStage::for_stream(mapping, sql.clone(), dispatcher);
         stages.lead = Some(tokio::spawn(lead.run(changes_rx)));
         stages.monitor = Some(tokio::spawn(slot::monitor(
             sql,
@@ -340,7 +340,7 @@ struct Stages {
     /// Rung when a lagging webhook has drained its queue (only replication
     /// mode sets webhooks lagging).
     caught_up: Arc<Notify>,
-    /// Replication mode's lead stage; notify mode dispatches rows itself.
+    /// The lead stage, where both modes' sources hand their changes on.
     lead: Option<JoinHandle<Result<(), LeadError>>>,
     /// Replication mode's slot monitor, which stops with the source.
     monitor: Option<JoinHandle<()>>,

@@ -1,6 +1,6 @@
 //! Notify mode's source: reads the trigger outbox in sequence order, hands
-//! each row to the delivery engine, and deletes a row only once every
-//! webhook has handled it. `NOTIFY` is only the doorbell: a periodic poll
+//! each row on to the lead stage (as replication mode's source hands on its
+//! changes), and deletes a row only once every webhook has handled it. `NOTIFY` is only the doorbell: a periodic poll
 //! catches rows whose notification was missed (sent while disconnected),
 //! and at startup whatever is in the outbox is delivered.
 //!
@@ -13,13 +13,11 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::HeaderValue;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio_postgres::Client;
 
+use crate::change::{CapturedLead, SourceMessage};
 use crate::checkpoint::Checkpoint;
-use crate::delivery::{Dispatcher, Event};
-use crate::lead::{LeadError, captured_payload};
 use crate::lsn::{Lsn, PG_EPOCH_OFFSET_MICROS};
 use crate::setup::outbox::Outbox;
 use crate::shutdown::Shutdown;
@@ -38,9 +36,7 @@ const TICK: Duration = Duration::from_millis(20);
 pub(crate) enum OutboxError {
     #[error("outbox: {}", crate::database::with_causes(.0))]
     Sql(#[from] tokio_postgres::Error),
-    #[error(transparent)]
-    Lead(#[from] LeadError),
-    #[error("a delivery worker stopped")]
+    #[error("the lead stage stopped")]
     Downstream,
     #[error(
         "the outbox {0} is gone (dropped while leadhook ran?): re-create it with `leadhook setup --apply`"
@@ -99,7 +95,8 @@ pub(crate) struct OutboxSource {
     conn: OutboxConnection,
     /// Positions here are read indexes: row n of this session is `Lsn(n)`.
     checkpoint: Arc<Checkpoint>,
-    dispatcher: Dispatcher,
+    /// To the lead stage, like replication mode's source.
+    changes: mpsc::Sender<SourceMessage>,
     poll_interval: Duration,
     /// Rows read but not yet deleted, in read order: (read index, seq).
     undeleted: VecDeque<(u64, i64)>,
@@ -111,13 +108,13 @@ impl OutboxSource {
     pub(crate) fn new(
         conn: OutboxConnection,
         checkpoint: Arc<Checkpoint>,
-        dispatcher: Dispatcher,
+        changes: mpsc::Sender<SourceMessage>,
         poll_interval: Duration,
     ) -> OutboxSource {
         OutboxSource {
             conn,
             checkpoint,
-            dispatcher,
+            changes,
             poll_interval,
             undeleted: VecDeque::new(),
             next_index: 0,
@@ -163,11 +160,11 @@ impl OutboxSource {
         let OutboxSource {
             conn,
             checkpoint,
-            dispatcher,
+            changes,
             mut undeleted,
             ..
         } = self;
-        drop(dispatcher); // closing the queues lets the workers finish and stop
+        drop(changes); // the lead stage, then the workers, finish what they have and stop
         if tokio::time::timeout(grace, drained).await.is_err() {
             tracing::warn!(
                 ?grace,
@@ -180,7 +177,7 @@ impl OutboxSource {
     }
 
     /// Reads the next rows (in sequence order, skipping those in flight) and
-    /// dispatches them; returns how many.
+    /// hands them on; returns how many.
     async fn read_batch(&mut self) -> Result<usize, OutboxError> {
         let in_flight: Vec<i64> = self.undeleted.iter().map(|(_, seq)| *seq).collect();
         let query = format!(
@@ -204,22 +201,16 @@ impl OutboxSource {
             let targets = self.checkpoint.track(tx);
             self.checkpoint.commit(tx, Lsn(index));
             self.undeleted.push_back((index, seq));
-            let event = Event {
-                id: HeaderValue::from_str(&outbox_id(
-                    self.conn.system,
-                    self.conn.epoch,
-                    seq,
-                    captured,
-                ))
-                .map_err(|_| OutboxError::Downstream)?,
-                payload: captured_payload(lead)?,
-                key: lead_key(key),
+            let lead = CapturedLead {
+                id: outbox_id(self.conn.system, self.conn.epoch, seq, captured),
                 tx,
                 targets,
                 commit_time: captured - PG_EPOCH_OFFSET_MICROS,
+                key: lead_key(key),
+                lead: lead.to_owned(),
             };
-            self.dispatcher
-                .dispatch(event)
+            self.changes
+                .send(SourceMessage::Captured(lead))
                 .await
                 .map_err(|_| OutboxError::Downstream)?;
         }

@@ -34,7 +34,7 @@ pub enum AdminError {
 
 /// Whether the sidecar is streaming, and if not, why (one line).
 #[derive(Debug)]
-pub struct Health {
+pub(crate) struct Health {
     not_ready: Mutex<Option<String>>,
 }
 

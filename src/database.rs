@@ -22,7 +22,7 @@ pub(crate) use tls::TlsSettings;
 
 /// Database connection settings parsed from `database.url`.
 #[derive(Clone)]
-pub struct Database {
+pub(crate) struct Database {
     /// Host, port, user, password, dbname, as tokio-postgres understands them.
     pg: tokio_postgres::Config,
     /// Kept apart from `pg` because tokio-postgres knows only disable/prefer/require.
@@ -56,7 +56,7 @@ pub enum DatabaseError {
 impl Database {
     /// Parses a `postgres://` URL. `sslmode` and `sslrootcert` are taken out
     /// here (tokio-postgres would refuse `verify-full`); the rest is libpq's.
-    pub fn from_url(text: &str) -> Result<Database, DatabaseError> {
+    pub(crate) fn from_url(text: &str) -> Result<Database, DatabaseError> {
         // Not parsed as a URL here: libpq's multi-host form
         // (`postgres://u@h1:5432,h2:5432/db`) is not one.
         let scheme = text.split_once("://").map_or("", |(scheme, _)| scheme);
@@ -111,11 +111,11 @@ impl Database {
         &self.tls
     }
 
-    pub fn user(&self) -> &str {
+    pub(crate) fn user(&self) -> &str {
         self.pg.get_user().unwrap_or_default()
     }
 
-    pub fn dbname(&self) -> &str {
+    pub(crate) fn dbname(&self) -> &str {
         self.pg.get_dbname().unwrap_or_else(|| self.user())
     }
 
@@ -145,7 +145,7 @@ impl Database {
     }
 
     /// Opens an ordinary SQL connection; its driver task ends with the client.
-    pub async fn sql(&self) -> Result<tokio_postgres::Client, DatabaseError> {
+    pub(crate) async fn sql(&self) -> Result<tokio_postgres::Client, DatabaseError> {
         let (client, connection) = self.connect().await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {

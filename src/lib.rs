@@ -3,49 +3,76 @@
 //!
 //! # Layout
 //!
-//! Data flows one way: source → changes → lead payload → delivery → checkpoint.
+//! Data flows one way, and so do the imports: each stage knows the one it
+//! hands on to, never the one before it. Every stage reports to
+//! `checkpoint`, the hub that decides which WAL position may be confirmed.
 //!
+//! ```text
+//!   source ──► change ──► lead ──► delivery ──► dead_letter
+//!      └──────────┴─────────┴──────────┴──► checkpoint
+//! ```
+//!
+//! The pipeline, in the order data passes through it:
+//! - [`source`]: where changes come from. `source::replication` speaks the
+//!   streaming protocol (`frame` is pure parsing; `transport`, `auth` and
+//!   `connect` make the connection, as tokio-postgres splits it),
+//!   `source::pgoutput` decodes the stream (pure, no I/O), `source::slot`
+//!   creates, watches and re-creates the slot. Notify mode's
+//!   `source::notify` reads the trigger outbox instead.
+//! - `change`: what both sources hand on, with stable ids: row changes
+//!   (and the row data in `change::row`) or leads the trigger captured.
+//! - `lead`: the stage where both modes meet: a change becomes the
+//!   `save_lead` payload (`mapping` finds the fields in a row and reads
+//!   unchanged large values back; `payload` writes the bytes, pure).
+//! - `delivery`: webhooks, HTTP, retries, signatures, ordered concurrency
+//!   per webhook; `delivery::replay` sends dead letters again.
+//! - [`dead_letter`]: changes a webhook gave up on, kept in the database.
+//! - `checkpoint`: the hub above: which changes every webhook has handled.
+//!
+//! What the pipeline stands on (these import no stage):
 //! - [`config`]: `sidecar.toml` and `LEADHOOK_…` overrides, strictly checked
 //!   and parsed once into typed values.
+//! - `field`: the eleven payload fields; every list of fields (column
+//!   mapping, payload, outbox trigger, checks) derives from it.
 //! - [`database`]: the database URL, TLS and the ordinary SQL connection.
-//! - [`source`]: the replication stream. `source::replication` speaks the
-//!   protocol, `source::pgoutput` decodes it (pure, no I/O),
-//!   `source::prerequisites` checks and prepares the database and
-//!   `source::slot` creates, watches and re-creates the slot. Notify mode:
-//!   `source::outbox` (the trigger outbox as SQL) and `source::notify` (reading it).
-//! - `change`: the row changes the source hands on, with their stable ids.
-//! - `lead`: a row becomes the `save_lead` payload. `lead::field` is the one
-//!   list of payload fields that the column mapping, the outbox trigger and
-//!   the checks derive from.
-//! - `delivery`: webhooks, HTTP, retries, signatures, ordered concurrency.
-//! - [`dead_letter`]: changes a webhook gave up on, kept in the database.
-//! - `checkpoint`: which WAL position may be confirmed to the server.
-//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
-//! - [`sidecar`]: wires one session of the above and reconnects when it ends.
+//! - [`setup`]: the objects leadhook needs in the database, in one place:
+//!   the prerequisites of both modes, the publication, leadhook's own tables
+//!   (`setup::objects`), the outbox trigger, and the `leadhook setup` command.
+//! - [`lsn`] and `history`: WAL positions, and which server history they
+//!   belong to.
 //! - `shutdown`: the stop request every loop of a session listens for.
-//! - [`check`], [`setup`] and `demo`: the `leadhook check`, `leadhook setup` and
-//!   `leadhook demo` commands. The demo runs on the `leadhook-testkit` crate
-//!   (a private PostgreSQL and a receiver), behind the default `demo` feature.
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//!
+//! And what runs it all:
+//! - [`sidecar`]: wires one session of the pipeline and reconnects when it ends.
+//! - [`check`] and `demo`: the `leadhook check` and `leadhook demo` commands.
+//!   The demo runs on the `leadhook-testkit` crate (a private PostgreSQL and
+//!   a receiver), behind the default `demo` feature.
+//!
+//! The binary (`src/main.rs`) is the command line: it parses arguments and
+//! calls into these modules.
 
-pub mod admin;
-pub mod check;
-pub mod config;
-pub mod database;
-pub mod dead_letter;
-#[cfg(feature = "demo")]
-pub mod demo;
-pub mod lsn;
-pub mod setup;
-pub mod sidecar;
-pub mod source;
+mod source;
 
 mod change;
 mod checkpoint;
+pub mod dead_letter;
 mod delivery;
+mod lead;
+
+mod admin;
+pub mod config;
+mod database;
 mod field;
 mod history;
+mod lsn;
+pub mod setup;
+mod shutdown;
+
+pub mod check;
+#[cfg(feature = "demo")]
+pub mod demo;
+pub mod sidecar;
 
 /// `leadhook dead-letters replay`: re-delivery, so it lives with delivery.
 pub use delivery::replay;
-mod lead;
-mod shutdown;

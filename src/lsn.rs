@@ -10,11 +10,11 @@ use std::str::FromStr;
 
 /// A position in the PostgreSQL write-ahead log.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Lsn(pub u64);
+pub(crate) struct Lsn(pub u64);
 
 impl Lsn {
     /// The invalid position `0/0`; as a start position it means "where the slot is".
-    pub const ZERO: Lsn = Lsn(0);
+    pub(crate) const ZERO: Lsn = Lsn(0);
 }
 
 impl fmt::Display for Lsn {
@@ -31,7 +31,7 @@ pub(crate) const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 /// The text was not an LSN in the server's `X/Y` notation.
 #[derive(Debug, thiserror::Error)]
 #[error("`{0}` is not a WAL position (expected hexadecimal `X/Y`, e.g. `0/16B3748`)")]
-pub struct ParseLsnError(String);
+pub(crate) struct ParseLsnError(String);
 
 impl FromStr for Lsn {
     type Err = ParseLsnError;

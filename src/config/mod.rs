@@ -107,6 +107,7 @@ impl Config {
     }
 
     /// Parses TOML text (no environment overrides); for tests and the demo.
+    #[cfg(any(test, feature = "demo"))]
     pub(crate) fn from_toml(text: &str) -> Result<Config, ConfigError> {
         Self::from_figment(Figment::new().merge(Toml::string(text)))
     }

@@ -29,7 +29,11 @@ pub(crate) async fn connect(url: &str) -> anyhow::Result<Client> {
 impl BenchDb {
     /// A fresh database with the table, the publication `bench` and the
     /// given logical slots, all created before any lead is written.
-    pub(crate) async fn create(cluster: &Cluster, name: &str, slots: &[&str]) -> anyhow::Result<BenchDb> {
+    pub(crate) async fn create(
+        cluster: &Cluster,
+        name: &str,
+        slots: &[&str],
+    ) -> anyhow::Result<BenchDb> {
         connect(&cluster.url("postgres"))
             .await?
             .batch_execute(&format!("CREATE DATABASE {name}"))
@@ -85,10 +89,7 @@ impl BenchDb {
     /// Waits until a walsender streams from `slot`.
     pub(crate) async fn wait_active(&self, slot: &str) -> anyhow::Result<()> {
         for _ in 0..600 {
-            let row = self
-                .sql
-                .query_one(SLOT_IS_STREAMING, &[&slot])
-                .await?;
+            let row = self.sql.query_one(SLOT_IS_STREAMING, &[&slot]).await?;
             if row.get::<_, bool>(0) {
                 return Ok(());
             }

@@ -224,7 +224,9 @@ async fn latency(
     eprintln!("latency: {rate} commits/s for {seconds} s...");
     let db = BenchDb::create(cluster, "bench_latency", &["bench_latency"]).await?;
     sink.reset();
-    let sidecar = start(binary, &db.sidecar_config(&db.name, &[sink.url("/latency")]),
+    let sidecar = start(
+        binary,
+        &db.sidecar_config(&db.name, &[sink.url("/latency")]),
     )?;
     db.wait_active(&db.name).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -395,7 +397,7 @@ fn check(
     deadline: Instant,
     what: impl std::fmt::Display,
 ) -> anyhow::Result<()> {
-    check_running(&sidecar)?;
+    check_running(sidecar)?;
     if Instant::now() > deadline {
         bail!(
             "{what}: deliveries did not finish in time; leadhook log:\n{}",

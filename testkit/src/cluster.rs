@@ -34,12 +34,12 @@ mod tests;
 pub use binaries::PgBinaries;
 pub use error::ClusterError;
 pub(crate) use error::io_error;
+pub use history::DataCopy;
 use options::conf_line;
+pub use options::{ClusterOptions, WalLevel};
 use postmaster::Postmaster;
 use server_user::{ServerUser, die_with_parent, give_to, pg_command};
 use template::{KEPT, register_exit_cleanup, temp_dir, template};
-pub use history::DataCopy;
-pub use options::{ClusterOptions, WalLevel};
 
 /// Superuser name and password of every cluster (also the OS user that runs
 /// the server when we are root).

@@ -2,7 +2,8 @@
 //!
 //! The configs here are TOML text, not the typed builder: what they test is
 //! the file itself (bad syntax, unknown keys, values leadhook must refuse),
-//! which the builder cannot and should not express.
+//! which the builder cannot and should not express. The one valid config,
+//! in the test of what reaches the log, is the builder's.
 
 use std::time::Duration;
 
@@ -139,11 +140,13 @@ fn a_bad_database_url_stops_run_with_the_reason() {
 
 #[test]
 fn secrets_never_reach_the_logs_while_the_database_is_unreachable() {
-    let config = "[database]\nurl = \"postgres://app:db-pa55word@127.0.0.1:1/app\"\n\
-                  [[webhooks]]\nname = \"a\"\nurl = \"http://user:url-pa55word@127.0.0.1:9/x\"\n\
-                  headers = { Authorization = \"Bearer ${E2E_TOKEN}\" }\n";
+    // A valid config (the builder's): its subject is the log, not the file.
+    let config = SidecarConfig::new("postgres://app:db-pa55word@127.0.0.1:1/app").webhook(
+        Webhook::new("a", "http://user:url-pa55word@127.0.0.1:9/x")
+            .header("Authorization", "Bearer ${E2E_TOKEN}"),
+    );
     let sidecar = leadhook().start_with_env(
-        config,
+        &config.to_toml(),
         &[("E2E_TOKEN", "tok-pa55word"), ("RUST_LOG", "debug")],
     );
     std::thread::sleep(Duration::from_secs(2));

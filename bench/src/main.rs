@@ -397,7 +397,7 @@ fn check(
     deadline: Instant,
     what: impl std::fmt::Display,
 ) -> anyhow::Result<()> {
-    check_running(&sidecar)?;
+    check_running(sidecar)?;
     if Instant::now() > deadline {
         bail!(
             "{what}: deliveries did not finish in time; leadhook log:\n{}",

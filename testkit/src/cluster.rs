@@ -34,17 +34,17 @@ mod tests;
 pub use binaries::PgBinaries;
 pub use error::ClusterError;
 pub(crate) use error::io_error;
-use options::conf_line;
-use postmaster::Postmaster;
-use server_user::{ServerUser, die_with_parent, give_to, pg_command};
-use template::{KEPT, register_exit_cleanup, temp_dir, template};
 pub use history::DataCopy;
+use options::conf_line;
 pub use options::{ClusterOptions, WalLevel};
+use postmaster::Postmaster;
+use server_user::{ServerUser, die_with_parent, give_to, pg_command, server_user};
+use template::{KEPT, register_exit_cleanup, temp_dir, template};
 
 /// Superuser name and password of every cluster (also the OS user that runs
 /// the server when we are root).
-const SUPERUSER: &str = "postgres";
-const PASSWORD: &str = "postgres";
+pub(crate) const SUPERUSER: &str = "postgres";
+pub(crate) const PASSWORD: &str = "postgres";
 const READY_LINE: &str = "database system is ready to accept connections";
 /// What a hot standby logs instead.
 const STANDBY_READY_LINE: &str = "database system is ready to accept read-only connections";
@@ -84,6 +84,13 @@ impl fmt::Debug for Cluster {
             .field("running", &lock(&self.postmaster).is_some())
             .finish()
     }
+}
+
+/// Makes `path` the server's own, for files a test points the server at and
+/// it insists on owning (a TLS key): as root, every cluster's server runs as
+/// `postgres`; otherwise it runs as the current user and nothing changes.
+pub fn give_to_server(path: &Path) -> Result<(), ClusterError> {
+    give_to(path, server_user()?)
 }
 
 impl Cluster {

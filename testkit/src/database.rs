@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio_postgres::{Client, NoTls};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, PASSWORD, SUPERUSER};
 use crate::config::SidecarConfig;
 use crate::sidecar::Sidecar;
 
@@ -71,6 +71,17 @@ impl TestDb {
         SidecarConfig::new(format!("{}?sslmode=disable", self.url)).slot(&self.name)
     }
 
+    /// [`Self::config`], connecting as `role` (with `password`) instead of
+    /// the superuser: for the tests of what a least-privileged role may do.
+    pub fn config_as(&self, role: &str, password: &str) -> SidecarConfig {
+        let url = self.url.replacen(
+            &format!("{SUPERUSER}:{PASSWORD}@"),
+            &format!("{role}:{password}@"),
+            1,
+        );
+        SidecarConfig::new(format!("{url}?sslmode=disable")).slot(&self.name)
+    }
+
     /// Waits until the sidecar streams from this database's slot: every
     /// change committed from then on is captured.
     pub async fn wait_streaming(&self, sidecar: &Sidecar) {
@@ -80,6 +91,11 @@ impl TestDb {
     /// Commits one lead per score, each in its own transaction.
     pub async fn insert_leads(&self, scores: RangeInclusive<i32>) {
         insert_leads(&self.sql, scores).await;
+    }
+
+    /// The leads [`Self::insert_leads`] commits, in one transaction.
+    pub async fn insert_leads_in_one_transaction(&self, scores: RangeInclusive<i32>) {
+        insert_leads_in_one_transaction(&self.sql, scores).await;
     }
 
     /// The end of everything written so far.
@@ -130,6 +146,18 @@ pub async fn insert_leads(sql: &Client, scores: RangeInclusive<i32>) {
         .await
         .expect("insert lead");
     }
+}
+
+/// The leads [`insert_leads`] commits, in one transaction (one statement):
+/// for tests of large transactions, or of a backlog that arrives at once.
+pub async fn insert_leads_in_one_transaction(sql: &Client, scores: RangeInclusive<i32>) {
+    sql.execute(
+        "INSERT INTO leads (email, score)
+         SELECT 'lead' || i || '@example.com', i FROM generate_series($1::int, $2::int) i",
+        &[scores.start(), scores.end()],
+    )
+    .await
+    .expect("insert leads");
 }
 
 /// The server's WAL insert position (with `synchronous_commit = off` the

@@ -62,7 +62,13 @@ pub async fn wait_for_these_scores(
     eventually_within(
         SCORES_WAIT,
         "changes lost",
-        || format!("scores {:?} never arrived; log:\n{}", missing(), sidecar.log()),
+        || {
+            format!(
+                "scores {:?} never arrived; log:\n{}",
+                missing(),
+                sidecar.log()
+            )
+        },
         async || missing().is_empty(),
     )
     .await;

@@ -55,11 +55,17 @@ pub struct Scenario<'c> {
     /// None: the shared cluster of the mode.
     cluster: Option<&'c Cluster>,
     notify: bool,
-    /// Name and receiver path of each webhook; one "hook" at "/leads" if none.
-    webhooks: Vec<(String, String)>,
-    changes: Vec<Box<dyn FnOnce(&mut SidecarConfig)>>,
+    /// SQL run in the new database before the sidecar starts.
+    setup: Vec<String>,
+    /// Each webhook: its name, its receiver path and its own options; one
+    /// plain "hook" at "/leads" if none.
+    webhooks: Vec<(String, String, WebhookChange)>,
+    changes: Vec<ConfigChange>,
     env: Vec<(String, String)>,
 }
+
+type WebhookChange = Box<dyn FnOnce(&mut Webhook)>;
+type ConfigChange = Box<dyn FnOnce(&mut SidecarConfig)>;
 
 /// A started scenario: everything a test then drives and asserts on.
 pub struct Running {
@@ -77,6 +83,7 @@ impl<'c> Scenario<'c> {
             prefix: prefix.to_owned(),
             cluster: None,
             notify: false,
+            setup: Vec::new(),
             webhooks: Vec::new(),
             changes: Vec::new(),
             env: Vec::new(),
@@ -95,9 +102,30 @@ impl<'c> Scenario<'c> {
         self
     }
 
+    /// SQL (any number of statements) run in the test's database once it has
+    /// the leads table and before the sidecar starts: the other tables,
+    /// publications or table changes a test starts from.
+    pub fn setup(mut self, sql: impl Into<String>) -> Scenario<'c> {
+        self.setup.push(sql.into());
+        self
+    }
+
     /// A webhook `name` delivering to the receiver at `path`.
-    pub fn webhook(mut self, name: &str, path: &str) -> Scenario<'c> {
-        self.webhooks.push((name.to_owned(), path.to_owned()));
+    pub fn webhook(self, name: &str, path: &str) -> Scenario<'c> {
+        self.webhook_with(name, path, |_| {})
+    }
+
+    /// [`Self::webhook`] with options of its own, e.g.
+    /// `.webhook_with("hook", "/leads", |w| w.delivery.max_attempts = Some(2))`:
+    /// the receiver's URL is only known once the scenario starts.
+    pub fn webhook_with(
+        mut self,
+        name: &str,
+        path: &str,
+        change: impl FnOnce(&mut Webhook) + 'static,
+    ) -> Scenario<'c> {
+        self.webhooks
+            .push((name.to_owned(), path.to_owned(), Box::new(change)));
         self
     }
 
@@ -113,8 +141,9 @@ impl<'c> Scenario<'c> {
         self
     }
 
-    /// Creates the database and the receiver, starts the sidecar and waits
-    /// until it captures every change committed from then on.
+    /// Creates the database (and runs [`Self::setup`] in it) and the
+    /// receiver, starts the sidecar and waits until it captures every change
+    /// committed from then on.
     pub async fn start(self, leadhook: &Leadhook) -> Running {
         let cluster = match (self.cluster, self.notify) {
             (Some(cluster), _) => cluster,
@@ -122,18 +151,25 @@ impl<'c> Scenario<'c> {
             (None, true) => shared_replica_cluster(),
         };
         let db = TestDb::create(cluster, &self.prefix).await;
+        for sql in &self.setup {
+            db.sql
+                .batch_execute(sql)
+                .await
+                .unwrap_or_else(|e| panic!("set up the database with {sql:?}: {e}"));
+        }
         let receiver = Receiver::start(0).await.expect("start a receiver");
         let mut config = db.config();
         if self.notify {
             config = config.notify();
         }
         let webhooks = if self.webhooks.is_empty() {
-            vec![("hook".to_owned(), "/leads".to_owned())]
+            let plain: WebhookChange = Box::new(|_| {});
+            vec![("hook".to_owned(), "/leads".to_owned(), plain)]
         } else {
             self.webhooks
         };
-        for (name, path) in &webhooks {
-            config = config.webhook(Webhook::to(&receiver, name, path));
+        for (name, path, change) in webhooks {
+            config = config.webhook(Webhook::to(&receiver, &name, &path).with(change));
         }
         for change in self.changes {
             change(&mut config);

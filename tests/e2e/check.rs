@@ -2,18 +2,25 @@
 
 use std::time::Duration;
 
-use leadhook::throwaway::{ClusterOptions, WalLevel};
-
 use crate::support::*;
+
+/// `leadhook check` on `config`.
+fn check(config: &SidecarConfig) -> Finished {
+    leadhook().run(&config.to_toml(), &["check"], &[])
+}
 
 #[tokio::test]
 async fn check_reports_a_ready_database_and_exits_zero() {
     let db = TestDb::create(shared_cluster(), "check_ok").await;
     let receiver = Receiver::start(0).await.unwrap();
-    let (code, stdout, stderr, _) = run_leadhook(
-        &db.config(&webhook("hook", &receiver, "/leads")),
-        &["check"],
-        &[],
+    let Finished {
+        code,
+        stdout,
+        stderr,
+        ..
+    } = check(
+        &db.config()
+            .webhook(Webhook::to(&receiver, "hook", "/leads")),
     );
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     for line in [
@@ -35,11 +42,25 @@ async fn check_lists_each_problem_on_its_own_line_and_exits_non_zero() {
         .batch_execute("CREATE TABLE raw_leads (email text, score text, notes text)")
         .await
         .unwrap();
-    let config = db.config("").replace(
-        "[source]\n",
-        "[source]\ntable = \"raw_leads\"\ncreate = false\n",
-    ) + "[source.columns]\ncompany = false\nfirst_name = false\nlast_name = false\nphone = false\nwebsite = \"site\"\nposition = false\ntwitter = false\nlinkedin = false\n";
-    let (code, stdout, _, _) = run_leadhook(&config, &["check"], &[]);
+    let config = db.config().with(|c| {
+        c.source.table = Some("raw_leads".into());
+        c.source.create = Some(false);
+        let absent = [
+            "company",
+            "first_name",
+            "last_name",
+            "phone",
+            "position",
+            "twitter",
+            "linkedin",
+        ];
+        for field in absent {
+            c.source.columns.insert(field.into(), Column::Absent(false));
+        }
+        let site = Column::Named("site".into());
+        c.source.columns.insert("website".into(), site);
+    });
+    let Finished { code, stdout, .. } = check(&config);
     assert_eq!(code, Some(1), "{stdout}");
     let problems: Vec<&str> = stdout
         .lines()
@@ -66,9 +87,9 @@ async fn check_lists_each_problem_on_its_own_line_and_exits_non_zero() {
 async fn run_refuses_to_start_on_a_missing_table_and_says_so() {
     let db = TestDb::create(shared_cluster(), "run_bad").await;
     let config = db
-        .config("")
-        .replace("[source]\n", "[source]\ntable = \"public.nope\"\n");
-    let (code, _, stderr, _) = run_leadhook(&config, &["run"], &[]);
+        .config()
+        .with(|c| c.source.table = Some("public.nope".into()));
+    let Finished { code, stderr, .. } = leadhook().run(&config.to_toml(), &["run"], &[]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("source.table: table public.nope does not exist"),
@@ -87,9 +108,7 @@ async fn check_explains_wal_level_and_missing_replication_rights() {
         .batch_execute("CREATE ROLE plain LOGIN PASSWORD 'plain'; GRANT SELECT ON leads TO plain;")
         .await
         .unwrap();
-    let url = db.url.replace("postgres:postgres@", "plain:plain@");
-    let config = db.config("").replace(&db.url, &url);
-    let (code, stdout, _, _) = run_leadhook(&config, &["check"], &[]);
+    let Finished { code, stdout, .. } = check(&db.config_as("plain", "plain"));
     assert_eq!(code, Some(1), "{stdout}");
     assert!(stdout.contains("problem  wal_level is \"replica\", logical replication needs \"logical\": run ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL"), "{stdout}");
     assert!(
@@ -108,20 +127,16 @@ async fn check_explains_a_role_that_may_not_read_the_table() {
         ))
         .await
         .unwrap();
-    let url = db.url.replace("postgres:postgres@", &format!("{role}:pw@"));
-    let config = db.config("").replace(&db.url, &url);
-    let (code, stdout, _, _) = run_leadhook(&config, &["check"], &[]);
+    let Finished { code, stdout, .. } = check(&db.config_as(&role, "pw"));
     assert_eq!(code, Some(1), "{stdout}");
     assert!(stdout.contains("problem  the role may not SELECT from public.leads: run GRANT SELECT ON public.leads TO <role>;"), "{stdout}");
 }
 
 #[tokio::test]
 async fn check_reports_an_unreachable_database() {
-    let (code, stdout, _, _) = run_leadhook(
-        "[database]\nurl = \"postgres://u:pw@127.0.0.1:1/db?connect_timeout=2\"\n",
-        &["check"],
-        &[],
-    );
+    let Finished { code, stdout, .. } = check(&SidecarConfig::new(
+        "postgres://u:pw@127.0.0.1:1/db?connect_timeout=2",
+    ));
     assert_eq!(code, Some(1));
     assert!(
         stdout.contains("problem  cannot connect to postgres://u@127.0.0.1:1/db"),
@@ -132,12 +147,15 @@ async fn check_reports_an_unreachable_database() {
 #[tokio::test]
 async fn environment_overrides_the_file() {
     let db = TestDb::create(shared_cluster(), "check_env").await;
-    let config = db
-        .config("")
-        .replace(&db.url, "postgres://wrong@127.0.0.1:1/nothing");
+    let config = db.config().with(|c| {
+        c.database.url = "postgres://wrong@127.0.0.1:1/nothing?sslmode=disable".into();
+    });
     let url = format!("{}?sslmode=disable", db.url);
-    let (code, stdout, _, _) =
-        run_leadhook(&config, &["check"], &[("LEADHOOK_DATABASE__URL", &url)]);
+    let Finished { code, stdout, .. } = leadhook().run(
+        &config.to_toml(),
+        &["check"],
+        &[("LEADHOOK_DATABASE__URL", &url)],
+    );
     assert_eq!(code, Some(0), "{stdout}");
 }
 
@@ -171,18 +189,16 @@ async fn the_least_privilege_setup_in_sql_is_enough_to_stream() {
             .await
             .unwrap_or_else(|e| panic!("{statement}: {e}"));
     }
+    // Not a Scenario: the script needs the database's name, and check runs first.
     let receiver = Receiver::start(0).await.unwrap();
-    let url = db
-        .url
-        .replace("postgres:postgres@", &format!("{role}:change-me@"));
     let config = db
-        .config(&webhook("hook", &receiver, "/leads"))
-        .replace(&db.url, &url)
-        .replace("[source]\n", "[source]\ncreate = false\n");
-    let (code, stdout, _, _) = run_leadhook(&config, &["check"], &[]);
+        .config_as(&role, "change-me")
+        .webhook(Webhook::to(&receiver, "hook", "/leads"))
+        .with(|c| c.source.create = Some(false));
+    let Finished { code, stdout, .. } = check(&config);
     assert_eq!(code, Some(0), "{stdout}");
-    let mut sidecar = Sidecar::start(&config);
-    db.wait_streaming(&mut sidecar).await;
+    let sidecar = leadhook().start(&config.to_toml());
+    db.wait_streaming(&sidecar).await;
     db.sql
         .batch_execute("INSERT INTO leads (email) VALUES ('least@example.com')")
         .await
@@ -204,7 +220,9 @@ async fn check_reports_a_publication_row_filter_and_a_column_list_that_would_dro
         ))
         .await
         .unwrap();
-    let (code, out, _, _) = run_leadhook(&db.config(""), &["check"], &[]);
+    let Finished {
+        code, stdout: out, ..
+    } = check(&db.config());
     assert_eq!(code, Some(1), "{out}");
     let problems: Vec<&str> = out.lines().filter(|l| l.starts_with("problem")).collect();
     assert!(
@@ -225,16 +243,23 @@ async fn check_reports_a_publication_row_filter_and_a_column_list_that_would_dro
 #[tokio::test]
 async fn check_warns_that_exact_large_values_need_replica_identity_full_and_setup_applies_it() {
     let db = TestDb::create(shared_cluster(), "check_identity").await;
-    let config = db.config("");
-    let (code, out, _, _) = run_leadhook(&config, &["check"], &[]);
+    let config = db.config();
+    let Finished {
+        code, stdout: out, ..
+    } = check(&config);
     assert_eq!(code, Some(0), "{out}");
     assert!(
         out.lines()
             .any(|l| l.starts_with("warning") && l.contains("REPLICA IDENTITY FULL")),
         "{out}"
     );
-    let (code, out, err, _) = run_leadhook(
-        &config,
+    let Finished {
+        code,
+        stdout: out,
+        stderr: err,
+        ..
+    } = leadhook().run(
+        &config.to_toml(),
         &["setup", "--apply", "--replica-identity-full"],
         &[],
     );
@@ -253,7 +278,9 @@ async fn check_warns_that_exact_large_values_need_replica_identity_full_and_setu
         .unwrap()
         .get(0);
     assert_eq!(identity, "f");
-    let (code, out, _, _) = run_leadhook(&config, &["check"], &[]);
+    let Finished {
+        code, stdout: out, ..
+    } = check(&config);
     assert_eq!(code, Some(0), "{out}");
     assert!(
         !out.contains("REPLICA IDENTITY FULL"),

@@ -1,4 +1,9 @@
 //! Every config error stops `run` and `check` at once, naming the key.
+//!
+//! The configs here are TOML text, not the typed builder: what they test is
+//! the file itself (bad syntax, unknown keys, values leadhook must refuse),
+//! which the builder cannot and should not express. The one valid config,
+//! in the test of what reaches the log, is the builder's.
 
 use std::time::Duration;
 
@@ -13,7 +18,9 @@ fn hook(fields: &str) -> String {
 /// Runs both commands on `config`; each must fail fast with `expected` on stderr.
 fn assert_rejected(config: &str, env: &[(&str, &str)], expected: &str) {
     for command in ["run", "check"] {
-        let (code, _, stderr, took) = run_leadhook(config, &[command], env);
+        let Finished {
+            code, stderr, took, ..
+        } = leadhook().run(config, &[command], env);
         assert_eq!(
             code,
             Some(2),
@@ -102,7 +109,7 @@ fn an_unknown_environment_override_is_named() {
 #[test]
 fn a_missing_config_file_says_how_to_point_at_one() {
     let dir = tempfile::tempdir().unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_leadhook"))
+    let output = std::process::Command::new(leadhook().binary())
         .args(["run", "--config"])
         .arg(dir.path().join("nope.toml"))
         .output()
@@ -116,7 +123,9 @@ fn a_missing_config_file_says_how_to_point_at_one() {
 
 #[test]
 fn a_bad_database_url_stops_run_with_the_reason() {
-    let (code, _, stderr, took) = run_leadhook(
+    let Finished {
+        code, stderr, took, ..
+    } = leadhook().run(
         "[database]\nurl = \"postgres://u@h/db?sslmode=sometimes\"\n",
         &["run"],
         &[],
@@ -131,26 +140,22 @@ fn a_bad_database_url_stops_run_with_the_reason() {
 
 #[test]
 fn secrets_never_reach_the_logs_while_the_database_is_unreachable() {
-    let config = "[database]\nurl = \"postgres://app:db-pa55word@127.0.0.1:1/app\"\n\
-                  [[webhooks]]\nname = \"a\"\nurl = \"http://user:url-pa55word@127.0.0.1:9/x\"\n\
-                  headers = { Authorization = \"Bearer ${E2E_TOKEN}\" }\n";
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("sidecar.toml"), config).unwrap();
-    let mut child = leadhook_command(
-        dir.path(),
-        &["run"],
+    // A valid config (the builder's): its subject is the log, not the file.
+    let config = SidecarConfig::new("postgres://app:db-pa55word@127.0.0.1:1/app").webhook(
+        Webhook::new("a", "http://user:url-pa55word@127.0.0.1:9/x")
+            .header("Authorization", "Bearer ${E2E_TOKEN}"),
+    );
+    let sidecar = leadhook().start_with_env(
+        &config.to_toml(),
         &[("E2E_TOKEN", "tok-pa55word"), ("RUST_LOG", "debug")],
-    )
-    .spawn()
-    .unwrap();
+    );
     std::thread::sleep(Duration::from_secs(2));
     assert!(
-        child.try_wait().unwrap().is_none(),
+        sidecar.exit_status().is_none(),
         "an unreachable database is retried, not fatal"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    sidecar.kill();
+    let log = sidecar.log();
     assert!(
         log.contains("reconnecting") && log.contains("postgres://app@127.0.0.1:1/app"),
         "{log}"

@@ -5,11 +5,14 @@ use std::time::Duration;
 
 use crate::support::*;
 
-const WAIT: Duration = Duration::from_secs(60);
-
 #[tokio::test]
 async fn insert_then_update_arrive_in_commit_order_with_distinct_ids() {
-    let (db, receiver, _sidecar) = streaming_to_one_webhook("order").await;
+    let Running {
+        db,
+        receiver,
+        sidecar: _sidecar,
+        ..
+    } = Scenario::new("order").start(&leadhook()).await;
 
     db.sql
         .batch_execute("INSERT INTO leads (email, score) VALUES ('a@example.com', 1)")
@@ -36,21 +39,23 @@ async fn insert_then_update_arrive_in_commit_order_with_distinct_ids() {
 
 #[tokio::test]
 async fn every_enabled_webhook_gets_every_event_with_its_method_and_headers() {
-    let db = TestDb::create(shared_cluster(), "fanout").await;
-    let receiver = Receiver::start(0).await.unwrap();
-    let webhooks = format!(
-        "{}headers = {{ Authorization = \"Bearer ${{FANOUT_TOKEN}}\", X-Tenant = \"acme\" }}\n\n\
-         [[webhooks]]\nname = \"crm\"\nurl = \"{}\"\nmethod = \"PUT\"\n\n\
-         [[webhooks]]\nname = \"patcher\"\nurl = \"{}\"\nmethod = \"PATCH\"\n\n\
-         [[webhooks]]\nname = \"off\"\nurl = \"{}\"\nenabled = false\n",
-        webhook("tracking", &receiver, "/tracking"),
-        receiver.url("/crm"),
-        receiver.url("/patch"),
-        receiver.url("/disabled"),
-    );
-    let mut sidecar =
-        Sidecar::start_with_env(&db.config(&webhooks), &[("FANOUT_TOKEN", "s3cret-token")]);
-    db.wait_streaming(&mut sidecar).await;
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("fanout")
+        .webhook_with("tracking", "/tracking", |w| {
+            let token = "Bearer ${FANOUT_TOKEN}";
+            w.headers.insert("Authorization".into(), token.into());
+            w.headers.insert("X-Tenant".into(), "acme".into());
+        })
+        .webhook_with("crm", "/crm", |w| w.method = Some("PUT".into()))
+        .webhook_with("patcher", "/patch", |w| w.method = Some("PATCH".into()))
+        .webhook_with("off", "/disabled", |w| w.enabled = Some(false))
+        .env("FANOUT_TOKEN", "s3cret-token")
+        .start(&leadhook())
+        .await;
 
     db.sql
         .batch_execute("INSERT INTO leads (email) VALUES ('a@example.com'), ('b@example.com')")
@@ -91,7 +96,12 @@ async fn every_enabled_webhook_gets_every_event_with_its_method_and_headers() {
 
 #[tokio::test]
 async fn rolled_back_transactions_deletes_and_truncates_send_nothing() {
-    let (db, receiver, _sidecar) = streaming_to_one_webhook("rollback").await;
+    let Running {
+        db,
+        receiver,
+        sidecar: _sidecar,
+        ..
+    } = Scenario::new("rollback").start(&leadhook()).await;
 
     db.sql
         .batch_execute("BEGIN; INSERT INTO leads (email) VALUES ('rolled@back'); ROLLBACK;")
@@ -125,12 +135,14 @@ async fn rolled_back_transactions_deletes_and_truncates_send_nothing() {
 
 #[tokio::test]
 async fn a_ten_thousand_row_transaction_makes_ten_thousand_deliveries() {
-    let (db, receiver, _sidecar) = streaming_to_one_webhook("bulk").await;
+    let Running {
+        db,
+        receiver,
+        sidecar: _sidecar,
+        ..
+    } = Scenario::new("bulk").start(&leadhook()).await;
 
-    db.sql
-        .batch_execute("INSERT INTO leads (email, score) SELECT 'lead' || i || '@example.com', i FROM generate_series(1, 10000) i")
-        .await
-        .unwrap();
+    db.insert_leads_in_one_transaction(1..=10_000).await;
     let got = receiver
         .wait_for("/leads", 10_000, Duration::from_secs(120))
         .await
@@ -151,18 +163,20 @@ async fn a_ten_thousand_row_transaction_makes_ten_thousand_deliveries() {
 
 #[tokio::test]
 async fn changes_to_other_tables_are_never_delivered_even_in_a_shared_publication() {
-    let db = TestDb::create(shared_cluster(), "others").await;
-    db.sql
-        .batch_execute(&format!(
+    // A publication of every table, which the sidecar is told to use.
+    let Running {
+        db,
+        receiver,
+        sidecar: _sidecar,
+        ..
+    } = Scenario::new("others")
+        .setup(
             "CREATE TABLE orders (id serial PRIMARY KEY, email text, score int);
-             CREATE PUBLICATION {} FOR ALL TABLES;",
-            db.name
-        ))
-        .await
-        .unwrap();
-    let receiver = Receiver::start(0).await.unwrap();
-    let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
-    db.wait_streaming(&mut sidecar).await;
+             CREATE PUBLICATION shared FOR ALL TABLES;",
+        )
+        .configure(|c| c.source.publication = Some("shared".into()))
+        .start(&leadhook())
+        .await;
 
     db.sql
         .batch_execute(
@@ -186,7 +200,12 @@ async fn changes_to_other_tables_are_never_delivered_even_in_a_shared_publicatio
 
 #[tokio::test]
 async fn schema_changes_mid_stream_do_not_stop_or_corrupt_the_stream() {
-    let (db, receiver, mut sidecar) = streaming_to_one_webhook("ddl").await;
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("ddl").start(&leadhook()).await;
 
     db.sql
         .batch_execute("INSERT INTO leads (email, score) VALUES ('before@example.com', 1)")
@@ -226,18 +245,15 @@ async fn schema_changes_mid_stream_do_not_stop_or_corrupt_the_stream() {
 
 #[tokio::test]
 async fn a_receiver_that_is_down_gets_every_change_once_it_is_back() {
-    let db = TestDb::create(shared_cluster(), "down").await;
-    let mut receiver = Receiver::start(0).await.unwrap();
-    let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
-    db.wait_streaming(&mut sidecar).await;
+    let Running {
+        db,
+        mut receiver,
+        sidecar,
+        ..
+    } = Scenario::new("down").start(&leadhook()).await;
 
     receiver.stop().await;
-    db.sql
-        .batch_execute(
-            "INSERT INTO leads (email, score) SELECT 'l' || i, i FROM generate_series(1, 5) i",
-        )
-        .await
-        .unwrap();
+    db.insert_leads_in_one_transaction(1..=5).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
         sidecar.log().contains("delivery failed"),
@@ -256,8 +272,15 @@ async fn a_receiver_that_is_down_gets_every_change_once_it_is_back() {
 
 #[tokio::test]
 async fn error_statuses_and_timeouts_are_retried_with_the_same_webhook_id() {
-    let db = TestDb::create(shared_cluster(), "retry").await;
-    let receiver = Receiver::start(0).await.unwrap();
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("retry")
+        .configure(|c| c.delivery.timeout = Some(Duration::from_millis(500)))
+        .start(&leadhook())
+        .await;
     receiver.set_responder(|_, n| match n {
         1 => Reply {
             status: 500,
@@ -269,11 +292,6 @@ async fn error_statuses_and_timeouts_are_retried_with_the_same_webhook_id() {
         },
         _ => Reply::ok(),
     });
-    let config = db
-        .config(&webhook("hook", &receiver, "/leads"))
-        .replace("timeout = \"2s\"", "timeout = \"500ms\"");
-    let mut sidecar = Sidecar::start(&config);
-    db.wait_streaming(&mut sidecar).await;
 
     db.sql
         .batch_execute("INSERT INTO leads (email) VALUES ('retry@example.com')")
@@ -294,8 +312,16 @@ async fn error_statuses_and_timeouts_are_retried_with_the_same_webhook_id() {
 
 #[tokio::test]
 async fn a_slow_receiver_does_not_get_the_stream_cut_off_by_wal_sender_timeout() {
-    let db = TestDb::create(shared_cluster(), "slow").await;
-    let receiver = Receiver::start(0).await.unwrap();
+    // One request at a time, so the slow ones add up.
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("slow")
+        .webhook_with("hook", "/leads", |w| w.delivery.max_in_flight = Some(1))
+        .start(&leadhook())
+        .await;
     // The first 40 deliveries take 250 ms each: 10 s, well past the 4 s
     // wal_sender_timeout, while the backlog (2 000 changes) is larger than
     // the sidecar's buffers, so the source has to stop reading meanwhile.
@@ -303,12 +329,8 @@ async fn a_slow_receiver_does_not_get_the_stream_cut_off_by_wal_sender_timeout()
         delay: Duration::from_millis(if n <= 40 { 250 } else { 0 }),
         ..Reply::ok()
     });
-    // One request at a time, so the slow ones add up.
-    let hook = webhook("hook", &receiver, "/leads") + "max_in_flight = 1\n";
-    let mut sidecar = Sidecar::start(&db.config(&hook));
-    db.wait_streaming(&mut sidecar).await;
 
-    db.sql.batch_execute("INSERT INTO leads (email, score) SELECT 'slow' || i, i FROM generate_series(1, 2000) i").await.unwrap();
+    db.insert_leads_in_one_transaction(1..=2000).await;
     let got = receiver
         .wait_for("/leads", 2000, Duration::from_secs(90))
         .await
@@ -329,28 +351,26 @@ async fn a_slow_receiver_does_not_get_the_stream_cut_off_by_wal_sender_timeout()
 
 #[tokio::test]
 async fn with_no_enabled_webhook_changes_are_confirmed_without_delivery() {
-    let db = TestDb::create(shared_cluster(), "nohooks").await;
-    let receiver = Receiver::start(0).await.unwrap();
-    let off = webhook("off", &receiver, "/off") + "enabled = false\n";
-    let mut sidecar = Sidecar::start(&db.config(&off));
-    db.wait_streaming(&mut sidecar).await;
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("nohooks")
+        .webhook_with("off", "/off", |w| w.enabled = Some(false))
+        .start(&leadhook())
+        .await;
     db.sql
         .batch_execute("INSERT INTO leads (email) VALUES ('nobody')")
         .await
         .unwrap();
     let after = db.insert_lsn().await;
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        if db.confirmed_past(&after).await {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not confirmed; log:\n{}",
-            sidecar.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        "not confirmed",
+        || sidecar.log(),
+        async || db.confirmed_past(&after).await,
+    )
+    .await;
     assert!(receiver.requests().is_empty());
     assert!(!sidecar.log().contains("reconnecting"), "{}", sidecar.log());
 }

@@ -2,9 +2,11 @@
 
 use std::process::{Command, Stdio};
 
+use crate::support::leadhook;
+
 #[test]
 fn demo_shows_the_deliveries_and_leaves_nothing_behind() {
-    let child = Command::new(env!("CARGO_BIN_EXE_leadhook"))
+    let child = Command::new(leadhook().binary())
         .arg("demo")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -4,8 +4,6 @@
 
 use std::collections::HashSet;
 
-use leadhook::throwaway::ClusterOptions;
-
 use crate::support::*;
 
 /// The commit LSN inside a replication-mode `webhook-id`
@@ -23,32 +21,38 @@ fn lsn_value(lsn: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restored_backup_gets_every_new_lead_delivered_under_ids_never_seen_before() {
     let mut cluster = start_cluster(ClusterOptions::default());
-    let db = TestDb::create(&cluster, "restore").await;
-    let receiver = Receiver::start(0).await.unwrap();
-    let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
-    db.wait_streaming(&mut sidecar).await;
-    db.insert_scores(1..=5).await;
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("restore")
+        .on(&cluster)
+        .start(&leadhook())
+        .await;
+    db.insert_leads(1..=5).await;
     wait_for_scores(&receiver, "/leads", 5, &sidecar).await;
     let backup = tokio::task::block_in_place(|| cluster.cold_copy()).expect("cold copy");
 
     // After the backup: leads the backup will not have, delivered and
     // confirmed, so the sidecar's position moves past what it holds.
     let sql = connect(&db.url).await;
-    wait_slot_streaming(&sql, &db.name, &mut sidecar).await;
-    insert_scores(&sql, 6..=15).await;
+    sidecar.wait_streaming(&sql, &db.name).await;
+    insert_leads(&sql, 6..=15).await;
     wait_for_these_scores(&receiver, "/leads", 6..=15, &sidecar).await;
     let written = wal_insert_lsn(&sql).await;
-    let deadline = std::time::Instant::now() + WAIT;
-    while !slot_confirmed_past(&sql, &db.name, &written).await {
-        assert!(std::time::Instant::now() < deadline, "never confirmed");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    eventually(
+        "never confirmed",
+        || sidecar.log(),
+        async || slot_confirmed_past(&sql, &db.name, &written).await,
+    )
+    .await;
     let seen_before = ids_of(&receiver.requests_to("/leads"));
 
     tokio::task::block_in_place(|| cluster.restore(&backup)).expect("restore");
     let restored = connect(&db.url).await;
-    wait_slot_streaming(&restored, &db.name, &mut sidecar).await;
-    insert_scores(&restored, 101..=110).await;
+    sidecar.wait_streaming(&restored, &db.name).await;
+    insert_leads(&restored, 101..=110).await;
     let got = wait_for_these_scores(&receiver, "/leads", 101..=110, &sidecar).await;
 
     let new: Vec<String> = got
@@ -84,48 +88,46 @@ async fn after_a_failover_the_lost_slot_is_reported_recreated_and_new_leads_are_
         standby.port(),
         db.name
     );
+    // Not a Scenario: the standby is made after the database and before the
+    // sidecar (a copy made later would have the slot).
     let receiver = Receiver::start(0).await.unwrap();
-    let config = db.config(&webhook("hook", &receiver, "/leads")).replace(
-        &format!("{}?sslmode=disable", db.url),
-        &format!("{both}&sslmode=disable"),
-    );
+    let config = db
+        .config()
+        .webhook(Webhook::to(&receiver, "hook", "/leads"))
+        .with(|c| c.database.url = format!("{both}&sslmode=disable"));
     let sql = connect(&db.url).await;
-    let mut sidecar = Sidecar::start(&config);
-    wait_slot_streaming(&sql, &db.name, &mut sidecar).await;
-    insert_scores(&sql, 1..=5).await;
+    let sidecar = leadhook().start(&config.to_toml());
+    sidecar.wait_streaming(&sql, &db.name).await;
+    insert_leads(&sql, 1..=5).await;
     wait_for_scores(&receiver, "/leads", 5, &sidecar).await;
     let before = ids_of(&receiver.requests_to("/leads"));
 
     // The standby has replayed everything; then the primary fails.
     let promoted = connect(&standby.url(&db.name)).await;
     let written = wal_insert_lsn(&sql).await;
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let replayed: bool = promoted
-            .query_one(
-                "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
-                &[&written],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if replayed {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "standby never caught up"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    eventually(
+        "standby never caught up",
+        || sidecar.log(),
+        async || {
+            promoted
+                .query_one(
+                    "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+                    &[&written],
+                )
+                .await
+                .unwrap()
+                .get(0)
+        },
+    )
+    .await;
     tokio::task::block_in_place(|| primary.stop()).expect("stop primary");
     promoted
         .batch_execute("SELECT pg_promote()")
         .await
         .expect("promote");
 
-    wait_slot_streaming(&promoted, &db.name, &mut sidecar).await;
-    insert_scores(&promoted, 6..=10).await;
+    sidecar.wait_streaming(&promoted, &db.name).await;
+    insert_leads(&promoted, 6..=10).await;
     let got = wait_for_these_scores(&receiver, "/leads", 6..=10, &sidecar).await;
     let after: HashSet<String> = ids_of(&got).difference(&before).cloned().collect();
     assert!(

@@ -6,6 +6,7 @@ mod support;
 
 mod check;
 mod config_errors;
+mod dead_letters;
 mod delivery;
 mod demo;
 mod engine;

@@ -1,29 +1,38 @@
 //! Notify mode: the trigger outbox with LISTEN/NOTIFY, on a cluster with
 //! `wal_level = replica` (except where it is compared with replication mode).
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
-
-use leadhook::throwaway::{ClusterOptions, WalLevel};
+use std::time::Duration;
 
 use crate::support::*;
 
-const WAIT: Duration = Duration::from_secs(60);
-const DELIVERING: &str = "delivering from the outbox";
-
-async fn start(db: &TestDb, webhooks: &str) -> Sidecar {
-    let mut sidecar = Sidecar::start(&db.notify_config(webhooks));
-    sidecar.wait_log(DELIVERING).await;
-    sidecar
+/// How many rows the outbox holds.
+async fn outbox_rows(db: &TestDb) -> i64 {
+    db.sql
+        .query_one("SELECT count(*) FROM leadhook.outbox", &[])
+        .await
+        .unwrap()
+        .get(0)
 }
 
 #[tokio::test]
 async fn notify_mode_payloads_are_byte_identical_to_replication_mode() {
-    let db = TestDb::create(shared_cluster(), "identical").await;
-    let receiver = Receiver::start(0).await.unwrap();
-    let mut replication = Sidecar::start(&db.config(&webhook("hook", &receiver, "/replication")));
-    db.wait_streaming(&mut replication).await;
-    let _notify = start(&db, &webhook("hook", &receiver, "/notify")).await;
+    let Running {
+        db,
+        receiver,
+        sidecar: _replication,
+        ..
+    } = Scenario::new("identical")
+        .webhook("hook", "/replication")
+        .start(&leadhook())
+        .await;
+    let notify = db
+        .config()
+        .notify()
+        .webhook(Webhook::to(&receiver, "hook", "/notify"));
+    let notify = leadhook().start(&notify.to_toml());
+    notify.wait_log(DELIVERING_FROM_OUTBOX).await;
 
     for statement in [
         "INSERT INTO leads (email, company, notes, score) VALUES (NULL, 'Zoë \"Q\" \\ ✓', E'two\\nlines', NULL)",
@@ -50,27 +59,29 @@ async fn notify_mode_payloads_are_byte_identical_to_replication_mode() {
 
 #[tokio::test]
 async fn webhooks_rollbacks_other_tables_and_a_ten_thousand_row_transaction() {
-    let db = TestDb::create(shared_replica_cluster(), "notify_basic").await;
-    db.sql
-        .batch_execute("CREATE TABLE orders (id serial PRIMARY KEY, email text)")
-        .await
-        .unwrap();
-    let receiver = Receiver::start(0).await.unwrap();
-    let hooks = format!(
-        "{}headers = {{ X-Tenant = \"acme\" }}\n\n{}method = \"PUT\"\n\n[[webhooks]]\nname = \"off\"\nurl = \"{}\"\nenabled = false\n",
-        webhook("a", &receiver, "/a"),
-        webhook("b", &receiver, "/b"),
-        receiver.url("/off")
-    );
-    let sidecar = start(&db, &hooks).await;
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("notify_basic")
+        .notify()
+        .setup("CREATE TABLE orders (id serial PRIMARY KEY, email text)")
+        .webhook_with("a", "/a", |w| {
+            w.headers.insert("X-Tenant".into(), "acme".into());
+        })
+        .webhook_with("b", "/b", |w| w.method = Some("PUT".into()))
+        .webhook_with("off", "/off", |w| w.enabled = Some(false))
+        .start(&leadhook())
+        .await;
 
     for statement in [
         "BEGIN; INSERT INTO leads (email, score) VALUES ('rolled', -1); ROLLBACK;",
         "INSERT INTO orders (email) VALUES ('order')",
-        "INSERT INTO leads (email, score) SELECT 'n' || i, i FROM generate_series(1, 10000) i",
     ] {
         db.sql.batch_execute(statement).await.unwrap();
     }
+    db.insert_leads_in_one_transaction(1..=10_000).await;
     let a = wait_for_scores(&receiver, "/a", 10_000, &sidecar).await;
     let b = wait_for_scores(&receiver, "/b", 10_000, &sidecar).await;
     assert!(
@@ -84,70 +95,59 @@ async fn webhooks_rollbacks_other_tables_and_a_ten_thousand_row_transaction() {
     );
     assert_eq!(scores_of(&a).len(), 10_000, "nothing else (orders) arrived");
     assert!(receiver.requests_to("/off").is_empty());
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left: i64 = db
-            .sql
-            .query_one("SELECT count(*) FROM leadhook.outbox", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if left == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{left} handled rows were not deleted from the outbox"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let left = Cell::new(0);
+    eventually(
+        "handled rows were not deleted from the outbox",
+        || format!("{} left", left.get()),
+        async || {
+            left.set(outbox_rows(&db).await);
+            left.get() == 0
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_receiver_outage_delays_but_loses_nothing() {
-    let db = TestDb::create(shared_replica_cluster(), "notify_down").await;
-    let mut receiver = Receiver::start(0).await.unwrap();
-    let sidecar = start(
-        &db,
-        &(webhook("hook", &receiver, "/leads")
-            + "initial_backoff = \"100ms\"\nmax_backoff = \"500ms\"\n"),
-    )
-    .await;
+    let Running {
+        db,
+        mut receiver,
+        sidecar,
+        ..
+    } = Scenario::new("notify_down")
+        .notify()
+        .webhook_with("hook", "/leads", |w| {
+            w.delivery.initial_backoff = Some(Duration::from_millis(100));
+            w.delivery.max_backoff = Some(Duration::from_millis(500));
+        })
+        .start(&leadhook())
+        .await;
     receiver.stop().await;
-    db.sql
-        .batch_execute(
-            "INSERT INTO leads (email, score) SELECT 'd' || i, i FROM generate_series(1, 20) i",
-        )
-        .await
-        .unwrap();
+    db.insert_leads_in_one_transaction(1..=20).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let held: i64 = db
-        .sql
-        .query_one("SELECT count(*) FROM leadhook.outbox", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(held, 20, "undelivered rows stay in the outbox");
+    assert_eq!(
+        outbox_rows(&db).await,
+        20,
+        "undelivered rows stay in the outbox"
+    );
     receiver.start_again().await.unwrap();
     wait_for_scores(&receiver, "/leads", 20, &sidecar).await;
 }
 
 #[tokio::test]
 async fn a_killed_sidecar_redelivers_with_the_same_webhook_ids() {
-    let db = TestDb::create(shared_replica_cluster(), "notify_kill").await;
-    let receiver = Receiver::start(0).await.unwrap();
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("notify_kill")
+        .notify()
+        .webhook_with("hook", "/leads", |w| w.delivery.max_in_flight = Some(4))
+        .start(&leadhook())
+        .await;
     receiver.set_responder(|_, _| Reply::ok().after(Duration::from_millis(5)));
-    let mut sidecar = start(
-        &db,
-        &(webhook("hook", &receiver, "/leads") + "max_in_flight = 4\n"),
-    )
-    .await;
-    db.sql
-        .batch_execute(
-            "INSERT INTO leads (email, score) SELECT 'k' || i, i FROM generate_series(1, 1000) i",
-        )
-        .await
-        .unwrap();
+    db.insert_leads_in_one_transaction(1..=1000).await;
     receiver.wait_for("/leads", 100, WAIT).await.unwrap();
     sidecar.kill();
     assert!(
@@ -171,31 +171,35 @@ async fn a_postgres_restart_is_survived() {
         wal_level: WalLevel::Replica,
         ..ClusterOptions::default()
     });
-    let db = TestDb::create(&cluster, "notify_pgrestart").await;
-    let receiver = Receiver::start(0).await.unwrap();
-    let mut sidecar = start(&db, &webhook("hook", &receiver, "/leads")).await;
-    db.sql
-        .batch_execute(
-            "INSERT INTO leads (email, score) SELECT 'r' || i, i FROM generate_series(1, 50) i",
-        )
-        .await
-        .unwrap();
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("notify_pgrestart")
+        .notify()
+        .on(&cluster)
+        .start(&leadhook())
+        .await;
+    db.insert_leads_in_one_transaction(1..=50).await;
     tokio::task::block_in_place(|| cluster.restart()).unwrap();
     let sql = connect(&db.url).await;
-    sql.batch_execute(
-        "INSERT INTO leads (email, score) SELECT 'r' || i, i FROM generate_series(51, 100) i",
-    )
-    .await
-    .unwrap();
+    insert_leads_in_one_transaction(&sql, 51..=100).await;
     wait_for_scores(&receiver, "/leads", 100, &sidecar).await;
     sidecar.wait_log("reconnecting").await;
 }
 
 #[tokio::test]
 async fn a_row_whose_notification_was_missed_is_found_by_the_poll() {
-    let db = TestDb::create(shared_replica_cluster(), "notify_poll").await;
-    let receiver = Receiver::start(0).await.unwrap();
-    let sidecar = start(&db, &webhook("hook", &receiver, "/leads")).await;
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("notify_poll")
+        .notify()
+        .start(&leadhook())
+        .await;
     // Written straight into the outbox: no trigger, so no NOTIFY rings.
     db.sql
         .batch_execute(
@@ -215,19 +219,19 @@ async fn a_row_whose_notification_was_missed_is_found_by_the_poll() {
 
 #[tokio::test]
 async fn two_instances_never_deliver_the_same_row_and_the_standby_takes_over() {
-    let db = TestDb::create(shared_replica_cluster(), "notify_two").await;
-    let receiver = Receiver::start(0).await.unwrap();
-    let hook = webhook("hook", &receiver, "/leads");
-    let mut first = start(&db, &hook).await;
-    let mut second = Sidecar::start(&db.notify_config(&hook));
+    let Running {
+        db,
+        receiver,
+        sidecar: first,
+        config,
+    } = Scenario::new("notify_two")
+        .notify()
+        .start(&leadhook())
+        .await;
+    let second = leadhook().start(&config.to_toml());
     second.wait_log("standing by").await;
 
-    db.sql
-        .batch_execute(
-            "INSERT INTO leads (email, score) SELECT 't' || i, i FROM generate_series(1, 300) i",
-        )
-        .await
-        .unwrap();
+    db.insert_leads_in_one_transaction(1..=300).await;
     let got = wait_for_scores(&receiver, "/leads", 300, &first).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let got_now = receiver.requests_to("/leads");
@@ -239,12 +243,7 @@ async fn two_instances_never_deliver_the_same_row_and_the_standby_takes_over() {
     );
 
     first.kill();
-    db.sql
-        .batch_execute(
-            "INSERT INTO leads (email, score) SELECT 't' || i, i FROM generate_series(301, 350) i",
-        )
-        .await
-        .unwrap();
+    db.insert_leads_in_one_transaction(301..=350).await;
     wait_for_scores(&receiver, "/leads", 350, &second).await;
 }
 
@@ -256,13 +255,14 @@ async fn check_and_setup_handle_notify_mode_without_replication_rights() {
         .batch_execute(&format!("CREATE ROLE {role} LOGIN PASSWORD 'pw'; GRANT CREATE ON DATABASE {} TO {role}; ALTER TABLE leads OWNER TO {role};", db.name))
         .await
         .unwrap();
-    let url = db.url.replace("postgres:postgres@", &format!("{role}:pw@"));
     let config = db
-        .notify_config("")
-        .replace(&db.url, &url)
-        .replace("[source]\n", "[source]\ncreate = false\n");
+        .config_as(&role, "pw")
+        .notify()
+        .with(|c| c.source.create = Some(false))
+        .to_toml();
+    let run = |args: &[&str]| leadhook().run(&config, args, &[]);
 
-    let (code, stdout, _, _) = run_leadhook(&config, &["check"], &[]);
+    let Finished { code, stdout, .. } = run(&["check"]);
     assert_eq!(code, Some(1), "{stdout}");
     assert!(
         stdout.contains("notify mode (wal_level = replica, no replication needed)"),
@@ -274,7 +274,11 @@ async fn check_and_setup_handle_notify_mode_without_replication_rights() {
     );
     assert!(!stdout.contains("may not replicate"), "{stdout}");
 
-    let (code, printed, _, _) = run_leadhook(&config, &["setup"], &[]);
+    let Finished {
+        code,
+        stdout: printed,
+        ..
+    } = run(&["setup"]);
     assert_eq!(code, Some(0), "{printed}");
     assert!(
         printed.contains(
@@ -282,9 +286,14 @@ async fn check_and_setup_handle_notify_mode_without_replication_rights() {
         ),
         "{printed}"
     );
-    let (code, applied, stderr, _) = run_leadhook(&config, &["setup", "--apply"], &[]);
+    let Finished {
+        code,
+        stdout: applied,
+        stderr,
+        ..
+    } = run(&["setup", "--apply"]);
     assert_eq!(code, Some(0), "{applied}{stderr}");
-    let (code, stdout, _, _) = run_leadhook(&config, &["check"], &[]);
+    let Finished { code, stdout, .. } = run(&["check"]);
     assert_eq!(code, Some(0), "{stdout}");
     assert!(
         stdout.contains("outbox \"leadhook\".outbox and its capture trigger are installed"),
@@ -295,7 +304,11 @@ async fn check_and_setup_handle_notify_mode_without_replication_rights() {
         .batch_execute("INSERT INTO leads (email) VALUES ('pending')")
         .await
         .unwrap();
-    let (code, removed, _, _) = run_leadhook(&config, &["setup", "--uninstall"], &[]);
+    let Finished {
+        code,
+        stdout: removed,
+        ..
+    } = run(&["setup", "--uninstall"]);
     assert_eq!(code, Some(0), "{removed}");
     assert!(
         removed.contains("removed the capture trigger leadhook_capture"),
@@ -316,28 +329,25 @@ async fn check_and_setup_handle_notify_mode_without_replication_rights() {
 
 #[tokio::test]
 async fn a_long_schema_name_and_dollar_quotes_in_names_never_break_the_applications_writes() {
-    let db = TestDb::create(shared_replica_cluster(), "names").await;
     // 60 bytes, with `$$` in it: the old channel name `<schema>_outbox`
     // did not fit, and `$$` ended the generated function body.
     let schema = "leadhook_state_for_partner_webhooks_$$_of_team_eu_production";
     assert_eq!(schema.len(), 60);
-    db.sql
-        .batch_execute(r#"ALTER TABLE leads RENAME COLUMN email TO "e$$mail""#)
-        .await
-        .unwrap();
-    let receiver = Receiver::start(0).await.unwrap();
-    let config = db
-        .notify_config(&webhook("hook", &receiver, "/leads"))
-        .replace(
-            "[source]\n",
-            "[source.columns]\nemail = \"e$$mail\"\n\n[source]\n",
-        )
-        .replace(
-            "[database]\n",
-            &format!("[database]\nschema = \"{schema}\"\n"),
-        );
-    let mut sidecar = Sidecar::start(&config);
-    sidecar.wait_log(DELIVERING).await;
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("names")
+        .notify()
+        .setup(r#"ALTER TABLE leads RENAME COLUMN email TO "e$$mail""#)
+        .configure(move |c| {
+            let column = Column::Named("e$$mail".into());
+            c.source.columns.insert("email".into(), column);
+            c.database.schema = Some(schema.into());
+        })
+        .start(&leadhook())
+        .await;
     db.sql
         .execute(
             r#"INSERT INTO leads ("e$$mail", score) VALUES ('dollar@example.com', 1)"#,

@@ -1,12 +1,9 @@
 //! Operations: metrics, health, graceful shutdown, logs, high availability.
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-use leadhook::throwaway::ClusterOptions;
-
 use crate::support::*;
-
-const WAIT: Duration = Duration::from_secs(60);
 
 async fn http_status(url: &str, method: reqwest::Method) -> (u16, String) {
     let response = reqwest::Client::new()
@@ -20,20 +17,29 @@ async fn http_status(url: &str, method: reqwest::Method) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_exactly_and_carry_the_documented_names() {
     leadhook_crypto();
-    let db = TestDb::create(shared_cluster(), "metrics").await;
-    let receiver = Receiver::start(0).await.unwrap();
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("metrics")
+        .webhook("hook", "/leads")
+        .webhook_with("flaky", "/flaky", |w| {
+            w.delivery.timeout = Some(Duration::from_millis(500));
+            w.delivery.initial_backoff = Some(Duration::from_millis(50));
+        })
+        .configure(|c| {
+            let closed = Webhook::new("closed", "http://127.0.0.1:1/x")
+                .with(|w| w.delivery.max_attempts = Some(1));
+            c.webhooks.push(closed);
+        })
+        .start(&leadhook())
+        .await;
     receiver.set_responder(|request, n| match (request.path.as_str(), n) {
         ("/flaky", 1) => Reply::status(503),
         ("/flaky", 2) => Reply::ok().after(Duration::from_secs(2)),
         _ => Reply::ok(),
     });
-    let hooks = format!(
-        "{}{}timeout = \"500ms\"\ninitial_backoff = \"50ms\"\n\n[[webhooks]]\nname = \"closed\"\nurl = \"http://127.0.0.1:1/x\"\nmax_attempts = 1\n",
-        webhook("hook", &receiver, "/leads"),
-        webhook("flaky", &receiver, "/flaky"),
-    );
-    let mut sidecar = Sidecar::start(&db.config(&hooks));
-    db.wait_streaming(&mut sidecar).await;
     let admin = sidecar.admin_url().await;
 
     db.sql
@@ -47,32 +53,28 @@ async fn metrics_count_exactly_and_carry_the_documented_names() {
         .await
         .unwrap();
     receiver.wait_for("/leads", 26, WAIT).await.unwrap();
-    let deadline = Instant::now() + WAIT;
-    let samples = loop {
-        let samples = scrape(&admin).await;
-        let done =
-            |hook| value(&samples, "leadhook_deliveries_total", &[("webhook", hook)]).is_some();
-        if done("flaky")
-            && value(
-                &samples,
-                "leadhook_deliveries_total",
-                &[("webhook", "closed"), ("outcome", "dead_lettered")],
-            ) == Some(26.0)
-            && value(
-                &samples,
-                "leadhook_deliveries_total",
-                &[("webhook", "flaky"), ("outcome", "delivered")],
-            ) == Some(26.0)
-        {
-            break samples;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "deliveries did not finish; log:\n{}",
-            sidecar.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let mut samples = Vec::new();
+    eventually(
+        "deliveries did not finish",
+        || sidecar.log(),
+        async || {
+            samples = scrape(&admin).await;
+            let done =
+                |hook| value(&samples, "leadhook_deliveries_total", &[("webhook", hook)]).is_some();
+            done("flaky")
+                && value(
+                    &samples,
+                    "leadhook_deliveries_total",
+                    &[("webhook", "closed"), ("outcome", "dead_lettered")],
+                ) == Some(26.0)
+                && value(
+                    &samples,
+                    "leadhook_deliveries_total",
+                    &[("webhook", "flaky"), ("outcome", "delivered")],
+                ) == Some(26.0)
+        },
+    )
+    .await;
     let get = |name, labels: &[(&str, &str)]| {
         value(&samples, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?}"))
     };
@@ -136,16 +138,17 @@ async fn metrics_count_exactly_and_carry_the_documented_names() {
     assert_eq!(get("leadhook_in_flight", &[("webhook", "hook")]), 0.0);
     assert_eq!(get("leadhook_source_connected", &[]), 1.0);
     // Idle now: the lag is reported and small once the position catches up.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let lag =
-            value(&scrape(&admin).await, "leadhook_replication_lag_bytes", &[]).expect("lag gauge");
-        if lag < 100_000.0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "replication lag stays at {lag}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let lag = Cell::new(0.0);
+    eventually(
+        "the replication lag stays high",
+        || format!("at {}", lag.get()),
+        async || {
+            let samples = scrape(&admin).await;
+            lag.set(value(&samples, "leadhook_replication_lag_bytes", &[]).expect("lag gauge"));
+            lag.get() < 100_000.0
+        },
+    )
+    .await;
 }
 
 /// reqwest in the test process needs the same crypto provider the sidecar installs.
@@ -153,10 +156,12 @@ async fn metrics_count_exactly_and_carry_the_documented_names() {
 async fn readyz_follows_the_database_while_healthz_stays_up_and_the_port_is_read_only() {
     leadhook_crypto();
     let mut cluster = start_cluster(ClusterOptions::default());
-    let db = TestDb::create(&cluster, "ready").await;
-    let receiver = Receiver::start(0).await.unwrap();
-    let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
-    db.wait_streaming(&mut sidecar).await;
+    let Running {
+        db: _db,
+        receiver: _receiver,
+        sidecar,
+        ..
+    } = Scenario::new("ready").on(&cluster).start(&leadhook()).await;
     let admin = sidecar.admin_url().await;
 
     assert_eq!(
@@ -183,18 +188,18 @@ async fn readyz_follows_the_database_while_healthz_stays_up_and_the_port_is_read
     );
 
     tokio::task::block_in_place(|| cluster.stop()).unwrap();
-    let deadline = Instant::now() + WAIT;
-    let reason = loop {
-        let (status, body) = http_status(&format!("{admin}/readyz"), reqwest::Method::GET).await;
-        if status == 503 {
-            break body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still ready with the database down"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let mut reason = String::new();
+    eventually(
+        "still ready with the database down",
+        || sidecar.log(),
+        async || {
+            let (status, body) =
+                http_status(&format!("{admin}/readyz"), reqwest::Method::GET).await;
+            reason = body;
+            status == 503
+        },
+    )
+    .await;
     assert!(
         reason.starts_with("not ready: ") && reason.lines().count() == 1,
         "{reason:?}"
@@ -209,36 +214,33 @@ async fn readyz_follows_the_database_while_healthz_stays_up_and_the_port_is_read
     sidecar.assert_running();
 
     tokio::task::block_in_place(|| cluster.start_again()).unwrap();
-    let deadline = Instant::now() + WAIT;
-    while http_status(&format!("{admin}/readyz"), reqwest::Method::GET)
-        .await
-        .0
-        != 200
-    {
-        assert!(
-            Instant::now() < deadline,
-            "not ready again after the database came back:\n{}",
-            sidecar.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "not ready again after the database came back",
+        || sidecar.log(),
+        async || {
+            http_status(&format!("{admin}/readyz"), reqwest::Method::GET)
+                .await
+                .0
+                == 200
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn sigterm_under_load_finishes_cleanly_and_a_restart_loses_nothing() {
-    let db = TestDb::create(shared_cluster(), "sigterm").await;
-    let receiver = Receiver::start(0).await.unwrap();
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("sigterm")
+        .webhook_with("hook", "/leads", |w| w.delivery.max_in_flight = Some(4))
+        .start(&leadhook())
+        .await;
     receiver.set_responder(|_, _| Reply::ok().after(Duration::from_millis(3)));
-    let hook = webhook("hook", &receiver, "/leads") + "max_in_flight = 4\n";
-    let mut sidecar = Sidecar::start(&db.config(&hook));
-    db.wait_streaming(&mut sidecar).await;
 
-    db.sql
-        .batch_execute(
-            "INSERT INTO leads (email, score) SELECT 's' || i, i FROM generate_series(1, 3000) i",
-        )
-        .await
-        .unwrap();
+    db.insert_leads_in_one_transaction(1..=3000).await;
     receiver.wait_for("/leads", 200, WAIT).await.unwrap();
     sidecar.terminate();
     let status = sidecar.wait_exit(Duration::from_secs(20)).await;
@@ -265,7 +267,12 @@ async fn sigterm_under_load_finishes_cleanly_and_a_restart_loses_nothing() {
 
 #[tokio::test]
 async fn sigterm_when_idle_confirms_everything_delivered() {
-    let (db, receiver, mut sidecar) = streaming_to_one_webhook("sigterm_idle").await;
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("sigterm_idle").start(&leadhook()).await;
     db.sql
         .batch_execute("INSERT INTO leads (email) VALUES ('x')")
         .await
@@ -286,8 +293,25 @@ async fn sigterm_when_idle_confirms_everything_delivered() {
 
 #[tokio::test]
 async fn logs_can_be_json_lines_at_the_configured_level() {
-    let db = TestDb::create(shared_cluster(), "jsonlog").await;
-    let receiver = Receiver::start(0).await.unwrap();
+    // An empty RUST_LOG: the config's level applies.
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("jsonlog")
+        .webhook_with("hook", "/leads", |w| {
+            w.delivery.initial_backoff = Some(Duration::from_millis(50));
+        })
+        .configure(|c| {
+            c.log = Some(Log {
+                format: Some("json".into()),
+                level: Some("warn".into()),
+            });
+        })
+        .env("RUST_LOG", "")
+        .start(&leadhook())
+        .await;
     receiver.set_responder(|_, n| {
         if n == 1 {
             Reply::status(500)
@@ -295,15 +319,6 @@ async fn logs_can_be_json_lines_at_the_configured_level() {
             Reply::ok()
         }
     });
-    let config = db.config(&webhook("hook", &receiver, "/leads")).replace(
-        "[admin]\n",
-        "[log]\nformat = \"json\"\nlevel = \"warn\"\n\n[admin]\n",
-    );
-    let mut sidecar = Sidecar::start_with_env(
-        &(config + "initial_backoff = \"50ms\"\n"),
-        &[("RUST_LOG", "")],
-    );
-    db.wait_streaming(&mut sidecar).await;
     db.sql
         .batch_execute("INSERT INTO leads (email) VALUES ('j')")
         .await
@@ -332,42 +347,26 @@ async fn logs_can_be_json_lines_at_the_configured_level() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_instance_takes_over_within_seconds_when_the_active_one_dies() {
     leadhook_crypto();
-    let db = TestDb::create(shared_cluster(), "ha").await;
-    let receiver = Receiver::start(0).await.unwrap();
-    let config = db.config(&webhook("hook", &receiver, "/leads"));
-    let mut active = Sidecar::start(&config);
-    db.wait_streaming(&mut active).await;
-    let mut standby = Sidecar::start(&config);
+    let Running {
+        db,
+        receiver,
+        sidecar: active,
+        config,
+    } = Scenario::new("ha").start(&leadhook()).await;
+    let standby = leadhook().start(&config.to_toml());
     let standby_admin = standby.admin_url().await;
-    let deadline = Instant::now() + WAIT;
-    while !standby.log().contains("standing by") {
-        assert!(
-            Instant::now() < deadline,
-            "the second instance should stand by:\n{}",
-            standby.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The second instance should stand by.
+    standby.wait_log_within("standing by", WAIT).await;
     let (status, reason) =
         http_status(&format!("{standby_admin}/readyz"), reqwest::Method::GET).await;
     assert_eq!(status, 503);
     assert!(reason.contains("standby"), "{reason}");
 
-    db.sql
-        .batch_execute(
-            "INSERT INTO leads (email, score) SELECT 'h' || i, i FROM generate_series(1, 100) i",
-        )
-        .await
-        .unwrap();
+    db.insert_leads_in_one_transaction(1..=100).await;
     receiver.wait_for("/leads", 100, WAIT).await.unwrap();
     active.kill();
     let killed = Instant::now();
-    db.sql
-        .batch_execute(
-            "INSERT INTO leads (email, score) SELECT 'h' || i, i FROM generate_series(101, 200) i",
-        )
-        .await
-        .unwrap();
+    db.insert_leads_in_one_transaction(101..=200).await;
     wait_for_scores(&receiver, "/leads", 200, &standby).await;
     let took = killed.elapsed();
     assert!(took < Duration::from_secs(10), "takeover took {took:?}");

@@ -49,11 +49,15 @@ async fn save_leads_across_partitions(db: &TestDb) {
 
 #[tokio::test]
 async fn every_partition_of_a_partitioned_table_is_delivered_including_rows_that_move() {
-    let db = TestDb::create(shared_cluster(), "partitioned").await;
-    db.sql.batch_execute(PARTITIONED_LEADS).await.unwrap();
-    let receiver = Receiver::start(0).await.unwrap();
-    let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
-    db.wait_streaming(&mut sidecar).await;
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("partitioned")
+        .setup(PARTITIONED_LEADS)
+        .start(&leadhook())
+        .await;
     save_leads_across_partitions(&db).await;
     let got = wait_for_scores(&receiver, "/leads", 6, &sidecar).await;
     let moved = got.iter().find(|r| data(r)["score"] == 5).unwrap();
@@ -81,7 +85,10 @@ async fn check_fails_on_a_publication_that_publishes_partitions_under_their_own_
         .batch_execute(&format!("CREATE PUBLICATION {} FOR TABLE leads", db.name))
         .await
         .unwrap();
-    let (code, out, _, _) = run_leadhook(&db.config(""), &["check"], &[]);
+    let check = || leadhook().run(&db.config().to_toml(), &["check"], &[]);
+    let Finished {
+        code, stdout: out, ..
+    } = check();
     assert_eq!(code, Some(1), "{out}");
     let fix = format!(
         "ALTER PUBLICATION \"{}\" SET (publish_via_partition_root = true);",
@@ -89,17 +96,24 @@ async fn check_fails_on_a_publication_that_publishes_partitions_under_their_own_
     );
     assert!(out.contains(&fix), "{out}");
     db.sql.batch_execute(&fix.replace('"', "")).await.unwrap();
-    let (code, out, _, _) = run_leadhook(&db.config(""), &["check"], &[]);
+    let Finished {
+        code, stdout: out, ..
+    } = check();
     assert_eq!(code, Some(0), "{out}");
 }
 
 #[tokio::test]
 async fn notify_mode_captures_every_partition_present_and_future() {
-    let db = TestDb::create(shared_replica_cluster(), "partnotify").await;
-    db.sql.batch_execute(PARTITIONED_LEADS).await.unwrap();
-    let receiver = Receiver::start(0).await.unwrap();
-    let mut sidecar = Sidecar::start(&db.notify_config(&webhook("hook", &receiver, "/leads")));
-    sidecar.wait_log("delivering from the outbox").await;
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("partnotify")
+        .notify()
+        .setup(PARTITIONED_LEADS)
+        .start(&leadhook())
+        .await;
     save_leads_across_partitions(&db).await;
     let got = wait_for_scores(&receiver, "/leads", 6, &sidecar).await;
     let moved = got.iter().find(|r| data(r)["score"] == 5).unwrap();

@@ -1,14 +1,15 @@
 //! The `save_lead` payload contract, field by field.
 
-use std::time::Duration;
-
 use crate::support::*;
-
-const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn payload_has_exactly_the_documented_shape_with_nulls_by_field_type() {
-    let (db, receiver, _sidecar) = streaming_to_one_webhook("payload_nulls").await;
+    let Running {
+        db,
+        receiver,
+        sidecar: _sidecar,
+        ..
+    } = Scenario::new("payload_nulls").start(&leadhook()).await;
 
     db.sql
         .batch_execute("INSERT INTO leads (email) VALUES (NULL)")
@@ -25,7 +26,12 @@ async fn payload_has_exactly_the_documented_shape_with_nulls_by_field_type() {
 
 #[tokio::test]
 async fn text_arrives_byte_exact_and_score_as_an_integer() {
-    let (db, receiver, _sidecar) = streaming_to_one_webhook("payload_text").await;
+    let Running {
+        db,
+        receiver,
+        sidecar: _sidecar,
+        ..
+    } = Scenario::new("payload_text").start(&leadhook()).await;
 
     let tricky = "Zoë \"the\" O'Brien \\ back\\slash\nnew line\ttab ✓ 🚀 \u{1}";
     let long = "x".repeat(100_000);
@@ -60,24 +66,17 @@ async fn text_arrives_byte_exact_and_score_as_an_integer() {
 /// A 200 KB random `notes` is stored out of line (TOAST); an UPDATE that does
 /// not touch it streams it as "unchanged", and the sidecar must still send it.
 async fn untouched_large_notes_are_delivered(identity_full: bool) {
-    let db = TestDb::create(
-        shared_cluster(),
-        if identity_full {
-            "toast_full"
-        } else {
-            "toast_default"
-        },
-    )
-    .await;
-    if identity_full {
-        db.sql
-            .batch_execute("ALTER TABLE leads REPLICA IDENTITY FULL")
-            .await
-            .unwrap();
-    }
-    let receiver = Receiver::start(0).await.unwrap();
-    let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
-    db.wait_streaming(&mut sidecar).await;
+    let scenario = if identity_full {
+        Scenario::new("toast_full").setup("ALTER TABLE leads REPLICA IDENTITY FULL")
+    } else {
+        Scenario::new("toast_default")
+    };
+    let Running {
+        db,
+        receiver,
+        sidecar: _sidecar,
+        ..
+    } = scenario.start(&leadhook()).await;
 
     db.sql
         .batch_execute(
@@ -121,21 +120,25 @@ async fn update_keeps_untouched_large_notes_with_replica_identity_full() {
 
 #[tokio::test]
 async fn columns_can_be_renamed_and_declared_absent() {
-    let db = TestDb::create(shared_cluster(), "payload_columns").await;
-    db.sql
-        .batch_execute(
+    let Running {
+        db,
+        receiver,
+        sidecar: _sidecar,
+        ..
+    } = Scenario::new("payload_columns")
+        .setup(
             "CREATE TABLE contacts (pk int PRIMARY KEY, mail text, points smallint, company text, first_name text,
              last_name text, phone text, website text, position text, linkedin text, notes text)",
         )
-        .await
-        .unwrap();
-    let receiver = Receiver::start(0).await.unwrap();
-    let config = db
-        .config(&webhook("hook", &receiver, "/leads"))
-        .replace("[source]\n", "[source]\ntable = \"public.contacts\"\n")
-        + "\n[source.columns]\nemail = \"mail\"\nscore = \"points\"\ntwitter = false\n";
-    let mut sidecar = Sidecar::start(&config);
-    db.wait_streaming(&mut sidecar).await;
+        .configure(|c| {
+            c.source.table = Some("public.contacts".into());
+            let columns = &mut c.source.columns;
+            columns.insert("email".into(), Column::Named("mail".into()));
+            columns.insert("score".into(), Column::Named("points".into()));
+            columns.insert("twitter".into(), Column::Absent(false));
+        })
+        .start(&leadhook())
+        .await;
 
     db.sql
         .batch_execute("INSERT INTO contacts (pk, mail, points) VALUES (1, 'm@example.com', 7)")
@@ -154,7 +157,12 @@ const BIG_NOTES: &str =
 
 #[tokio::test]
 async fn read_back_large_values_are_counted_as_exact_newer_or_deleted() {
-    let (db, receiver, mut sidecar) = streaming_to_one_webhook("toast_reads").await;
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("toast_reads").start(&leadhook()).await;
     commit_each(
         &db,
         &[

@@ -1,14 +1,11 @@
 //! At-least-once through crashes, restarts and outages, and a slot that
 //! never holds back WAL it does not need.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use leadhook::throwaway::ClusterOptions;
-
 use crate::support::*;
-
-const WAIT: Duration = Duration::from_secs(90);
 
 /// Every score 1..=n arrived at least once, and every redelivery of a change
 /// carried the id and body of its first delivery.
@@ -33,26 +30,25 @@ fn assert_complete_with_stable_ids(got: &[ReceivedRequest], n: i64) {
 
 #[tokio::test]
 async fn a_sidecar_killed_mid_stream_loses_nothing_and_redelivers_with_the_same_ids() {
-    let db = TestDb::create(shared_cluster(), "kill").await;
-    let receiver = Receiver::start(0).await.unwrap();
+    // Few requests in flight, so the interruption lands mid-stream.
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("kill")
+        .webhook_with("hook", "/leads", |w| w.delivery.max_in_flight = Some(4))
+        .start(&leadhook())
+        .await;
     // Slow enough that the kill lands mid-stream.
     receiver.set_responder(|_, _| Reply {
         delay: Duration::from_millis(5),
         ..Reply::ok()
     });
-    // Few requests in flight, so the interruption lands mid-stream.
-    let hook = webhook("hook", &receiver, "/leads") + "max_in_flight = 4\n";
-    let mut sidecar = Sidecar::start(&db.config(&hook));
-    db.wait_streaming(&mut sidecar).await;
 
     for batch in 0..20 {
-        db.sql
-            .execute(
-                "INSERT INTO leads (email, score) SELECT 'k' || i, i FROM generate_series($1::int * 100 + 1, $1::int * 100 + 100) i",
-                &[&batch],
-            )
-            .await
-            .unwrap();
+        db.insert_leads_in_one_transaction(batch * 100 + 1..=batch * 100 + 100)
+            .await;
     }
     receiver.wait_for("/leads", 300, WAIT).await.unwrap();
     sidecar.kill();
@@ -62,10 +58,7 @@ async fn a_sidecar_killed_mid_stream_loses_nothing_and_redelivers_with_the_same_
         "the kill must land mid-stream (got {before} already)"
     );
     sidecar.restart();
-    db.sql
-        .batch_execute("INSERT INTO leads (email, score) VALUES ('after', 2001)")
-        .await
-        .unwrap();
+    db.insert_leads(2001..=2001).await;
     receiver.wait_for("/leads", 2001, WAIT).await.unwrap();
     // Different leads are delivered concurrently, so wait for every score
     // (redeliveries make plain counts ambiguous).
@@ -76,31 +69,27 @@ async fn a_sidecar_killed_mid_stream_loses_nothing_and_redelivers_with_the_same_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_restart_mid_stream_is_survived_without_loss() {
     let mut cluster = start_cluster(ClusterOptions::default());
-    let db = TestDb::create(&cluster, "pgrestart").await;
-    let receiver = Receiver::start(0).await.unwrap();
+    // Few requests in flight, so the interruption lands mid-stream.
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("pgrestart")
+        .on(&cluster)
+        .webhook_with("hook", "/leads", |w| w.delivery.max_in_flight = Some(4))
+        .start(&leadhook())
+        .await;
     receiver.set_responder(|_, _| Reply {
         delay: Duration::from_millis(5),
         ..Reply::ok()
     });
-    // Few requests in flight, so the interruption lands mid-stream.
-    let hook = webhook("hook", &receiver, "/leads") + "max_in_flight = 4\n";
-    let mut sidecar = Sidecar::start(&db.config(&hook));
-    db.wait_streaming(&mut sidecar).await;
 
-    db.sql
-        .batch_execute(
-            "INSERT INTO leads (email, score) SELECT 'r' || i, i FROM generate_series(1, 500) i",
-        )
-        .await
-        .unwrap();
+    db.insert_leads_in_one_transaction(1..=500).await;
     receiver.wait_for("/leads", 50, WAIT).await.unwrap();
     tokio::task::block_in_place(|| cluster.restart()).expect("restart postgres");
     let sql = connect(&db.url).await;
-    sql.batch_execute(
-        "INSERT INTO leads (email, score) SELECT 'r' || i, i FROM generate_series(501, 600) i",
-    )
-    .await
-    .unwrap();
+    insert_leads_in_one_transaction(&sql, 501..=600).await;
     wait_for_scores(&receiver, "/leads", 600, &sidecar).await;
     assert_complete_with_stable_ids(&receiver.requests_to("/leads"), 600);
     assert!(
@@ -111,14 +100,15 @@ async fn a_postgres_restart_mid_stream_is_survived_without_loss() {
 
 #[tokio::test]
 async fn heavy_writes_to_other_tables_do_not_make_the_slot_retain_wal() {
-    let db = TestDb::create(shared_cluster(), "idle").await;
-    db.sql
-        .batch_execute("CREATE TABLE events (id bigserial PRIMARY KEY, body text)")
-        .await
-        .unwrap();
-    let receiver = Receiver::start(0).await.unwrap();
-    let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
-    db.wait_streaming(&mut sidecar).await;
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("idle")
+        .setup("CREATE TABLE events (id bigserial PRIMARY KEY, body text)")
+        .start(&leadhook())
+        .await;
 
     let before = db.insert_lsn().await;
     for _ in 0..10 {
@@ -138,18 +128,16 @@ async fn heavy_writes_to_other_tables_do_not_make_the_slot_retain_wal() {
         written > 20_000_000.0,
         "the other table wrote only {written} bytes of WAL"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let retained = db.retained_wal().await;
-        if retained < 1_000_000 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "slot still retains {retained} bytes of WAL; log:\n{}",
-            sidecar.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let retained = Cell::new(0);
+    eventually_within(
+        Duration::from_secs(30),
+        "the slot still retains WAL",
+        || format!("{} bytes; log:\n{}", retained.get(), sidecar.log()),
+        async || {
+            retained.set(db.retained_wal().await);
+            retained.get() < 1_000_000
+        },
+    )
+    .await;
     assert!(receiver.requests_to("/leads").is_empty());
 }

@@ -1,36 +1,34 @@
 //! The slot's life: created while transactions are open, dropped by a DBA
 //! while leadhook runs, and while it is stopped.
 
+use std::cell::RefCell;
 use std::time::Duration;
-
-use leadhook::throwaway::ClusterOptions;
 
 use crate::support::*;
 
 /// What a DBA does: end the walsender that holds the slot, then drop it.
 async fn drop_slot(db: &TestDb) {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        db.sql
-            .execute(
-                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL",
-                &[&db.name],
-            )
-            .await
-            .expect("terminate walsender");
-        let dropped = db
-            .sql
-            .execute("SELECT pg_drop_replication_slot($1)", &[&db.name])
-            .await;
-        if dropped.is_ok() {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "cannot drop the slot: {dropped:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let failure = RefCell::new(String::new());
+    eventually(
+        "cannot drop the slot",
+        || failure.borrow().clone(),
+        async || {
+            db.sql
+                .execute(
+                    "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL",
+                    &[&db.name],
+                )
+                .await
+                .expect("terminate walsender");
+            let dropped = db
+                .sql
+                .execute("SELECT pg_drop_replication_slot($1)", &[&db.name])
+                .await;
+            *failure.borrow_mut() = format!("{dropped:?}");
+            dropped.is_ok()
+        },
+    )
+    .await;
 }
 
 /// The `key=value` field of the log line that contains `line`.
@@ -42,14 +40,19 @@ fn field<'a>(log: &'a str, line: &str, key: &str) -> &'a str {
 
 #[tokio::test]
 async fn a_slot_dropped_while_the_sidecar_runs_is_reported_counted_and_recreated() {
-    let (db, receiver, mut sidecar) = streaming_to_one_webhook("dropped").await;
-    db.insert_scores(1..=1).await;
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("dropped").start(&leadhook()).await;
+    db.insert_leads(1..=1).await;
     wait_for_scores(&receiver, "/leads", 1, &sidecar).await;
 
     drop_slot(&db).await;
     sidecar.wait_log("DATA LOSS").await;
-    db.wait_streaming(&mut sidecar).await;
-    db.insert_scores(2..=2).await;
+    db.wait_streaming(&sidecar).await;
+    db.insert_leads(2..=2).await;
     wait_for_scores(&receiver, "/leads", 2, &sidecar).await;
     let admin = sidecar.admin_url().await;
     assert_eq!(
@@ -61,19 +64,24 @@ async fn a_slot_dropped_while_the_sidecar_runs_is_reported_counted_and_recreated
 
 #[tokio::test]
 async fn a_slot_dropped_while_the_sidecar_was_stopped_is_reported_with_the_range_lost() {
-    let (db, receiver, mut sidecar) = streaming_to_one_webhook("dropstop").await;
-    db.insert_scores(1..=1).await;
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("dropstop").start(&leadhook()).await;
+    db.insert_leads(1..=1).await;
     wait_for_scores(&receiver, "/leads", 1, &sidecar).await;
     sidecar.terminate();
     assert!(sidecar.wait_exit(WAIT).await.success());
 
     drop_slot(&db).await;
-    db.insert_scores(2..=2).await; // committed while no slot existed: lost
+    db.insert_leads(2..=2).await; // committed while no slot existed: lost
     let gap = db.insert_lsn().await;
     sidecar.restart();
     sidecar.wait_log("DATA LOSS").await;
-    db.wait_streaming(&mut sidecar).await;
-    db.insert_scores(3..=3).await;
+    db.wait_streaming(&sidecar).await;
+    db.insert_leads(3..=3).await;
     let got = wait_for_these_scores(&receiver, "/leads", [3], &sidecar).await;
     assert!(
         !scores_of(&got).contains(&2),
@@ -121,8 +129,12 @@ async fn creating_the_slot_behind_an_open_transaction_is_reported_and_keeps_the_
         .batch_execute("BEGIN; SELECT txid_current();")
         .await
         .unwrap();
+    // Not a Scenario: the sidecar cannot stream until the transaction ends.
     let receiver = Receiver::start(0).await.unwrap();
-    let mut sidecar = Sidecar::start(&db.config(&webhook("hook", &receiver, "/leads")));
+    let config = db
+        .config()
+        .webhook(Webhook::to(&receiver, "hook", "/leads"));
+    let sidecar = leadhook().start(&config.to_toml());
     sidecar
         .wait_log_within(
             "creating the replication slot is waiting",
@@ -144,8 +156,8 @@ async fn creating_the_slot_behind_an_open_transaction_is_reported_and_keeps_the_
     assert!(reason.contains("creating replication slot"), "{reason}");
 
     blocker.batch_execute("COMMIT").await.unwrap();
-    db.wait_streaming(&mut sidecar).await;
-    db.insert_scores(1..=1).await;
+    db.wait_streaming(&sidecar).await;
+    db.insert_leads(1..=1).await;
     wait_for_scores(&receiver, "/leads", 1, &sidecar).await;
     assert!(sidecar.log().contains("created replication slot"));
 }

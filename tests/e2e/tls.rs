@@ -4,7 +4,6 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use leadhook::throwaway::{Cluster, ClusterOptions};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 use crate::support::*;
@@ -36,10 +35,7 @@ impl Pki {
             std::fs::Permissions::from_mode(0o600),
         )
         .unwrap();
-        if unsafe { libc::geteuid() } == 0 {
-            let (uid, gid) = postgres_user();
-            std::os::unix::fs::chown(dir.path().join("server.key"), Some(uid), Some(gid)).unwrap();
-        }
+        give_to_server(&dir.path().join("server.key")).unwrap();
         Pki { dir }
     }
 
@@ -55,13 +51,6 @@ impl Pki {
                 .setting("ssl_key_file", self.path("server.key")),
         )
     }
-}
-
-fn postgres_user() -> (u32, u32) {
-    let name = std::ffi::CString::new("postgres").unwrap();
-    let entry = unsafe { libc::getpwnam(name.as_ptr()) };
-    assert!(!entry.is_null(), "no postgres user");
-    unsafe { ((*entry).pw_uid, (*entry).pw_gid) }
 }
 
 /// Whether the sidecar's SQL and replication connections both use TLS.
@@ -84,14 +73,17 @@ async fn leadhook_connections_use_tls(db: &TestDb) -> (bool, bool) {
 }
 
 async fn streams_over_tls(pki: &Pki, cluster: &Cluster, query: &str) {
-    let db = TestDb::create(cluster, "tls").await;
-    let receiver = Receiver::start(0).await.unwrap();
-    let config = db
-        .config(&webhook("hook", &receiver, "/leads"))
-        .replace("?sslmode=disable", query);
-    let config = config.replace("ROOT", &pki.path("ca.pem"));
-    let mut sidecar = Sidecar::start(&config);
-    db.wait_streaming(&mut sidecar).await;
+    let tls = query.replace("ROOT", &pki.path("ca.pem"));
+    let Running {
+        db,
+        receiver,
+        sidecar: _sidecar,
+        ..
+    } = Scenario::new("tls")
+        .on(cluster)
+        .configure(move |c| c.database.url = c.database.url.replace("?sslmode=disable", &tls))
+        .start(&leadhook())
+        .await;
     db.sql
         .batch_execute("INSERT INTO leads (email) VALUES ('tls@example.com')")
         .await
@@ -122,11 +114,14 @@ async fn verify_full_refuses_a_server_whose_certificate_it_cannot_trust() {
     let other = Pki::new();
     let cluster = pki.cluster();
     let db = TestDb::create(&cluster, "tls_bad").await;
-    let config = db.config("").replace(
-        "?sslmode=disable",
-        &format!("?sslmode=verify-full&sslrootcert={}", other.path("ca.pem")),
-    );
-    let (code, stdout, _, _) = run_leadhook(&config, &["check"], &[]);
+    let config = db.config().with(|c| {
+        c.database.url = format!(
+            "{}?sslmode=verify-full&sslrootcert={}",
+            db.url,
+            other.path("ca.pem")
+        );
+    });
+    let Finished { code, stdout, .. } = leadhook().run(&config.to_toml(), &["check"], &[]);
     assert_eq!(code, Some(1), "{stdout}");
     assert!(
         stdout.contains("problem  cannot connect to")
@@ -139,9 +134,9 @@ async fn verify_full_refuses_a_server_whose_certificate_it_cannot_trust() {
 async fn sslmode_require_fails_against_a_server_without_tls() {
     let db = TestDb::create(shared_cluster(), "tls_none").await;
     let config = db
-        .config("")
-        .replace("?sslmode=disable", "?sslmode=require");
-    let (code, stdout, _, _) = run_leadhook(&config, &["check"], &[]);
+        .config()
+        .with(|c| c.database.url = format!("{}?sslmode=require", db.url));
+    let Finished { code, stdout, .. } = leadhook().run(&config.to_toml(), &["check"], &[]);
     assert_eq!(code, Some(1), "{stdout}");
     assert!(
         stdout.contains("problem  cannot connect to") && stdout.contains("TLS"),

@@ -82,4 +82,3 @@ pub(crate) fn io_error(action: impl Into<String>) -> impl FnOnce(io::Error) -> C
     let action = action.into();
     move |error| ClusterError::Io { action, error }
 }
-

@@ -94,7 +94,10 @@ pub(super) fn keep(
     let _ = exit.send(status);
 }
 
-pub(super) fn wait_delivering_signals(child: &mut Child, signals: &mpsc::Receiver<libc::c_int>) -> String {
+pub(super) fn wait_delivering_signals(
+    child: &mut Child,
+    signals: &mpsc::Receiver<libc::c_int>,
+) -> String {
     loop {
         match child.try_wait() {
             Ok(Some(status)) => return status.to_string(),

@@ -1,8 +1,8 @@
 use super::binaries::versioned_install_dirs;
 use super::template::owner_pid;
 use super::*;
-use std::ffi::OsString;
 use std::error::Error;
+use std::ffi::OsString;
 use std::sync::OnceLock;
 use tokio_postgres::{Client, NoTls};
 
@@ -182,4 +182,3 @@ fn only_our_directory_names_yield_an_owner_pid() {
     assert_eq!(owner_pid("leadhook-pg-0-cluster-abc"), None);
     assert_eq!(owner_pid("other-1234"), None);
 }
-

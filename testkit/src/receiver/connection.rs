@@ -140,4 +140,3 @@ impl AsyncWrite for Connection {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
-

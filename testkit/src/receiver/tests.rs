@@ -74,8 +74,7 @@ async fn the_responder_sets_status_headers_and_delay_per_arrival() -> TestResult
 }
 
 #[tokio::test]
-async fn stop_refuses_connections_and_start_again_serves_the_same_port_and_records()
--> TestResult {
+async fn stop_refuses_connections_and_start_again_serves_the_same_port_and_records() -> TestResult {
     let mut receiver = Receiver::start(0).await?;
     let client = http_client();
     client.post(receiver.url("/hook")).send().await?;
@@ -197,4 +196,3 @@ fn an_invalid_reply_becomes_a_500_that_says_why() {
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(build_response(&Reply::status(42)).status(), 500);
 }
-

@@ -33,10 +33,10 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 /// A standby polls the slot this often, so it takes over within seconds.
 const STANDBY_RETRY: Duration = Duration::from_secs(1);
 
-/// Why the sidecar stopped for good (everything else is retried).
-
 /// Carried by [`SidecarError::Refused`]; named here so callers can match on it.
 pub use crate::source::replication::ReplicationError;
+
+/// Why the sidecar stopped for good (everything else is retried).
 #[derive(Debug, thiserror::Error)]
 pub enum SidecarError {
     #[error(transparent)]

@@ -62,6 +62,17 @@ struct Options {
     leadhook: Option<PathBuf>,
 }
 
+/// What every phase runs on: set up once per run.
+struct Bench {
+    options: Options,
+    /// The sidecar binary under test.
+    binary: Leadhook,
+    /// The server's binaries, for `pg_recvlogical` (the decode limit).
+    bins: PgBinaries,
+    cluster: Cluster,
+    sink: Sink,
+}
+
 /// Connections leadhook opens to one webhook (its default `max_in_flight`).
 const CONNECTIONS: usize = 64;
 const SAMPLE_BODY: &[u8] = br#"{"data":{"email":"lead1@example.com","company":"Company 1","first_name":"Ada","last_name":"Lovelace","phone":null,"website":"https://example.com/1","position":"Engineer","twitter":null,"linkedin":null,"notes":"1764000000000000","score":1}}"#;
@@ -94,11 +105,19 @@ async fn main() -> anyhow::Result<()> {
     };
     report.machine = machine(&cluster).await?;
 
-    throughput(&options, &binary, &bins, &cluster, &sink, &mut report).await?;
-    fanout(&options, &binary, &cluster, &sink, &mut report).await?;
-    latency(&options, &binary, &cluster, &sink, &mut report).await?;
-    backlog(&options, &binary, &cluster, &sink, &mut report).await?;
-    notify(&options, &binary, &cluster, &sink, &mut report).await?;
+    let bench = Bench {
+        options,
+        binary,
+        bins,
+        cluster,
+        sink,
+    };
+    throughput(&bench, &mut report).await?;
+    fanout(&bench, &mut report).await?;
+    latency(&bench, &mut report).await?;
+    backlog(&bench, &mut report).await?;
+    notify(&bench, &mut report).await?;
+    let options = bench.options;
 
     report.judge();
     report.print();
@@ -115,14 +134,14 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Throughput with one webhook, and the two limits on the same WAL range.
-async fn throughput(
-    options: &Options,
-    binary: &Leadhook,
-    bins: &PgBinaries,
-    cluster: &Cluster,
-    sink: &Sink,
-    report: &mut Report,
-) -> anyhow::Result<()> {
+async fn throughput(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
+    let Bench {
+        options,
+        binary,
+        bins,
+        cluster,
+        sink,
+    } = bench;
     let n = options.events;
     eprintln!(
         "throughput: committing {n} leads in transactions of {}...",
@@ -165,13 +184,14 @@ async fn throughput(
 }
 
 /// The throughput run again with several webhooks; the time each took.
-async fn fanout(
-    options: &Options,
-    binary: &Leadhook,
-    cluster: &Cluster,
-    sink: &Sink,
-    report: &mut Report,
-) -> anyhow::Result<()> {
+async fn fanout(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
+    let Bench {
+        options,
+        binary,
+        cluster,
+        sink,
+        ..
+    } = bench;
     let (n, hooks) = (options.events, options.fanout);
     eprintln!("fan-out: {n} leads to {hooks} webhooks...");
     let db = BenchDb::create(cluster, "bench_fanout", &["bench_fanout"]).await?;
@@ -213,13 +233,14 @@ async fn fanout(
 }
 
 /// Steady single-row commits while leadhook runs; commit → arrival.
-async fn latency(
-    options: &Options,
-    binary: &Leadhook,
-    cluster: &Cluster,
-    sink: &Sink,
-    report: &mut Report,
-) -> anyhow::Result<()> {
+async fn latency(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
+    let Bench {
+        options,
+        binary,
+        cluster,
+        sink,
+        ..
+    } = bench;
     let (rate, seconds) = (options.latency_rate.max(1), options.latency_seconds);
     eprintln!("latency: {rate} commits/s for {seconds} s...");
     let db = BenchDb::create(cluster, "bench_latency", &["bench_latency"]).await?;
@@ -245,13 +266,14 @@ async fn latency(
 
 /// A large backlog, the receiver paused for the first half of the drain:
 /// memory must stay flat.
-async fn backlog(
-    options: &Options,
-    binary: &Leadhook,
-    cluster: &Cluster,
-    sink: &Sink,
-    report: &mut Report,
-) -> anyhow::Result<()> {
+async fn backlog(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
+    let Bench {
+        options,
+        binary,
+        cluster,
+        sink,
+        ..
+    } = bench;
     let n = options.backlog_events;
     eprintln!("backlog: committing {n} leads...");
     let db = BenchDb::create(cluster, "bench_backlog", &["bench_backlog"]).await?;
@@ -290,13 +312,14 @@ async fn backlog(
 }
 
 /// Notify mode on the throughput and latency workloads.
-async fn notify(
-    options: &Options,
-    binary: &Leadhook,
-    cluster: &Cluster,
-    sink: &Sink,
-    report: &mut Report,
-) -> anyhow::Result<()> {
+async fn notify(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
+    let Bench {
+        options,
+        binary,
+        cluster,
+        sink,
+        ..
+    } = bench;
     let n = options.events;
     eprintln!("notify mode: committing {n} leads through the capture trigger...");
     let db = BenchDb::create(cluster, "bench_notify", &[]).await?;

@@ -6,6 +6,7 @@
 //! targets, and fails only when something breaks.
 
 mod database;
+mod leadhook;
 mod limits;
 mod plot;
 mod report;
@@ -20,6 +21,7 @@ use leadhook_testkit::cluster::{Cluster, ClusterOptions, PgBinaries};
 use leadhook_testkit::sidecar::{Leadhook, Sidecar};
 
 use database::BenchDb;
+use leadhook::{check_running, leadhook_binary, setup, start, stop};
 use report::Report;
 use sink::Sink;
 
@@ -452,51 +454,4 @@ async fn machine(cluster: &Cluster) -> anyhow::Result<report::Machine> {
         memory_gib: mem_kib / 1024.0 / 1024.0,
         postgres,
     })
-}
-
-/// The `leadhook` binary: `--leadhook PATH`, or the one `cargo build
-/// --release` put beside this benchmark (the benchmark does not build it).
-fn leadhook_binary(explicit: Option<PathBuf>) -> anyhow::Result<Leadhook> {
-    let path = match explicit {
-        Some(path) => path,
-        None => std::env::current_exe()?.with_file_name("leadhook"),
-    };
-    if !path.is_file() {
-        bail!(
-            "{} not found: build it first (`cargo build --release`, or `cargo build` for a \
-             debug benchmark) or pass --leadhook PATH",
-            path.display()
-        );
-    }
-    eprintln!("benchmarking {}", path.display());
-    Ok(Leadhook::at(path))
-}
-
-/// `leadhook run` with only warnings logged.
-fn start(binary: &Leadhook, config: &str) -> anyhow::Result<Sidecar> {
-    binary
-        .spawn(config, &[("RUST_LOG", "warn")])
-        .with_context(|| format!("starting {}", binary.binary().display()))
-}
-
-/// `leadhook setup --apply` (installs notify mode's outbox).
-fn setup(binary: &Leadhook, config: &str) -> anyhow::Result<()> {
-    let finished = binary.run(config, &["setup", "--apply"], &[]);
-    if finished.code != Some(0) {
-        bail!("leadhook setup --apply failed: {}", finished.stderr);
-    }
-    Ok(())
-}
-
-/// SIGTERM, and wait until it has exited.
-async fn stop(sidecar: Sidecar) {
-    sidecar.terminate();
-    sidecar.wait_exit(Duration::from_secs(60)).await;
-}
-
-fn check_running(sidecar: &Sidecar) -> anyhow::Result<()> {
-    if let Some(status) = sidecar.exit_status() {
-        bail!("leadhook exited with {status}:\n{}", sidecar.log());
-    }
-    Ok(())
 }

@@ -8,6 +8,7 @@
 mod database;
 mod leadhook;
 mod limits;
+mod many;
 mod plot;
 mod report;
 mod sink;
@@ -49,6 +50,9 @@ struct Options {
     /// Leads in the backlog run (receiver paused for the first half of the drain).
     #[arg(long, default_value_t = 1_000_000)]
     backlog_events: u64,
+    /// Leads each webhook gets in the many-webhooks runs (1, 200, 1 000 webhooks).
+    #[arg(long, default_value_t = 100)]
+    many_leads: u64,
     /// Write every figure as JSON here.
     #[arg(long)]
     #[serde(skip)]
@@ -119,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
     latency(&bench, &mut report).await?;
     backlog(&bench, &mut report).await?;
     notify(&bench, &mut report).await?;
+    many::many(&bench, &mut report).await?;
     let options = bench.options;
 
     report.judge();
@@ -402,7 +407,7 @@ fn sorted_latencies(sink: &Sink) -> Vec<f64> {
 }
 
 /// Waits until every path in `paths` has received `n` requests.
-async fn wait_for(
+pub(crate) async fn wait_for(
     sink: &Sink,
     sidecar: &mut Sidecar,
     paths: &[&str],

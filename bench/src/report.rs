@@ -12,7 +12,28 @@ pub(crate) struct Report {
     pub(crate) resources: Resources,
     pub(crate) backlog: Backlog,
     pub(crate) notify: Notify,
+    pub(crate) many: Vec<Many>,
     pub(crate) targets: Vec<Target>,
+}
+
+/// One run with many webhooks.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Many {
+    pub(crate) webhooks: usize,
+    pub(crate) leads: u64,
+    /// From spawning leadhook to a walsender streaming from its slot.
+    pub(crate) start_seconds: f64,
+    /// One second after streaming started, before any lead.
+    pub(crate) idle_rss_mib: f64,
+    /// From committing the leads to every webhook having every one.
+    pub(crate) delivery_seconds: f64,
+    pub(crate) peak_rss_mib: f64,
+}
+
+impl Report {
+    fn many_with(&self, webhooks: usize) -> Option<&Many> {
+        self.many.iter().find(|m| m.webhooks == webhooks)
+    }
 }
 
 /// Notify mode (trigger outbox) on the same workloads, and its cost on writes.
@@ -155,6 +176,29 @@ impl Report {
             format!("{:.1} MiB", self.resources.idle_rss_mib),
             self.resources.idle_rss_mib <= 20.0,
         );
+        let thousand = self.many_with(1000).map_or(f64::NAN, |m| m.start_seconds);
+        let two_hundred = self.many_with(200);
+        let (seconds, rss) = two_hundred.map_or((f64::NAN, f64::NAN), |m| {
+            (m.delivery_seconds, m.peak_rss_mib)
+        });
+        self.targets.push(Target {
+            name: "start, 1 000 webhooks".into(),
+            goal: "≤ 2 s".into(),
+            measured: format!("{thousand:.2} s"),
+            pass: thousand <= 2.0,
+        });
+        self.targets.push(Target {
+            name: "200 webhooks: delivery".into(),
+            goal: "≤ 60 s".into(),
+            measured: format!("{seconds:.1} s"),
+            pass: seconds <= 60.0,
+        });
+        self.targets.push(Target {
+            name: "200 webhooks: peak RSS".into(),
+            goal: "≤ 64 MB".into(),
+            measured: format!("{rss:.1} MiB"),
+            pass: rss <= 64.0,
+        });
     }
 
     pub(crate) fn print(&self) {
@@ -256,6 +300,31 @@ impl Report {
                 n.latency.p50_ms, n.latency.p99_ms, n.latency.max_ms
             ),
         );
+        for m in &self.many {
+            row(
+                &format!("{} webhook(s), {} leads each", m.webhooks, m.leads),
+                String::new(),
+            );
+            row(
+                "  start (to streaming)",
+                format!("{:.2} s", m.start_seconds),
+            );
+            row("  RSS idle", format!("{:.1} MiB", m.idle_rss_mib));
+            row(
+                "  every lead to every webhook",
+                format!("{:.2} s", m.delivery_seconds),
+            );
+            row("  peak RSS", format!("{:.1} MiB", m.peak_rss_mib));
+        }
+        if let (Some(one), Some(thousand)) = (self.many_with(1), self.many_with(1000)) {
+            row(
+                "  idle memory per webhook",
+                format!(
+                    "{:.1} KiB",
+                    (thousand.idle_rss_mib - one.idle_rss_mib) * 1024.0 / 999.0
+                ),
+            );
+        }
         println!(
             "\n{:<24} {:<16} {:>12}  result",
             "target", "goal", "measured"
@@ -301,8 +370,22 @@ mod tests {
         report.fanout.ratio = 0.5;
         report.latency.ms.p50_ms = 1.0;
         report.latency.ms.p99_ms = 30.0;
+        report.many.push(Many {
+            webhooks: 1000,
+            start_seconds: 1.5,
+            ..Many::default()
+        });
+        report.many.push(Many {
+            webhooks: 200,
+            delivery_seconds: 10.0,
+            peak_rss_mib: 80.0,
+            ..Many::default()
+        });
         report.judge();
         let passed: Vec<bool> = report.targets.iter().map(|t| t.pass).collect();
-        assert_eq!(passed, [true, false, true, false, true, true]);
+        assert_eq!(
+            passed,
+            [true, false, true, false, true, true, true, true, false]
+        );
     }
 }

@@ -8,7 +8,7 @@ fn checkpoint(webhooks: usize) -> Checkpoint {
 fn a_transaction_is_confirmed_only_after_its_commit_and_all_its_changes() {
     let cp = checkpoint(1);
     let tx = cp.begin(Lsn(90));
-    assert_eq!(cp.track(tx), Targets(1));
+    assert_eq!(cp.track(tx), Targets::of(&[0]));
     cp.track(tx);
     cp.handled(0, tx);
     cp.commit(tx, Lsn(100));
@@ -21,7 +21,7 @@ fn a_transaction_is_confirmed_only_after_its_commit_and_all_its_changes() {
 fn every_webhook_must_handle_a_change_before_it_is_confirmed() {
     let cp = checkpoint(2);
     let tx = cp.begin(Lsn(90));
-    assert_eq!(cp.track(tx), Targets(0b11));
+    assert_eq!(cp.track(tx), Targets::of(&[0, 1]));
     cp.commit(tx, Lsn(100));
     cp.handled(1, tx);
     assert_eq!(cp.confirmed(), Lsn(10));
@@ -90,7 +90,7 @@ fn a_lagging_webhook_holds_the_position_while_the_others_go_on() {
     let third = cp.begin(Lsn(290));
     assert_eq!(
         cp.track(third),
-        Targets(0b10),
+        Targets::of(&[1]),
         "the lagging webhook gets nothing more"
     );
     cp.commit(third, Lsn(300));
@@ -145,11 +145,15 @@ fn a_new_session_skips_what_each_webhook_already_handled() {
     assert_eq!(positions.resume(), Lsn(10));
     let cp = Checkpoint::new(&positions);
     let old = cp.begin(Lsn(190));
-    assert_eq!(cp.track(old), Targets(0b01), "webhook 1 handled it before");
+    assert_eq!(
+        cp.track(old),
+        Targets::of(&[0]),
+        "webhook 1 handled it before"
+    );
     cp.commit(old, Lsn(200));
     cp.handled(0, old);
     let new = cp.begin(Lsn(390));
-    assert_eq!(cp.track(new), Targets(0b11));
+    assert_eq!(cp.track(new), Targets::of(&[0, 1]));
 }
 
 #[test]
@@ -258,5 +262,32 @@ fn a_slot_created_anew_or_behind_the_confirmed_position_resets_every_webhook() {
         next.webhooks,
         [Lsn(400); 2],
         "webhook 1 is sent 400..800 again"
+    );
+}
+
+#[test]
+fn a_change_can_target_any_number_of_webhooks() {
+    let cp = checkpoint(1000);
+    let tx = cp.begin(Lsn(90));
+    let targets = cp.track(tx);
+    assert!((0..1000).all(|i| targets.contains(i)));
+    assert!(!targets.contains(1000));
+    for i in 0..1000 {
+        cp.handled(i, tx);
+    }
+    cp.commit(tx, Lsn(100));
+    assert_eq!(cp.confirmed(), Lsn(100));
+}
+
+#[test]
+fn a_target_set_holds_exactly_what_was_put_in_on_both_sides_of_64() {
+    let targets = Targets::of(&[0, 63, 64, 127, 999]);
+    let members: Vec<usize> = (0..1100).filter(|i| targets.contains(*i)).collect();
+    assert_eq!(members, [0, 63, 64, 127, 999]);
+    assert!(!targets.is_empty());
+    assert!(Targets::default().is_empty());
+    assert!(
+        Targets::of(&[200]).contains(200),
+        "a set may start above 64"
     );
 }

@@ -49,8 +49,6 @@ pub(crate) struct Event {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
-    #[error("at most 64 webhooks can be enabled, found {0}")]
-    TooMany(usize),
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
 }
@@ -160,9 +158,6 @@ impl Webhooks {
             .filter(|hook| hook.receives_save_lead())
             .map(|hook| Arc::new(Webhook::new(hook)))
             .collect();
-        if hooks.len() > Targets::MAX {
-            return Err(DeliveryError::TooMany(hooks.len()));
-        }
         Ok(Webhooks {
             hooks: hooks.into(),
             client: http_client()?,

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
 use crate::change::{ChangeId, RowChange, SourceMessage};
-use crate::checkpoint::{Checkpoint, Targets, TxSeq};
+use crate::checkpoint::{Checkpoint, TxSeq};
 use crate::config::TableName;
 use crate::lsn::Lsn;
 use crate::shutdown::Shutdown;
@@ -296,7 +296,7 @@ impl Source {
         };
         let (commit_time, xid) = self.tx.as_ref().map_or((0, 0), |t| (t.commit_time, t.xid));
         let targets = self.checkpoint.track(tx);
-        if targets == Targets::default() {
+        if targets.is_empty() {
             return; // every webhook handled this transaction in an earlier session
         }
         self.pending = Some(SourceMessage::Change(RowChange {

@@ -16,5 +16,6 @@ mod operations;
 mod partitions;
 mod payload;
 mod recovery;
+mod scale;
 mod slots;
 mod tls;

@@ -8,6 +8,7 @@
 //! source stop reading. Either way the backlog stays in the server's WAL,
 //! not in memory.
 
+mod gate;
 pub mod replay;
 pub(crate) mod request;
 pub(crate) mod retry;
@@ -26,6 +27,7 @@ use tokio::task::JoinSet;
 use crate::checkpoint::{Checkpoint, Targets, TxSeq};
 use crate::config::{Config, DeliveryConfig, SigningKey, WebhookConfig};
 use crate::dead_letter::DeadLetterStore;
+use gate::Gate;
 use worker::Worker;
 
 /// Events queued per webhook, beyond those in flight.
@@ -66,6 +68,8 @@ pub(crate) struct Webhook {
     pub(crate) policy: DeliveryConfig,
     signing_key: Option<SigningKey>,
     pub(crate) metrics: WebhookMetrics,
+    /// Its circuit breaker and adaptive concurrency; kept across sessions.
+    pub(crate) gate: Gate,
 }
 
 /// This webhook's metric handles, registered once: each attempt then only
@@ -81,6 +85,8 @@ pub(crate) struct WebhookMetrics {
     connect_error: metrics::Counter,
     pub(crate) delivered: metrics::Counter,
     pub(crate) dead_lettered: metrics::Counter,
+    /// Attempts the open circuit answered without a request.
+    pub(crate) skipped: metrics::Counter,
 }
 
 impl WebhookMetrics {
@@ -97,6 +103,7 @@ impl WebhookMetrics {
             connect_error: attempts("connect_error"),
             delivered: deliveries("delivered"),
             dead_lettered: deliveries("dead_lettered"),
+            skipped: metrics::counter!("leadhook_circuit_skipped_attempts_total", "webhook" => name.to_owned()),
         }
     }
 
@@ -139,6 +146,7 @@ impl Webhook {
             policy: hook.policy.clone(),
             signing_key: hook.signing_key.clone(),
             metrics: WebhookMetrics::new(&hook.name),
+            gate: Gate::new(&hook.name, hook.policy.max_in_flight),
         }
     }
 }

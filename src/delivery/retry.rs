@@ -29,6 +29,23 @@ impl Failure {
         }
     }
 
+    /// 429 or 503: the endpoint is overloaded, not broken.
+    pub(crate) fn is_overload(&self) -> bool {
+        self.status()
+            .is_some_and(|s| RETRY_AFTER_STATUSES.contains(&s))
+    }
+
+    /// The `Retry-After` of an overloaded endpoint's answer.
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Failure::Status {
+                retry_after: Some(wait),
+                ..
+            } if self.is_overload() => Some(*wait),
+            _ => None,
+        }
+    }
+
     /// The metric label of a failed attempt.
     pub(crate) fn result_label(&self) -> &'static str {
         match self {

@@ -1,6 +1,7 @@
-//! One webhook's delivery worker: up to `max_in_flight` requests at once,
+//! One webhook's delivery worker: up to `max_in_flight` changes at once,
 //! but the changes of one lead strictly one after another, in commit order
 //! (the next starts only when the previous was delivered or dead-lettered).
+//! When each may send is the webhook's [`super::gate::Gate`]'s to say.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -10,6 +11,7 @@ use std::time::SystemTime;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 
+use super::gate::Admission;
 use super::retry::{self, Next};
 use super::{Event, Webhook, request};
 use crate::checkpoint::Checkpoint;
@@ -35,6 +37,8 @@ impl Worker {
         // Leads with a delivery in flight, and their later changes waiting for it.
         let mut busy: HashMap<u64, VecDeque<Arc<Event>>> = HashMap::new();
         let mut held = 0usize;
+        // Start order of the changes, which tells the gate the oldest.
+        let mut started = 0u64;
         let gauge = self.hook.metrics.in_flight.clone();
         // Once the queue is closed (shutdown), what is in flight still finishes.
         let mut open = true;
@@ -50,7 +54,8 @@ impl Worker {
                         Entry::Occupied(mut waiting) => waiting.get_mut().push_back(event),
                         Entry::Vacant(slot) => {
                             slot.insert(VecDeque::new());
-                            self.start(&mut in_flight, event);
+                            started += 1;
+                            self.start(&mut in_flight, event, started);
                         }
                     }
                 }
@@ -58,7 +63,10 @@ impl Worker {
                     let Ok(key) = done else { return };
                     held -= 1;
                     match busy.get_mut(&key).and_then(VecDeque::pop_front) {
-                        Some(next) => self.start(&mut in_flight, next),
+                        Some(next) => {
+                            started += 1;
+                            self.start(&mut in_flight, next, started);
+                        }
                         None => {
                             busy.remove(&key);
                         }
@@ -72,9 +80,10 @@ impl Worker {
         }
     }
 
-    fn start(&self, in_flight: &mut JoinSet<u64>, event: Arc<Event>) {
+    fn start(&self, in_flight: &mut JoinSet<u64>, event: Arc<Event>, change: u64) {
         let delivery = Delivery {
             index: self.index,
+            change,
             hook: self.hook.clone(),
             client: self.client.clone(),
             checkpoint: self.checkpoint.clone(),
@@ -90,6 +99,8 @@ impl Worker {
 /// What one delivery needs, owned so it can run as its own task.
 struct Delivery {
     index: usize,
+    /// Its place in the worker's start order.
+    change: u64,
     hook: Arc<Webhook>,
     client: reqwest::Client,
     checkpoint: Arc<Checkpoint>,
@@ -102,26 +113,41 @@ impl Delivery {
     /// change is then streamed and delivered again, with the same id.
     async fn deliver(&self, event: &Event) {
         let hook = &self.hook;
+        let pending = hook.gate.start(self.change);
         let first_attempt = SystemTime::now();
+        // Attempts on this change's schedule; those the circuit answered for
+        // it (while another change probed) are counted but not sent.
         let mut attempt: u32 = 0;
         let outcome = loop {
             attempt = attempt.saturating_add(1);
-            let failure =
-                match request::attempt(hook, &self.client, &event.id, &event.payload).await {
-                    Ok(()) => {
-                        hook.metrics
-                            .lag
-                            .record(crate::change::commit_age(event.commit_time));
-                        break &hook.metrics.delivered;
+            let (failure, sent) = match hook.gate.admit(&pending).await {
+                Admission::Send(sending) => {
+                    let result =
+                        request::attempt(hook, &self.client, &event.id, &event.payload).await;
+                    sending.record(result.as_ref().map(|_| ()));
+                    match result {
+                        Ok(()) => {
+                            hook.metrics
+                                .lag
+                                .record(crate::change::commit_age(event.commit_time));
+                            break &hook.metrics.delivered;
+                        }
+                        Err(failure) => (failure, true),
                     }
-                    Err(failure) => failure,
-                };
+                }
+                Admission::Skip(failure) => {
+                    hook.metrics.skipped.increment(1);
+                    (failure, false)
+                }
+            };
             match retry::next(&hook.policy, &failure, attempt, fastrand::f64()) {
                 Next::RetryAfter(wait) => {
-                    tracing::warn!(
-                        webhook = %hook.name, url = %hook.shown_url, webhook_id = ?event.id, attempt,
-                        failure = %failure, retry_in = ?wait, "delivery failed"
-                    );
+                    if sent {
+                        tracing::warn!(
+                            webhook = %hook.name, url = %hook.shown_url, webhook_id = ?event.id, attempt,
+                            failure = %failure, retry_in = ?wait, "delivery failed"
+                        );
+                    }
                     tokio::time::sleep(wait).await;
                 }
                 Next::GiveUp => {
@@ -144,6 +170,7 @@ impl Delivery {
                 }
             }
         };
+        drop(pending);
         outcome.increment(1);
         self.checkpoint.handled(self.index, event.tx);
     }

@@ -5,6 +5,7 @@
 mod support;
 
 mod check;
+mod circuit;
 mod config_errors;
 mod dead_letters;
 mod delivery;

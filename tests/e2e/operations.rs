@@ -109,12 +109,24 @@ async fn metrics_count_exactly_and_carry_the_documented_names() {
         ),
         1.0
     );
+    // Each of the 26 changes had its one attempt: sent, or (once the
+    // circuit opened) answered by the open circuit without a request.
     assert_eq!(
         get(
             "leadhook_delivery_attempts_total",
             &[("webhook", "closed"), ("result", "connect_error")]
+        ) + get(
+            "leadhook_circuit_skipped_attempts_total",
+            &[("webhook", "closed")]
         ),
         26.0
+    );
+    assert!(
+        get(
+            "leadhook_delivery_attempts_total",
+            &[("webhook", "closed"), ("result", "connect_error")]
+        ) >= 5.0,
+        "the circuit opens only after 5 failed requests"
     );
     assert_eq!(
         get(

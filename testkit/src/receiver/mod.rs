@@ -392,6 +392,13 @@ impl Receiver {
         self.shared.max_in_flight.load(Ordering::SeqCst)
     }
 
+    /// Starts [`Self::max_in_flight`] again from what is in flight now, to
+    /// measure concurrency from a point on (e.g. once a circuit opened).
+    pub fn reset_max_in_flight(&self) {
+        let now = self.shared.in_flight.load(Ordering::SeqCst);
+        self.shared.max_in_flight.store(now, Ordering::SeqCst);
+    }
+
     fn serve(&mut self, listener: TcpListener) {
         let listener = KillableListener {
             inner: listener,

@@ -1,25 +1,28 @@
 //! Who may send to one webhook, and when: its circuit breaker and its
 //! adaptive concurrency, under one lock, shared by the webhook's deliveries.
 //!
-//! - **Circuit.** After [`CIRCUIT_AFTER`] failed attempts in a row the
-//!   circuit opens. While it is open only the oldest pending change sends, as
-//!   a probe, on its own backoff schedule; the other changes' attempts fall
-//!   due as before but are counted as failed without a request (the probe
-//!   speaks for them), so they give up when they would have. A dead endpoint
-//!   sees one request at a time instead of `max_in_flight` retries. A success
-//!   closes the circuit.
+//! - **Circuit.** When [`CIRCUIT_AFTER`] different changes in a row found
+//!   the endpoint down (no connection, no answer, or a 5xx other than 503),
+//!   the circuit opens. While it is open only the oldest pending change
+//!   sends, as a probe, on its own backoff schedule; the other changes'
+//!   attempts fall due as before but are counted as failed without a
+//!   request (the probe speaks for them), so they give up when they would
+//!   have. A dead endpoint sees one request at a time instead of
+//!   `max_in_flight` retries. A success closes the circuit. One change that
+//!   keeps failing (a payload the endpoint rejects) never opens it, nor do
+//!   4xx answers or overload.
 //! - **Concurrency (AIMD).** A 429 or 503 says the endpoint is overloaded:
-//!   the attempts allowed in flight halve (down to 1), and its `Retry-After`
-//!   pauses the whole webhook, not only that change. Each run of `limit`
-//!   successes adds one again, up to `max_in_flight`. A circuit that closes
-//!   starts again from 1.
+//!   the attempts allowed in flight halve (down to 1, once per round of
+//!   requests), and its `Retry-After` (capped at `max_backoff`) pauses the
+//!   whole webhook, not only that change. Each run of `limit` successes
+//!   adds one again, up to `max_in_flight`. A circuit that closes starts
+//!   again from 1.
 //!
 //! The rules are plain methods on [`Rules`], so they are tested without a
 //! clock or a network; [`Gate`] adds the waiting.
 
 use std::collections::BTreeSet;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-#[cfg(test)]
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -27,15 +30,16 @@ use tokio::time::Instant;
 
 use super::retry::Failure;
 
-/// Failed attempts in a row that open a webhook's circuit.
-pub(crate) const CIRCUIT_AFTER: u32 = 5;
+/// Different changes in a row that must find the endpoint down to open
+/// its circuit.
+pub(crate) const CIRCUIT_AFTER: usize = 5;
 
 /// A webhook's state, as `leadhook_webhook_state` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum State {
     /// Its last attempt succeeded (or none was made yet).
     Healthy,
-    /// Its last attempts failed, fewer than [`CIRCUIT_AFTER`] in a row.
+    /// Its last attempts failed, not (yet) enough to open the circuit.
     Failing,
     /// Its circuit is open: one probe at a time.
     Open,
@@ -58,7 +62,7 @@ pub(crate) enum Admission<'a> {
     /// Send the request now, and report how it went through the permit.
     Send(Sending<'a>),
     /// The circuit is open and another change probes: count this attempt
-    /// as failed like the last real one, without sending.
+    /// as failed like the probe's last one, without sending.
     Skip(Failure),
 }
 
@@ -71,46 +75,78 @@ enum Decision {
     Wait(Option<Instant>),
 }
 
+/// What one recorded attempt changed, for the log and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Change {
+    before: State,
+    after: State,
+    limit_before: usize,
+    limit_after: usize,
+}
+
 /// The state behind a [`Gate`].
 #[derive(Debug)]
 struct Rules {
     max_in_flight: usize,
     /// Attempts allowed in flight now: `max_in_flight`, less after overload.
     limit: usize,
+    /// Requests sent and not yet answered.
     in_flight: usize,
     /// Successes since `limit` last changed.
     run: usize,
-    failures_in_a_row: u32,
+    /// Bumped each time `limit` is halved: an overload answer to a request
+    /// admitted before that belongs to the same round and halves no further.
+    round: u64,
+    /// The changes that found the endpoint down since the last success.
+    down: BTreeSet<u64>,
+    /// The last attempt failed (any failure): shown as `failing`.
+    failed_last: bool,
     open: bool,
     /// Changes started and not yet done, by start order: the first is the oldest.
     pending: BTreeSet<u64>,
+    /// Hands out change ids, so they never repeat while the gate lives.
+    next_change: u64,
     /// Set by a `Retry-After`: nothing is sent before it.
     paused_until: Option<Instant>,
-    /// The last real failure, which skipped attempts report.
-    last_failure: Option<Failure>,
+    /// Caps a `Retry-After`, as for the change that got it.
+    max_pause: Duration,
+    /// The last "endpoint down" failure, which skipped attempts report.
+    last_down: Option<Failure>,
+    /// Tasks waiting in [`Gate::admit`]: notified only when there are any.
+    waiting: usize,
 }
 
 impl Rules {
-    fn new(max_in_flight: usize) -> Rules {
+    fn new(max_in_flight: usize, max_pause: Duration) -> Rules {
         Rules {
             max_in_flight,
             limit: max_in_flight,
             in_flight: 0,
             run: 0,
-            failures_in_a_row: 0,
+            round: 0,
+            down: BTreeSet::new(),
+            failed_last: false,
             open: false,
             pending: BTreeSet::new(),
+            next_change: 0,
             paused_until: None,
-            last_failure: None,
+            max_pause,
+            last_down: None,
+            waiting: 0,
         }
     }
 
     fn state(&self) -> State {
-        match (self.open, self.failures_in_a_row) {
+        match (self.open, self.failed_last) {
             (true, _) => State::Open,
-            (false, 0) => State::Healthy,
-            (false, _) => State::Failing,
+            (false, false) => State::Healthy,
+            (false, true) => State::Failing,
         }
+    }
+
+    /// What may be in flight now: 1 while the circuit is open.
+    fn effective_limit(&self) -> usize {
+        if self.open { 1 } else { self.limit }
     }
 
     fn decide(&self, change: u64, now: Instant) -> Decision {
@@ -119,7 +155,7 @@ impl Rules {
         }
         if self.open {
             let oldest = self.pending.first() == Some(&change);
-            return match (oldest, &self.last_failure) {
+            return match (oldest, &self.last_down) {
                 (true, _) if self.in_flight == 0 => Decision::Send,
                 // Requests sent before the circuit opened are still out.
                 (true, _) => Decision::Wait(None),
@@ -134,36 +170,62 @@ impl Rules {
         }
     }
 
-    /// A real attempt ended.
-    fn record(&mut self, outcome: Result<(), &Failure>, now: Instant) {
+    /// A real attempt of `change`, admitted in `round`, ended.
+    fn record(
+        &mut self,
+        change: u64,
+        round: u64,
+        outcome: Result<(), &Failure>,
+        now: Instant,
+    ) -> Change {
+        let (before, limit_before) = (self.state(), self.effective_limit());
         self.in_flight = self.in_flight.saturating_sub(1);
         match outcome {
-            Ok(()) => {
-                self.failures_in_a_row = 0;
-                if self.open {
-                    self.open = false;
-                    self.limit = 1;
-                    self.run = 0;
-                }
-                self.run += 1;
-                if self.run >= self.limit {
-                    self.limit = (self.limit + 1).min(self.max_in_flight);
-                    self.run = 0;
-                }
+            Ok(()) => self.succeeded(),
+            Err(failure) => self.failed(change, round, failure, now),
+        }
+        Change {
+            before,
+            after: self.state(),
+            limit_before,
+            limit_after: self.effective_limit(),
+        }
+    }
+
+    fn succeeded(&mut self) {
+        self.failed_last = false;
+        self.down.clear();
+        if self.open {
+            self.open = false;
+            self.limit = 1;
+            self.run = 0;
+            return;
+        }
+        self.run += 1;
+        if self.run >= self.limit {
+            self.limit = (self.limit + 1).min(self.max_in_flight);
+            self.run = 0;
+        }
+    }
+
+    fn failed(&mut self, change: u64, round: u64, failure: &Failure, now: Instant) {
+        self.failed_last = true;
+        if failure.is_overload() {
+            if round == self.round {
+                self.limit = (self.limit / 2).max(1);
+                self.run = 0;
+                self.round += 1;
             }
-            Err(failure) => {
-                self.failures_in_a_row = self.failures_in_a_row.saturating_add(1);
-                if failure.is_overload() {
-                    self.limit = (self.limit / 2).max(1);
-                    self.run = 0;
-                    if let Some(wait) = failure.retry_after() {
-                        self.paused_until = Some(now + wait);
-                    }
-                }
-                self.last_failure = Some(failure.clone());
-                if self.failures_in_a_row >= CIRCUIT_AFTER {
-                    self.open = true;
-                }
+            if let Some(wait) = failure.retry_after() {
+                let until = now.checked_add(wait.min(self.max_pause));
+                self.paused_until = self.paused_until.max(until);
+            }
+        }
+        if failure.is_endpoint_down() {
+            self.down.insert(change);
+            self.last_down = Some(failure.clone());
+            if self.down.len() >= CIRCUIT_AFTER {
+                self.open = true;
             }
         }
     }
@@ -172,7 +234,7 @@ impl Rules {
 /// One webhook's gate; see the module docs.
 pub(crate) struct Gate {
     rules: Mutex<Rules>,
-    /// Rung whenever the rules change, so waiting changes ask again.
+    /// Rung whenever the rules change while changes wait, so they ask again.
     changed: Notify,
     /// Names the webhook in the log lines of state changes.
     name: String,
@@ -187,26 +249,32 @@ impl std::fmt::Debug for Gate {
     }
 }
 
-/// `leadhook_webhook_state{state}` (1 for the current state) and
-/// `leadhook_concurrency`.
+/// `leadhook_webhook_state{state}` (1 for the current state),
+/// `leadhook_concurrency` and `leadhook_in_flight`.
 struct GateMetrics {
     states: [metrics::Gauge; 3],
     concurrency: metrics::Gauge,
+    in_flight: metrics::Gauge,
 }
 
 impl Gate {
-    pub(crate) fn new(name: &str, max_in_flight: usize) -> Gate {
+    /// A gate for webhook `name`; `max_pause` caps a `Retry-After`.
+    pub(crate) fn new(name: &str, max_in_flight: usize, max_pause: Duration) -> Gate {
         let state = |state: State| metrics::gauge!("leadhook_webhook_state", "webhook" => name.to_owned(), "state" => state.label());
         let gate = Gate {
-            rules: Mutex::new(Rules::new(max_in_flight)),
+            rules: Mutex::new(Rules::new(max_in_flight, max_pause)),
             changed: Notify::new(),
             name: name.to_owned(),
             metrics: GateMetrics {
                 states: State::ALL.map(state),
                 concurrency: metrics::gauge!("leadhook_concurrency", "webhook" => name.to_owned()),
+                in_flight: metrics::gauge!("leadhook_in_flight", "webhook" => name.to_owned()),
             },
         };
-        gate.show(&gate.rules());
+        let rules = gate.rules();
+        gate.show_state(rules.state());
+        gate.metrics.concurrency.set(rules.effective_limit() as f64);
+        drop(rules);
         gate
     }
 
@@ -214,93 +282,121 @@ impl Gate {
         self.rules.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Wakes the changes waiting in [`Self::admit`], if there are any.
+    fn wake(&self, rules: &Rules) {
+        if rules.waiting > 0 {
+            self.changed.notify_waiters();
+        }
+    }
+
     /// A change started: it is the webhook's until the guard is dropped
     /// (delivered, given up, or its task aborted with its session).
-    pub(crate) fn start(&self, change: u64) -> PendingChange<'_> {
-        self.rules().pending.insert(change);
+    pub(crate) fn start(&self) -> PendingChange<'_> {
+        let mut rules = self.rules();
+        rules.next_change += 1;
+        let change = rules.next_change;
+        rules.pending.insert(change);
         PendingChange { gate: self, change }
     }
 
     /// Waits until `change` may send, or until its attempt counts as skipped.
     pub(crate) async fn admit(&self, change: &PendingChange<'_>) -> Admission<'_> {
+        // The common case decides at once, without registering to wait.
+        if let Ok(admission) = self.try_admit(change.change) {
+            return admission;
+        }
+        self.rules().waiting += 1;
+        let _waiting = Waiting(self);
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let decision = {
-                let mut rules = self.rules();
-                let decision = rules.decide(change.change, Instant::now());
-                if decision == Decision::Send {
-                    rules.in_flight += 1;
-                }
-                decision
+            // Asked again now that a change of the rules cannot be missed.
+            let until = match self.try_admit(change.change) {
+                Ok(admission) => return admission,
+                Err(Decision::Wait(until)) => until,
+                Err(_) => None,
             };
-            match decision {
-                Decision::Send => {
-                    return Admission::Send(Sending {
-                        gate: self,
-                        recorded: false,
-                    });
-                }
-                Decision::Skip(failure) => return Admission::Skip(failure),
-                Decision::Wait(None) => changed.await,
-                Decision::Wait(Some(until)) => {
+            match until {
+                Some(until) => {
                     tokio::select! {
                         () = changed => {}
                         () = tokio::time::sleep_until(until) => {}
                     }
                 }
+                None => changed.await,
             }
         }
     }
 
-    /// A sent attempt ended; logs the webhook's state when it changes.
-    fn record(&self, outcome: Option<Result<(), &Failure>>) {
-        {
-            let mut rules = self.rules();
-            let Some(outcome) = outcome else {
-                // Abandoned mid-request (the session ended): it only frees its place.
-                rules.in_flight = rules.in_flight.saturating_sub(1);
-                drop(rules);
-                self.changed.notify_waiters();
-                return;
-            };
-            let (before, limit) = (rules.state(), rules.limit);
-            rules.record(outcome, Instant::now());
-            let after = rules.state();
-            if after != before {
-                self.log_change(before, after, outcome.err());
+    /// Admits `change` if the rules let it; otherwise says how to wait.
+    fn try_admit(&self, change: u64) -> Result<Admission<'_>, Decision> {
+        let mut rules = self.rules();
+        match rules.decide(change, Instant::now()) {
+            Decision::Send => {
+                rules.in_flight += 1;
+                self.metrics.in_flight.set(rules.in_flight as f64);
+                Ok(Admission::Send(Sending {
+                    gate: self,
+                    change,
+                    round: rules.round,
+                    recorded: false,
+                }))
             }
-            if rules.limit < limit {
-                tracing::warn!(webhook = %self.name, concurrency = rules.limit,
-                    paused_for = ?rules.paused_until.map(|until| until.saturating_duration_since(Instant::now())),
+            Decision::Skip(failure) => Ok(Admission::Skip(failure)),
+            wait @ Decision::Wait(_) => Err(wait),
+        }
+    }
+
+    /// A sent attempt ended (`None`: abandoned mid-request with its session).
+    fn record(&self, change: u64, round: u64, outcome: Option<Result<(), &Failure>>) {
+        let (changed, paused_for) = {
+            let mut rules = self.rules();
+            let changed = match outcome {
+                Some(outcome) => Some(rules.record(change, round, outcome, Instant::now())),
+                None => {
+                    rules.in_flight = rules.in_flight.saturating_sub(1);
+                    None
+                }
+            };
+            self.metrics.in_flight.set(rules.in_flight as f64);
+            self.wake(&rules);
+            let paused_for = rules
+                .paused_until
+                .map(|until| until.saturating_duration_since(Instant::now()));
+            (changed, paused_for)
+        };
+        let Some(changed) = changed else { return };
+        if changed.after != changed.before {
+            self.show_state(changed.after);
+            self.log_state(changed, outcome.and_then(Result::err));
+        }
+        if changed.limit_after != changed.limit_before {
+            self.metrics.concurrency.set(changed.limit_after as f64);
+            if changed.limit_after < changed.limit_before && changed.after != State::Open {
+                tracing::warn!(webhook = %self.name, concurrency = changed.limit_after, ?paused_for,
                     "the endpoint says it is overloaded; sending less at once");
             }
-            self.show(&rules);
         }
-        self.changed.notify_waiters();
     }
 
-    fn log_change(&self, before: State, after: State, failure: Option<&Failure>) {
+    /// Logs opening and closing the circuit: once each, not per attempt
+    /// (each failed request is logged as it happens anyway).
+    fn log_state(&self, changed: Change, failure: Option<&Failure>) {
         let name = &self.name;
-        match (before, after, failure) {
+        match (changed.before, changed.after, failure) {
             (_, State::Open, Some(failure)) => tracing::error!(webhook = %name, %failure,
-                "{CIRCUIT_AFTER} attempts in a row failed: circuit open, one probe at a time"),
-            (_, State::Failing, Some(failure)) => {
-                tracing::warn!(webhook = %name, %failure, "webhook failing")
-            }
+                "{CIRCUIT_AFTER} changes in a row found the endpoint down: circuit open, one probe at a time"),
             (State::Open, _, _) => tracing::info!(webhook = %name,
-                "probe delivered: circuit closed, concurrency ramps back up"),
-            _ => tracing::info!(webhook = %name, "webhook healthy again"),
+                "a request succeeded: circuit closed, concurrency ramps back up from 1"),
+            _ => {}
         }
     }
 
-    fn show(&self, rules: &Rules) {
-        let now = rules.state();
+    fn show_state(&self, now: State) {
         for (gauge, state) in self.metrics.states.iter().zip(State::ALL) {
             gauge.set(if state == now { 1.0 } else { 0.0 });
         }
-        self.metrics.concurrency.set(rules.limit as f64);
     }
 }
 
@@ -313,8 +409,9 @@ pub(crate) struct PendingChange<'a> {
 
 impl Drop for PendingChange<'_> {
     fn drop(&mut self) {
-        self.gate.rules().pending.remove(&self.change);
-        self.gate.changed.notify_waiters();
+        let mut rules = self.gate.rules();
+        rules.pending.remove(&self.change);
+        self.gate.wake(&rules);
     }
 }
 
@@ -322,29 +419,33 @@ impl Drop for PendingChange<'_> {
 /// unrecorded (its task aborted), it only gives its place back.
 pub(crate) struct Sending<'a> {
     gate: &'a Gate,
+    change: u64,
+    /// The overload round it was admitted in (see [`Rules::round`]).
+    round: u64,
     recorded: bool,
 }
 
 impl Sending<'_> {
     pub(crate) fn record(mut self, outcome: Result<(), &Failure>) {
         self.recorded = true;
-        self.gate.record(Some(outcome));
+        self.gate.record(self.change, self.round, Some(outcome));
     }
 }
 
 impl Drop for Sending<'_> {
     fn drop(&mut self) {
         if !self.recorded {
-            self.gate.record(None);
+            self.gate.record(self.change, self.round, None);
         }
     }
 }
 
-#[cfg(test)]
-impl Rules {
-    fn paused_for(&self, now: Instant) -> Option<Duration> {
-        self.paused_until
-            .map(|until| until.saturating_duration_since(now))
+/// Counts a task as waiting in [`Gate::admit`] while it lives.
+struct Waiting<'a>(&'a Gate);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.rules().waiting -= 1;
     }
 }
 

@@ -78,7 +78,6 @@ pub(crate) struct Webhook {
 pub(crate) struct WebhookMetrics {
     pub(crate) duration: metrics::Histogram,
     pub(crate) lag: metrics::Histogram,
-    pub(crate) in_flight: metrics::Gauge,
     success: metrics::Counter,
     http_error: metrics::Counter,
     timeout: metrics::Counter,
@@ -96,7 +95,6 @@ impl WebhookMetrics {
         WebhookMetrics {
             duration: metrics::histogram!("leadhook_delivery_duration_seconds", "webhook" => name.to_owned()),
             lag: metrics::histogram!("leadhook_event_lag_seconds", "webhook" => name.to_owned()),
-            in_flight: metrics::gauge!("leadhook_in_flight", "webhook" => name.to_owned()),
             success: attempts("success"),
             http_error: attempts("http_error"),
             timeout: attempts("timeout"),
@@ -146,7 +144,11 @@ impl Webhook {
             policy: hook.policy.clone(),
             signing_key: hook.signing_key.clone(),
             metrics: WebhookMetrics::new(&hook.name),
-            gate: Gate::new(&hook.name, hook.policy.max_in_flight),
+            gate: Gate::new(
+                &hook.name,
+                hook.policy.max_in_flight,
+                hook.policy.max_backoff,
+            ),
         }
     }
 }

@@ -35,6 +35,16 @@ impl Failure {
             .is_some_and(|s| RETRY_AFTER_STATUSES.contains(&s))
     }
 
+    /// The endpoint looks down rather than unwilling: no connection, no
+    /// answer, or a 5xx other than 503 (which is overload). What opens a
+    /// circuit; a 4xx or a redirect does not.
+    pub(crate) fn is_endpoint_down(&self) -> bool {
+        match self {
+            Failure::Status { status, .. } => (500..600).contains(status) && *status != 503,
+            Failure::Timeout | Failure::Connect(_) | Failure::Other(_) => true,
+        }
+    }
+
     /// The `Retry-After` of an overloaded endpoint's answer.
     pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -88,10 +98,32 @@ pub(crate) enum Next {
 /// Decides after failed attempt number `attempt` (1-based). `jitter` is a
 /// number in [0, 1) that spreads retries of many changes apart.
 pub(crate) fn next(policy: &DeliveryConfig, failure: &Failure, attempt: u32, jitter: f64) -> Next {
+    decide(policy, failure, attempt, jitter, true)
+}
+
+/// [`next`] for an attempt the open circuit answered with another change's
+/// failure: that status is never final for this change, which was not sent.
+pub(crate) fn next_skipped(
+    policy: &DeliveryConfig,
+    failure: &Failure,
+    attempt: u32,
+    jitter: f64,
+) -> Next {
+    decide(policy, failure, attempt, jitter, false)
+}
+
+fn decide(
+    policy: &DeliveryConfig,
+    failure: &Failure,
+    attempt: u32,
+    jitter: f64,
+    may_be_final: bool,
+) -> Next {
     use crate::config::OnExhausted;
-    let is_final = failure
-        .status()
-        .is_some_and(|s| policy.no_retry_statuses.contains(&s));
+    let is_final = may_be_final
+        && failure
+            .status()
+            .is_some_and(|s| policy.no_retry_statuses.contains(&s));
     let exhausted = attempt >= policy.max_attempts;
     if is_final || exhausted {
         return match policy.on_exhausted {

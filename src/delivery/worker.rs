@@ -37,9 +37,6 @@ impl Worker {
         // Leads with a delivery in flight, and their later changes waiting for it.
         let mut busy: HashMap<u64, VecDeque<Arc<Event>>> = HashMap::new();
         let mut held = 0usize;
-        // Start order of the changes, which tells the gate the oldest.
-        let mut started = 0u64;
-        let gauge = self.hook.metrics.in_flight.clone();
         // Once the queue is closed (shutdown), what is in flight still finishes.
         let mut open = true;
         while open || held > 0 {
@@ -54,8 +51,7 @@ impl Worker {
                         Entry::Occupied(mut waiting) => waiting.get_mut().push_back(event),
                         Entry::Vacant(slot) => {
                             slot.insert(VecDeque::new());
-                            started += 1;
-                            self.start(&mut in_flight, event, started);
+                            self.start(&mut in_flight, event);
                         }
                     }
                 }
@@ -63,10 +59,7 @@ impl Worker {
                     let Ok(key) = done else { return };
                     held -= 1;
                     match busy.get_mut(&key).and_then(VecDeque::pop_front) {
-                        Some(next) => {
-                            started += 1;
-                            self.start(&mut in_flight, next, started);
-                        }
+                        Some(next) => self.start(&mut in_flight, next),
                         None => {
                             busy.remove(&key);
                         }
@@ -76,14 +69,12 @@ impl Worker {
                     }
                 }
             }
-            gauge.set(in_flight.len() as f64);
         }
     }
 
-    fn start(&self, in_flight: &mut JoinSet<u64>, event: Arc<Event>, change: u64) {
+    fn start(&self, in_flight: &mut JoinSet<u64>, event: Arc<Event>) {
         let delivery = Delivery {
             index: self.index,
-            change,
             hook: self.hook.clone(),
             client: self.client.clone(),
             checkpoint: self.checkpoint.clone(),
@@ -99,8 +90,6 @@ impl Worker {
 /// What one delivery needs, owned so it can run as its own task.
 struct Delivery {
     index: usize,
-    /// Its place in the worker's start order.
-    change: u64,
     hook: Arc<Webhook>,
     client: reqwest::Client,
     checkpoint: Arc<Checkpoint>,
@@ -113,7 +102,7 @@ impl Delivery {
     /// change is then streamed and delivered again, with the same id.
     async fn deliver(&self, event: &Event) {
         let hook = &self.hook;
-        let pending = hook.gate.start(self.change);
+        let pending = hook.gate.start();
         let first_attempt = SystemTime::now();
         // Attempts on this change's schedule; those the circuit answered for
         // it (while another change probed) are counted but not sent.
@@ -140,7 +129,12 @@ impl Delivery {
                     (failure, false)
                 }
             };
-            match retry::next(&hook.policy, &failure, attempt, fastrand::f64()) {
+            let next = if sent {
+                retry::next(&hook.policy, &failure, attempt, fastrand::f64())
+            } else {
+                retry::next_skipped(&hook.policy, &failure, attempt, fastrand::f64())
+            };
+            match next {
                 Next::RetryAfter(wait) => {
                     if sent {
                         tracing::warn!(
@@ -151,6 +145,9 @@ impl Delivery {
                     tokio::time::sleep(wait).await;
                 }
                 Next::GiveUp => {
+                    // No longer the oldest: while the letter is stored (which
+                    // waits out a database outage), another change may probe.
+                    drop(pending);
                     tracing::error!(
                         webhook = %hook.name, url = %hook.shown_url, webhook_id = ?event.id, attempt,
                         failure = %failure, "delivery failed for good; writing a dead letter"
@@ -170,7 +167,6 @@ impl Delivery {
                 }
             }
         };
-        drop(pending);
         outcome.increment(1);
         self.checkpoint.handled(self.index, event.tx);
     }

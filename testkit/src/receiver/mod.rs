@@ -392,11 +392,19 @@ impl Receiver {
         self.shared.max_in_flight.load(Ordering::SeqCst)
     }
 
+    /// Requests in progress now (delays included).
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
     /// Starts [`Self::max_in_flight`] again from what is in flight now, to
     /// measure concurrency from a point on (e.g. once a circuit opened).
     pub fn reset_max_in_flight(&self) {
         let now = self.shared.in_flight.load(Ordering::SeqCst);
         self.shared.max_in_flight.store(now, Ordering::SeqCst);
+        // A request that came in between the two lines above counts again.
+        let now = self.shared.in_flight.load(Ordering::SeqCst);
+        self.shared.max_in_flight.fetch_max(now, Ordering::SeqCst);
     }
 
     fn serve(&mut self, listener: TcpListener) {

@@ -17,57 +17,15 @@ use std::sync::Mutex;
 use crate::history::ServerIdentity;
 use crate::lsn::Lsn;
 
+mod targets;
+pub(crate) use targets::Targets;
+
 /// Identifies one transaction of the current session, in commit order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TxSeq(u64);
 
 /// Unconfirmed transactions a webhook may have before the source pauses.
 const MAX_OPEN: usize = 100_000;
-
-/// The webhooks (by index) a change goes to: a bit set of any size. The
-/// first 64 webhooks live inline, so the common case allocates nothing.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Targets {
-    first: u64,
-    /// Webhooks 64 and up, 64 to a word.
-    rest: Vec<u64>,
-}
-
-impl Targets {
-    pub(crate) fn contains(&self, webhook: usize) -> bool {
-        let (word, bit) = (webhook / 64, webhook % 64);
-        let bits = match word {
-            0 => self.first,
-            n => self.rest.get(n - 1).copied().unwrap_or(0),
-        };
-        bits & (1 << bit) != 0
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.first == 0 && self.rest.iter().all(|word| *word == 0)
-    }
-
-    #[cfg(test)]
-    pub(crate) fn of(webhooks: &[usize]) -> Targets {
-        let mut targets = Targets::default();
-        for webhook in webhooks {
-            targets.insert(*webhook);
-        }
-        targets
-    }
-
-    fn insert(&mut self, webhook: usize) {
-        let (word, bit) = (webhook / 64, webhook % 64);
-        if word == 0 {
-            self.first |= 1 << bit;
-            return;
-        }
-        if self.rest.len() < word {
-            self.rest.resize(word, 0);
-        }
-        self.rest[word - 1] |= 1 << bit;
-    }
-}
 
 /// Where each webhook stands: carried from one session to the next so a
 /// restart from the slot's position does not send a webhook what it already

@@ -1,4 +1,5 @@
 use super::*;
+use bytes::Bytes;
 use std::error::Error;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

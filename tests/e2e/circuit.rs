@@ -169,3 +169,39 @@ async fn an_overloaded_endpoint_pauses_the_whole_webhook_for_its_retry_after_and
     .await;
     assert!(sidecar.log().contains("sending less at once"));
 }
+
+#[tokio::test]
+async fn a_lead_the_endpoint_keeps_failing_opens_no_circuit_and_holds_up_no_other_lead() {
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("poison")
+        .webhook_with("hook", "/leads", |w| {
+            w.delivery.initial_backoff = Some(Duration::from_millis(50));
+            w.delivery.max_backoff = Some(Duration::from_millis(100));
+            w.delivery.max_attempts = Some(10_000);
+        })
+        .start(&leadhook())
+        .await;
+    // Lead 1's payload is one this endpoint always fails on.
+    receiver.set_responder(|request, _| {
+        if data(request)["score"] == 1 {
+            Reply::status(500)
+        } else {
+            Reply::ok()
+        }
+    });
+    let admin = sidecar.admin_url().await;
+
+    db.insert_leads(1..=1).await;
+    receiver.wait_for("/leads", 8, WAIT).await.unwrap();
+    db.insert_leads(2..=20).await;
+    wait_for_these_scores(&receiver, "/leads", 2..=20, &sidecar).await;
+    assert!(
+        !state_is(&admin, "open").await,
+        "one failing change opens no circuit"
+    );
+    assert!(!sidecar.log().contains("circuit open"), "{}", sidecar.log());
+}

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 
 use crate::config::Config;
 use leadhook_testkit::cluster::{Cluster, ClusterOptions};
-use leadhook_testkit::database::{LEADS_TABLE, SLOT_IS_STREAMING};
+use leadhook_testkit::database::{LEADS_TABLE, try_slot_is_streaming};
 use leadhook_testkit::receiver::{ReceivedRequest, Receiver};
 
 /// What the demo does to the table, and how many webhooks that makes.
@@ -121,8 +121,7 @@ async fn wait_until_streaming(
         if sidecar.is_finished() {
             bail!("the sidecar stopped during startup (see the log above)");
         }
-        let row = sql.query_one(SLOT_IS_STREAMING, &[&"leadhook"]).await?;
-        if row.get::<_, bool>(0) {
+        if try_slot_is_streaming(sql, "leadhook").await? {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use leadhook_testkit::cluster::Cluster;
 use leadhook_testkit::config::{SidecarConfig, Webhook};
-use leadhook_testkit::database::{LEADS_TABLE, SLOT_IS_STREAMING, try_connect};
+use leadhook_testkit::database::{LEADS_TABLE, try_connect, try_slot_is_streaming};
 use tokio_postgres::Client;
 
 /// Each lead's `notes` records when it was written, for commit→arrival latency.
@@ -89,8 +89,7 @@ impl BenchDb {
     /// Waits until a walsender streams from `slot`.
     pub(crate) async fn wait_active(&self, slot: &str) -> anyhow::Result<()> {
         for _ in 0..600 {
-            let row = self.sql.query_one(SLOT_IS_STREAMING, &[&slot]).await?;
-            if row.get::<_, bool>(0) {
+            if try_slot_is_streaming(&self.sql, slot).await? {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

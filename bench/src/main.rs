@@ -87,7 +87,7 @@ const SAMPLE_BODY: &[u8] = br#"{"data":{"email":"lead1@example.com","company":"C
 async fn main() -> anyhow::Result<()> {
     let options = Options::parse();
     // The load generator's reqwest needs the process-wide rustls provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    leadhook_testkit::install_crypto_provider();
     if options.fanout == 0 || options.fanout > 4 || options.events == 0 {
         bail!("--fanout must be 1 to 4 and --events at least 1");
     }

@@ -1,13 +1,13 @@
-//! Lead mapping: a row of the leads table becomes the `save_lead` payload.
+//! The lead stage, where both modes meet: a change becomes the `save_lead`
+//! payload and is handed to delivery.
 //!
 //! The payload is the documented shape and nothing else: eleven keys under
 //! `data`, in order. `email` and `website` are strings (NULL → `""`), the
 //! other text fields nullable strings (NULL → `null`), `score` an integer
 //! (NULL → `0`). It is serialised once per change and shared by every webhook.
 //!
-//! - `crate::field` (beside this folder): the payload's fields, their names and kinds; every list of
-//!   fields elsewhere (column mapping, outbox trigger, checks) derives from it.
-//! - `payload`: field values to payload bytes, pure.
+//! - `payload`: field values to payload bytes, pure. Which fields there are,
+//!   and their kinds, is `crate::field`'s: every list of fields derives from it.
 //! - `mapping`: where the fields are in the stream's tuples, and reading
 //!   back the values a change did not carry.
 

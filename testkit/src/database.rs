@@ -28,11 +28,12 @@ pub const LEADS_TABLE: &str = "CREATE TABLE leads (
     updated_at  timestamptz DEFAULT now()
 )";
 
-/// Whether a walsender holds the slot named `$1`, i.e. streams from it.
+/// Whether a walsender holds the slot named `$1`, i.e. streams from it
+/// (asked through [`slot_is_streaming`]).
 /// Not `pg_replication_slots.active`: that is also true while the slot is
 /// still being created, before its consistent point, when changes committed
 /// are not captured.
-pub const SLOT_IS_STREAMING: &str = "SELECT EXISTS (SELECT 1 FROM pg_replication_slots s
+const SLOT_IS_STREAMING: &str = "SELECT EXISTS (SELECT 1 FROM pg_replication_slots s
     JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1)";
 
 /// A database of its own on a cluster, with the leads table; its name
@@ -182,8 +183,13 @@ pub async fn slot_confirmed_past(sql: &Client, slot: &str, lsn: &str) -> bool {
 
 /// Whether a walsender streams from `slot` ([`SLOT_IS_STREAMING`]).
 pub async fn slot_is_streaming(sql: &Client, slot: &str) -> bool {
-    sql.query_one(SLOT_IS_STREAMING, &[&slot])
-        .await
-        .expect("query slots")
-        .get(0)
+    try_slot_is_streaming(sql, slot).await.expect("query slots")
+}
+
+/// [`slot_is_streaming`] for callers that report errors rather than panic.
+pub async fn try_slot_is_streaming(
+    sql: &Client,
+    slot: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(sql.query_one(SLOT_IS_STREAMING, &[&slot]).await?.get(0))
 }

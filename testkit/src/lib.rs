@@ -29,3 +29,9 @@ pub mod receiver;
 pub mod scenario;
 pub mod sidecar;
 pub mod wait;
+
+/// reqwest, built (like leadhook) without a default TLS provider, needs
+/// the process-wide one before its first client.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -12,7 +12,7 @@ pub struct Sample {
 
 /// Every sample `admin`'s `/metrics` serves now.
 pub async fn scrape(admin: &str) -> Vec<Sample> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::install_crypto_provider();
     let text = reqwest::get(format!("{admin}/metrics"))
         .await
         .and_then(|response| response.error_for_status())

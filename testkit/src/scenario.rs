@@ -2,7 +2,6 @@
 //! its own, a receiver, and a sidecar streaming to it.
 
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use crate::cluster::{Cluster, ClusterOptions, WalLevel};
 use crate::config::{SidecarConfig, Webhook};
@@ -195,7 +194,8 @@ impl<'c> Scenario<'c> {
 }
 
 /// `receiver.wait_for`, but on a timeout prints the server's view (slots,
-/// walsenders, sessions), the metrics and the sidecar's log before failing.
+/// walsenders, sessions) and the sidecar's log before failing (the sidecar
+/// adds its stacks and metrics as it is dropped).
 pub async fn wait_or_diagnose(
     receiver: &Receiver,
     path: &str,
@@ -207,7 +207,7 @@ pub async fn wait_or_diagnose(
         Ok(got) => got,
         Err(e) => {
             print_server_view(db).await;
-            sidecar.dump_metrics().await;
+            // The sidecar prints its stacks and metrics as it is dropped.
             panic!("{e:?}; log:\n{}", sidecar.log());
         }
     }
@@ -225,25 +225,6 @@ async fn print_server_view(db: &TestDb) {
                 .map(|i| row.get::<_, Option<String>>(i).unwrap_or_default())
                 .collect();
             eprintln!("DIAG {}", cols.join(" | "));
-        }
-    }
-}
-
-impl Sidecar {
-    /// Prints the sidecar's metrics (histogram buckets left out).
-    pub async fn dump_metrics(&self) {
-        let Some(admin) = self.logged_admin_url() else {
-            return;
-        };
-        if let Ok(Ok(samples)) = tokio::time::timeout(
-            Duration::from_secs(5),
-            tokio::spawn(async move { crate::metrics::scrape(&admin).await }),
-        )
-        .await
-        {
-            for s in samples.iter().filter(|s| !s.name.ends_with("_bucket")) {
-                eprintln!("DIAG metric {} {:?} {}", s.name, s.labels, s.value);
-            }
         }
     }
 }

@@ -16,7 +16,7 @@ async fn http_status(url: &str, method: reqwest::Method) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_exactly_and_carry_the_documented_names() {
-    leadhook_crypto();
+    install_crypto_provider();
     let Running {
         db,
         receiver,
@@ -166,7 +166,7 @@ async fn metrics_count_exactly_and_carry_the_documented_names() {
 /// reqwest in the test process needs the same crypto provider the sidecar installs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_follows_the_database_while_healthz_stays_up_and_the_port_is_read_only() {
-    leadhook_crypto();
+    install_crypto_provider();
     let mut cluster = start_cluster(ClusterOptions::default());
     let Running {
         db: _db,
@@ -358,7 +358,7 @@ async fn logs_can_be_json_lines_at_the_configured_level() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_instance_takes_over_within_seconds_when_the_active_one_dies() {
-    leadhook_crypto();
+    install_crypto_provider();
     let Running {
         db,
         receiver,

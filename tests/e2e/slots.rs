@@ -148,7 +148,7 @@ async fn creating_the_slot_behind_an_open_transaction_is_reported_and_keeps_the_
         "the blocking session is named:\n{}",
         sidecar.log()
     );
-    leadhook_crypto();
+    install_crypto_provider();
     let admin = sidecar.admin_url().await;
     let ready = reqwest::get(format!("{admin}/readyz")).await.unwrap();
     assert_eq!(ready.status().as_u16(), 503);

@@ -9,6 +9,7 @@ pub(crate) use leadhook_testkit::database::{
     TestDb, connect, insert_leads, insert_leads_in_one_transaction, slot_confirmed_past,
     wal_insert_lsn,
 };
+pub(crate) use leadhook_testkit::install_crypto_provider;
 pub(crate) use leadhook_testkit::metrics::{metric, scrape, value};
 pub(crate) use leadhook_testkit::payload::{
     data, ids_of, scores_of, wait_for_scores, wait_for_these_scores,
@@ -29,9 +30,4 @@ pub(crate) fn leadhook() -> Leadhook {
 /// A file of this repository, e.g. `sql/setup.sql`.
 pub(crate) fn repo_file(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-/// reqwest (built without a default provider, like leadhook) needs one.
-pub(crate) fn leadhook_crypto() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -11,7 +11,7 @@ const PATIENCE: Duration = Duration::from_secs(5);
 
 /// reqwest needs the process-wide rustls provider the sidecar installs.
 fn http_client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::install_crypto_provider();
     reqwest::Client::new()
 }
 

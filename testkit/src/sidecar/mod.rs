@@ -170,7 +170,7 @@ impl Sidecar {
         self.logged_admin_url().unwrap_or_default()
     }
 
-    pub(crate) fn logged_admin_url(&self) -> Option<String> {
+    fn logged_admin_url(&self) -> Option<String> {
         let log = self.log();
         let at = log.find("admin=")?;
         let addr: String = log[at + 6..]

@@ -35,7 +35,8 @@ SELECT pg_create_logical_replication_slot('leadhook', 'pgoutput');
 -- ALTER TABLE public.leads REPLICA IDENTITY FULL;
 
 -- 5. leadhook's own tables, in its schema (database.schema): dead letters,
---    the changes a webhook gave up on (see README, "Delivery"), and slots, what
+--    the changes a webhook gave up on (see README, "Delivery"), the spool,
+--    where a failing webhook's backlog waits so the slot moves on, and slots, what
 --    leadhook knows of its slot (so a lost slot is noticed and reported).
 --    leadhook creates them at startup when the role may; otherwise create
 --    them here.
@@ -55,6 +56,21 @@ CREATE TABLE IF NOT EXISTS "leadhook".dead_letters (
 GRANT USAGE ON SCHEMA "leadhook" TO leadhook;
 GRANT SELECT, INSERT, UPDATE, DELETE ON "leadhook".dead_letters TO leadhook;
 GRANT USAGE ON SEQUENCE "leadhook".dead_letters_id_seq TO leadhook;
+CREATE TABLE IF NOT EXISTS "leadhook".spool (
+    id               bigserial   NOT NULL,
+    webhook          text        NOT NULL,
+    webhook_id       text        NOT NULL,
+    lead_key         bigint      NOT NULL,
+    payload          text        NOT NULL,
+    committed_at     timestamptz NOT NULL,
+    spooled_at       timestamptz NOT NULL DEFAULT now(),
+    first_attempt_at timestamptz,
+    attempts         integer     NOT NULL DEFAULT 0,
+    PRIMARY KEY (webhook, id),
+    UNIQUE (webhook, webhook_id)
+);
+GRANT SELECT, INSERT, UPDATE, DELETE ON "leadhook".spool TO leadhook;
+GRANT USAGE ON SEQUENCE "leadhook".spool_id_seq TO leadhook;
 CREATE TABLE IF NOT EXISTS "leadhook".slots (
     slot_name         text        PRIMARY KEY,
     system_identifier text        NOT NULL,

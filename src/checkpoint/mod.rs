@@ -14,10 +14,11 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use crate::history::ServerIdentity;
 use crate::lsn::Lsn;
 
+mod positions;
 mod targets;
+pub(crate) use positions::{Origin, Positions, SlotStart};
 pub(crate) use targets::Targets;
 
 /// Identifies one transaction of the current session, in commit order.
@@ -26,151 +27,6 @@ pub(crate) struct TxSeq(u64);
 
 /// Unconfirmed transactions a webhook may have before the source pauses.
 const MAX_OPEN: usize = 100_000;
-
-/// Where each webhook stands: carried from one session to the next so a
-/// restart from the slot's position does not send a webhook what it already
-/// handled. Valid only on the server and WAL history they were confirmed
-/// on: [`Positions::start_on`] discards them anywhere else.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Positions {
-    webhooks: Vec<Lsn>,
-    /// Per webhook: whether it may be set lagging next session. Not if it
-    /// lagged and got nowhere: one transaction larger than it can take
-    /// before lagging again would otherwise be restarted forever; it gets
-    /// plain backpressure instead, and so makes progress.
-    may_lag: Vec<bool>,
-    /// The server the positions were confirmed on; `None` before the first session.
-    origin: Option<Origin>,
-    /// The last position confirmed to that server.
-    reported: Lsn,
-}
-
-/// Which WAL history a position belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Origin {
-    pub(crate) system_id: u64,
-    pub(crate) timeline: u32,
-}
-
-/// The slot a session streams from, as the server has it now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SlotStart {
-    /// The slot's `confirmed_flush_lsn`: where the server resumes.
-    pub(crate) confirmed: Lsn,
-    /// Created by this session: positions of an earlier slot mean nothing to it.
-    pub(crate) created: bool,
-}
-
-/// Why positions kept in memory were not used for a new session.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum Discarded {
-    #[error(
-        "the server is another database system (system identifier {now}, was {was}): a different cluster answers at this address"
-    )]
-    OtherSystem { was: u64, now: u64 },
-    #[error(
-        "the server is on timeline {now}, was {was}: it was promoted (failover) or restored to a point in time"
-    )]
-    OtherTimeline { was: u32, now: u32 },
-    #[error("the slot was created anew, so positions of the earlier one do not apply")]
-    SlotCreated,
-    #[error(
-        "the server's WAL ends at {server}, before {reported} which was confirmed to it: it is a restored backup, or a standby that was behind"
-    )]
-    AheadOfServer { reported: Lsn, server: Lsn },
-    #[error(
-        "the slot resumes at {slot}, before {reported} which was confirmed to it: the server lost confirmations (crash, restart before PostgreSQL 17, or a restored backup)"
-    )]
-    SlotBehind { reported: Lsn, slot: Lsn },
-}
-
-impl Discarded {
-    /// A different WAL history for certain, rather than lost confirmations
-    /// (which every PostgreSQL before 17 may show after a restart).
-    pub(crate) fn is_other_history(&self) -> bool {
-        !matches!(self, Discarded::SlotBehind { .. })
-    }
-}
-
-impl Positions {
-    /// Everyone at `start`.
-    pub(crate) fn at(start: Lsn, webhooks: usize) -> Positions {
-        Positions {
-            webhooks: vec![start; webhooks],
-            may_lag: vec![true; webhooks],
-            origin: None,
-            reported: Lsn::ZERO,
-        }
-    }
-
-    /// The last position confirmed to a server, if a session streamed.
-    pub(crate) fn confirmed_to_server(&self) -> Option<Lsn> {
-        self.origin.map(|_| self.reported)
-    }
-
-    /// Where streaming must resume: the position of the furthest-behind.
-    pub(crate) fn resume(&self) -> Lsn {
-        self.webhooks.iter().copied().min().unwrap_or(Lsn::ZERO)
-    }
-
-    /// The positions for a session on `server` streaming from `slot`. The
-    /// stream always starts where the slot is (a start position above it
-    /// would make the server skip commits); positions kept from an earlier
-    /// session only let each webhook skip what it handled, and only on the
-    /// same WAL history. Elsewhere they are discarded, and why is returned.
-    /// Nobody is placed before the slot: the stream cannot go back there,
-    /// and confirming a position below it would move the slot backwards.
-    pub(crate) fn start_on(
-        &self,
-        server: &ServerIdentity,
-        slot: SlotStart,
-    ) -> (Positions, Option<Discarded>) {
-        let origin = Origin {
-            system_id: server.system_id,
-            timeline: server.timeline,
-        };
-        let discarded = self.origin.and_then(|was| {
-            if was.system_id != origin.system_id {
-                Some(Discarded::OtherSystem {
-                    was: was.system_id,
-                    now: origin.system_id,
-                })
-            } else if was.timeline != origin.timeline {
-                Some(Discarded::OtherTimeline {
-                    was: was.timeline,
-                    now: origin.timeline,
-                })
-            } else if slot.created {
-                Some(Discarded::SlotCreated)
-            } else if self.reported > server.wal_position {
-                Some(Discarded::AheadOfServer {
-                    reported: self.reported,
-                    server: server.wal_position,
-                })
-            } else if self.reported > slot.confirmed {
-                Some(Discarded::SlotBehind {
-                    reported: self.reported,
-                    slot: slot.confirmed,
-                })
-            } else {
-                None
-            }
-        });
-        let mut next = match discarded {
-            Some(_) => Positions::at(slot.confirmed, self.webhooks.len()),
-            None => {
-                let mut kept = self.clone();
-                for position in &mut kept.webhooks {
-                    *position = (*position).max(slot.confirmed);
-                }
-                kept
-            }
-        };
-        next.origin = Some(origin);
-        next.reported = slot.confirmed;
-        (next, discarded)
-    }
-}
 
 /// Shared by the source (which opens and closes transactions), the lead
 /// stage (which may set a webhook lagging) and delivery (which reports
@@ -188,6 +44,10 @@ struct State {
     stream: Progress,
     webhooks: Vec<Track>,
     allow_lagging: bool,
+    /// The slot's `safe_wal_size`, when the server reports one.
+    safe_wal: Option<u64>,
+    /// The furthest position the stream has reached.
+    head: Lsn,
     /// Carried into the next session's [`Positions`].
     origin: Option<Origin>,
     /// The last position sent to the server.
@@ -218,6 +78,9 @@ struct Progress {
 
 #[derive(Debug)]
 struct Tx {
+    /// Where its first record is: the server keeps the WAL from here while
+    /// the transaction is not confirmed.
+    first: Lsn,
     /// Known once the Commit message arrived.
     end: Option<Lsn>,
     /// Changes sent on but not yet handled.
@@ -256,6 +119,8 @@ impl Checkpoint {
                 stream,
                 webhooks,
                 allow_lagging,
+                safe_wal: None,
+                head: positions.resume(),
                 origin: positions.origin,
                 reported: positions.reported,
             }),
@@ -312,14 +177,22 @@ impl Checkpoint {
     }
 
     /// A Begin arrived; `final_lsn` is the position of its commit record.
+    /// (Where it starts is not known: see [`Self::begin_at`].)
     pub(crate) fn begin(&self, final_lsn: Lsn) -> TxSeq {
+        self.begin_at(final_lsn, final_lsn)
+    }
+
+    /// A Begin arrived; the transaction's first record is at `first`, its
+    /// commit record at `final_lsn`.
+    pub(crate) fn begin_at(&self, first: Lsn, final_lsn: Lsn) -> TxSeq {
         let mut state = self.lock();
-        let seq = state.stream.begin(true);
+        state.head = state.head.max(first);
+        let seq = state.stream.begin(first, true);
         for track in state.webhooks.iter_mut().filter(|t| !t.lagging) {
             // A transaction whose commit lies before the webhook's position
             // was handled by it already.
             let deliver = final_lsn >= track.progress.confirmed;
-            track.progress.begin(deliver);
+            track.progress.begin(first, deliver);
         }
         seq
     }
@@ -345,6 +218,7 @@ impl Checkpoint {
     /// fell behind; for later ones `get` finds nothing.)
     pub(crate) fn commit(&self, tx: TxSeq, end: Lsn) {
         let mut state = self.lock();
+        state.head = state.head.max(end);
         state.stream.commit(tx, end);
         for track in &mut state.webhooks {
             track.progress.commit(tx, end);
@@ -375,6 +249,7 @@ impl Checkpoint {
     /// confirming it lets the server recycle WAL that other tables wrote.
     pub(crate) fn idle_at(&self, wal_end: Lsn) {
         let mut state = self.lock();
+        state.head = state.head.max(wal_end);
         state.stream.idle_at(wal_end);
         for track in state.webhooks.iter_mut().filter(|t| !t.lagging) {
             track.progress.idle_at(wal_end);
@@ -402,6 +277,39 @@ impl Checkpoint {
         }
     }
 
+    /// WAL bytes that `webhook` alone holds back: from the oldest WAL it
+    /// still needs to the oldest any other webhook needs (or, alone, to
+    /// where the stream is). Zero for the outbox, whose positions are not WAL.
+    pub(crate) fn held_back_alone(&self, webhook: usize) -> u64 {
+        let state = self.lock();
+        let Some(mine) = state.webhooks.get(webhook).filter(|_| state.allow_lagging) else {
+            return 0;
+        };
+        let others = state
+            .webhooks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != webhook)
+            .map(|(_, t)| t.progress.needs_from())
+            .min()
+            .unwrap_or(state.head)
+            .min(state.head);
+        others.0.saturating_sub(mine.progress.needs_from().0)
+    }
+
+    /// The slot's `safe_wal_size` as the server last reported it.
+    pub(crate) fn set_safe_wal(&self, bytes: Option<u64>) {
+        self.lock().safe_wal = bytes;
+    }
+
+    /// `max_retained_wal`, and never more than half the slot's safe WAL size.
+    pub(crate) fn retained_wal_limit(&self, max_retained_wal: u64) -> u64 {
+        match self.lock().safe_wal {
+            Some(safe) => max_retained_wal.min(safe / 2),
+            None => max_retained_wal,
+        }
+    }
+
     pub(crate) fn is_lagging(&self, webhook: usize) -> bool {
         self.lock().webhooks.get(webhook).is_some_and(|t| t.lagging)
     }
@@ -425,13 +333,22 @@ impl Progress {
         }
     }
 
-    fn begin(&mut self, deliver: bool) -> TxSeq {
+    fn begin(&mut self, first: Lsn, deliver: bool) -> TxSeq {
         self.open.push_back(Tx {
+            first,
             end: None,
             outstanding: 0,
             deliver,
         });
         TxSeq(self.front + self.open.len() as u64 - 1)
+    }
+
+    /// The oldest WAL this consumer still needs: its oldest open
+    /// transaction's first record, or its confirmed position.
+    fn needs_from(&self) -> Lsn {
+        self.open
+            .front()
+            .map_or(self.confirmed, |tx| tx.first.min(self.confirmed))
     }
 
     fn get(&mut self, tx: TxSeq) -> Option<&mut Tx> {

@@ -1,4 +1,6 @@
+use super::positions::Discarded;
 use super::*;
+use crate::history::ServerIdentity;
 
 fn checkpoint(webhooks: usize) -> Checkpoint {
     Checkpoint::new(&Positions::at(Lsn(10), webhooks))
@@ -289,5 +291,40 @@ fn a_target_set_holds_exactly_what_was_put_in_on_both_sides_of_64() {
     assert!(
         Targets::of(&[200]).contains(200),
         "a set may start above 64"
+    );
+}
+
+#[test]
+fn the_wal_a_webhook_alone_holds_back_runs_from_its_oldest_open_transaction() {
+    let cp = checkpoint(2);
+    // A keepalive moved both past where the transaction's records start.
+    cp.idle_at(Lsn(60));
+    let tx = cp.begin_at(Lsn(20), Lsn(990));
+    cp.track(tx);
+    cp.commit(tx, Lsn(1000));
+    assert_eq!(cp.held_back_alone(0), 0, "both still need it");
+    cp.handled(1, tx);
+    assert_eq!(cp.held_back_alone(0), 980);
+    assert_eq!(cp.held_back_alone(1), 0);
+    assert_eq!(cp.retained_wal_limit(500), 500);
+    cp.set_safe_wal(Some(600));
+    assert_eq!(
+        cp.retained_wal_limit(500),
+        300,
+        "never over half the safe WAL"
+    );
+}
+
+#[test]
+fn a_lone_webhook_holds_back_what_the_stream_has_read_past_its_work() {
+    let cp = checkpoint(1);
+    let tx = cp.begin_at(Lsn(20), Lsn(490));
+    cp.track(tx);
+    cp.commit(tx, Lsn(500));
+    assert_eq!(cp.held_back_alone(0), 490, "from its position at 10");
+    assert_eq!(
+        Checkpoint::for_outbox(1).held_back_alone(0),
+        0,
+        "outbox positions are not WAL"
     );
 }

@@ -243,6 +243,31 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     })
 }
 
+/// Byte sizes are strings such as `"512MB"` or `"64MiB"`, or plain numbers.
+fn byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Bytes(u64),
+        Text(String),
+    }
+    match Written::deserialize(d)? {
+        Written::Bytes(bytes) => Ok(bytes),
+        Written::Text(text) => text
+            .parse::<bytesize::ByteSize>()
+            .map(|size| size.as_u64())
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{text:?} is not a size like \"512MB\" or \"64MiB\" ({e})"
+                ))
+            }),
+    }
+}
+
+fn optional_byte_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    byte_size(d).map(Some)
+}
+
 fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     duration(d).map(Some)
 }

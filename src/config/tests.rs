@@ -61,7 +61,8 @@ fn the_documented_example_parses_with_defaults_filled_in() {
     assert_eq!(tracking.method, "POST");
     assert!(tracking.receives_save_lead());
     assert_eq!(tracking.policy.timeout, Duration::from_millis(250));
-    assert_eq!(tracking.policy.max_attempts, 12);
+    assert_eq!(tracking.policy.max_attempts, None);
+    assert_eq!(tracking.policy.retry_for, Duration::from_secs(24 * 3600));
     assert_eq!(tracking.headers["Authorization"].expose(), "Bearer t0ken");
     assert!(!crm.receives_save_lead());
     assert_eq!(crm.policy.timeout, Duration::from_secs(2));
@@ -185,12 +186,16 @@ fn delivery_policy_defaults_and_per_webhook_overrides() {
         policy,
         DeliveryConfig {
             timeout: Duration::from_secs(5),
-            max_attempts: 3,
+            retry_for: Duration::from_secs(24 * 3600),
+            max_attempts: Some(3),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(300),
             no_retry_statuses: vec![410],
             on_exhausted: OnExhausted::Block,
             max_in_flight: 8,
+            spool: true,
+            spool_after: Duration::from_secs(30),
+            max_retained_wal: 512_000_000,
         }
     );
 }

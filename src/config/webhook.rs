@@ -12,7 +12,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, Url};
 use serde::Deserialize;
 
-use super::{DeliveryConfig, OnExhausted, Secret, checked, optional_duration};
+use super::{DeliveryConfig, OnExhausted, Secret, checked, optional_byte_size, optional_duration};
 
 /// The one event the product knows.
 const SAVE_LEAD: &str = "save_lead";
@@ -61,6 +61,8 @@ pub(super) struct WebhookFile {
     // Overrides of the `[delivery]` keys of the same names.
     #[serde(default, deserialize_with = "optional_duration")]
     timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    retry_for: Option<Duration>,
     max_attempts: Option<u32>,
     #[serde(default, deserialize_with = "optional_duration")]
     initial_backoff: Option<Duration>,
@@ -69,6 +71,11 @@ pub(super) struct WebhookFile {
     no_retry_statuses: Option<Vec<u16>>,
     on_exhausted: Option<OnExhausted>,
     max_in_flight: Option<usize>,
+    spool: Option<bool>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    spool_after: Option<Duration>,
+    #[serde(default, deserialize_with = "optional_byte_size")]
+    max_retained_wal: Option<u64>,
 }
 
 impl WebhookFile {
@@ -119,7 +126,8 @@ impl WebhookFile {
         };
         let policy = DeliveryConfig {
             timeout: self.timeout.unwrap_or(delivery.timeout),
-            max_attempts: self.max_attempts.unwrap_or(delivery.max_attempts),
+            retry_for: self.retry_for.unwrap_or(delivery.retry_for),
+            max_attempts: self.max_attempts.or(delivery.max_attempts),
             initial_backoff: self.initial_backoff.unwrap_or(delivery.initial_backoff),
             max_backoff: self.max_backoff.unwrap_or(delivery.max_backoff),
             no_retry_statuses: self
@@ -127,6 +135,9 @@ impl WebhookFile {
                 .unwrap_or_else(|| delivery.no_retry_statuses.clone()),
             on_exhausted: self.on_exhausted.unwrap_or(delivery.on_exhausted),
             max_in_flight: self.max_in_flight.unwrap_or(delivery.max_in_flight),
+            spool: self.spool.unwrap_or(delivery.spool),
+            spool_after: self.spool_after.unwrap_or(delivery.spool_after),
+            max_retained_wal: self.max_retained_wal.unwrap_or(delivery.max_retained_wal),
         };
         if problems.len() > before {
             return None;

@@ -43,16 +43,20 @@ pub(crate) enum State {
     Failing,
     /// Its circuit is open: one probe at a time.
     Open,
+    /// Its backlog is in the spool (shown over the others; see `spool`).
+    Spooling,
 }
 
 impl State {
-    pub(crate) const ALL: [State; 3] = [State::Healthy, State::Failing, State::Open];
+    pub(crate) const ALL: [State; 4] =
+        [State::Healthy, State::Failing, State::Open, State::Spooling];
 
     pub(crate) fn label(self) -> &'static str {
         match self {
             State::Healthy => "healthy",
             State::Failing => "failing",
             State::Open => "open",
+            State::Spooling => "spooling",
         }
     }
 }
@@ -101,6 +105,11 @@ struct Rules {
     down: BTreeSet<u64>,
     /// The last attempt failed (any failure): shown as `failing`.
     failed_last: bool,
+    /// Since when every attempt has failed: how long the webhook has been
+    /// failing, which decides when it spools.
+    failing_since: Option<Instant>,
+    /// Its backlog is in the spool: shown as `spooling`.
+    spooling: bool,
     open: bool,
     /// Changes started and not yet done, by start order: the first is the oldest.
     pending: BTreeSet<u64>,
@@ -126,6 +135,8 @@ impl Rules {
             round: 0,
             down: BTreeSet::new(),
             failed_last: false,
+            failing_since: None,
+            spooling: false,
             open: false,
             pending: BTreeSet::new(),
             next_change: 0,
@@ -141,6 +152,15 @@ impl Rules {
             (true, _) => State::Open,
             (false, false) => State::Healthy,
             (false, true) => State::Failing,
+        }
+    }
+
+    /// What `leadhook_webhook_state` shows: spooling over the circuit's state.
+    fn shown(&self) -> State {
+        if self.spooling {
+            State::Spooling
+        } else {
+            self.state()
         }
     }
 
@@ -194,6 +214,7 @@ impl Rules {
 
     fn succeeded(&mut self) {
         self.failed_last = false;
+        self.failing_since = None;
         self.down.clear();
         if self.open {
             self.open = false;
@@ -210,6 +231,7 @@ impl Rules {
 
     fn failed(&mut self, change: u64, round: u64, failure: &Failure, now: Instant) {
         self.failed_last = true;
+        self.failing_since.get_or_insert(now);
         if failure.is_overload() {
             if round == self.round {
                 self.limit = (self.limit / 2).max(1);
@@ -252,7 +274,7 @@ impl std::fmt::Debug for Gate {
 /// `leadhook_webhook_state{state}` (1 for the current state),
 /// `leadhook_concurrency` and `leadhook_in_flight`.
 struct GateMetrics {
-    states: [metrics::Gauge; 3],
+    states: [metrics::Gauge; 4],
     concurrency: metrics::Gauge,
     in_flight: metrics::Gauge,
 }
@@ -272,7 +294,7 @@ impl Gate {
             },
         };
         let rules = gate.rules();
-        gate.show_state(rules.state());
+        gate.show_state(rules.shown());
         gate.metrics.concurrency.set(rules.effective_limit() as f64);
         drop(rules);
         gate
@@ -368,7 +390,7 @@ impl Gate {
         };
         let Some(changed) = changed else { return };
         if changed.after != changed.before {
-            self.show_state(changed.after);
+            self.show_state(self.rules().shown());
             self.log_state(changed, outcome.and_then(Result::err));
         }
         if changed.limit_after != changed.limit_before {
@@ -378,6 +400,20 @@ impl Gate {
                     "the endpoint says it is overloaded; sending less at once");
             }
         }
+    }
+
+    /// How long every attempt has failed, if the last one did.
+    pub(crate) fn failing_for(&self) -> Option<Duration> {
+        self.rules().failing_since.map(|since| since.elapsed())
+    }
+
+    /// Shows (or stops showing) the webhook as spooling.
+    pub(crate) fn show_spooling(&self, spooling: bool) {
+        let mut rules = self.rules();
+        rules.spooling = spooling;
+        let shown = rules.shown();
+        drop(rules);
+        self.show_state(shown);
     }
 
     /// Logs opening and closing the circuit: once each, not per attempt

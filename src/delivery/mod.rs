@@ -1,18 +1,23 @@
 //! Delivery: every event goes to every enabled webhook subscribed to
 //! `save_lead`, with its method, headers and (optionally) signature, retried
-//! with backoff until delivered or dead-lettered.
+//! with backoff for `retry_for` until delivered or dead-lettered.
 //!
-//! Each webhook has its own worker and bounded queue. A webhook whose queue
-//! stays full is set lagging (see `checkpoint`) so the others go on; when
-//! only one webhook keeps up, a full queue makes the lead stage wait and the
-//! source stop reading. Either way the backlog stays in the server's WAL,
-//! not in memory.
+//! Each webhook has its own worker and bounded queue. A webhook that fails
+//! for `spool_after` or holds the others up moves its backlog to the spool
+//! (see [`spool`]), so the others and the slot go on. Without the spool
+//! (`spool = false`) it is set lagging instead (see `checkpoint`), and its
+//! backlog stays in the server's WAL; when it is the only one, a full queue
+//! makes the lead stage wait and the source stop reading. Either way the
+//! backlog is not held in memory.
 
+mod deliver;
 mod gate;
+mod lanes;
 pub mod replay;
 pub(crate) mod request;
 pub(crate) mod retry;
 mod signature;
+pub(crate) mod spool;
 mod worker;
 
 use std::sync::Arc;
@@ -27,7 +32,11 @@ use tokio::task::JoinSet;
 use crate::checkpoint::{Checkpoint, Targets, TxSeq};
 use crate::config::{Config, DeliveryConfig, SigningKey, WebhookConfig};
 use crate::dead_letter::DeadLetterStore;
+use deliver::Delivery;
 use gate::Gate;
+use spool::store::SpoolStore;
+use spool::writer::SpoolSender;
+use spool::{Reason, SpoolState};
 use worker::Worker;
 
 /// Events queued per webhook, beyond those in flight.
@@ -70,6 +79,8 @@ pub(crate) struct Webhook {
     pub(crate) metrics: WebhookMetrics,
     /// Its circuit breaker and adaptive concurrency; kept across sessions.
     pub(crate) gate: Gate,
+    /// Whether its backlog is in the spool; kept across sessions.
+    pub(crate) spool: SpoolState,
 }
 
 /// This webhook's metric handles, registered once: each attempt then only
@@ -149,6 +160,16 @@ impl Webhook {
                 hook.policy.max_in_flight,
                 hook.policy.max_backoff,
             ),
+            spool: SpoolState::new(&hook.name),
+        }
+    }
+
+    /// Starts spooling (logged once), unless it already does.
+    fn start_spooling(&self, reason: Reason) {
+        if self.spool.start() {
+            self.gate.show_spooling(true);
+            tracing::warn!(webhook = %self.name, %reason,
+                "spooling: this webhook's changes wait in the spool until its endpoint catches up; the other webhooks and the slot go on");
         }
     }
 }
@@ -185,14 +206,35 @@ impl Webhooks {
             .collect()
     }
 
+    /// Marks the webhooks the spool has rows for (by name) as spooling, so
+    /// their later changes queue behind those rows. Names of webhooks not
+    /// configured are returned: their rows stay in the table.
+    pub(crate) fn resume_spooling(
+        &self,
+        depths: &std::collections::HashMap<String, u64>,
+    ) -> Vec<String> {
+        for hook in self.hooks.iter() {
+            let rows = depths.get(&hook.name).copied().unwrap_or(0);
+            hook.spool.set_rows(rows);
+            if rows > 0 {
+                hook.start_spooling(Reason::Rows);
+            }
+        }
+        depths
+            .keys()
+            .filter(|name| !self.hooks.iter().any(|h| &h.name == *name))
+            .cloned()
+            .collect()
+    }
+
     /// Starts one worker per webhook; returns what feeds their queues.
     pub(crate) fn spawn(
         &self,
         tasks: &mut JoinSet<()>,
-        checkpoint: &Arc<Checkpoint>,
-        dead_letters: &Arc<DeadLetterStore>,
+        session: &DeliverySession,
         caught_up: &Arc<Notify>,
     ) -> Dispatcher {
+        let checkpoint = &session.checkpoint;
         let queues = self
             .hooks
             .iter()
@@ -201,12 +243,16 @@ impl Webhooks {
                 let (tx, queue) = mpsc::channel(QUEUE);
                 let worker = Worker {
                     index,
-                    hook: hook.clone(),
-                    client: self.client.clone(),
+                    delivery: Arc::new(Delivery {
+                        hook: hook.clone(),
+                        client: self.client.clone(),
+                        dead_letters: session.dead_letters.clone(),
+                    }),
                     queue,
                     checkpoint: checkpoint.clone(),
-                    dead_letters: dead_letters.clone(),
                     caught_up: caught_up.clone(),
+                    spool: session.spool.clone(),
+                    spool_store: session.spool_store.clone(),
                 };
                 tasks.spawn(worker.run());
                 tx
@@ -219,6 +265,16 @@ impl Webhooks {
             checkpoint: checkpoint.clone(),
         }
     }
+}
+
+/// What a session's workers share.
+pub(crate) struct DeliverySession {
+    pub(crate) checkpoint: Arc<Checkpoint>,
+    pub(crate) dead_letters: Arc<DeadLetterStore>,
+    /// The session's spool writer.
+    pub(crate) spool: SpoolSender,
+    /// Where the drainers read the spool back.
+    pub(crate) spool_store: Arc<SpoolStore>,
 }
 
 /// The worker of a webhook is gone: the session is ending.
@@ -237,8 +293,9 @@ pub(crate) struct Dispatcher {
 
 impl Dispatcher {
     /// Queues the event for each webhook it targets, in order. A webhook
-    /// that holds the others up for `LAG_GRACE` is set lagging; when all
-    /// are equally slow, everyone waits (backpressure).
+    /// that holds the others up for `LAG_GRACE` starts spooling (or, with
+    /// `spool = false`, is set lagging); when all are equally slow,
+    /// everyone waits (backpressure).
     pub(crate) async fn dispatch(&mut self, event: Event) -> Result<(), WorkerGone> {
         let event = Arc::new(event);
         for index in 0..self.queues.len() {
@@ -272,7 +329,12 @@ impl Dispatcher {
                     Err(SendTimeoutError::Timeout(back)) => {
                         let held_long =
                             since.elapsed() >= LAG_GRACE && self.others_have_room(index);
-                        if held_long && self.checkpoint.set_lagging(index, event.tx) {
+                        let hook = &self.hooks[index];
+                        if held_long && hook.policy.spool {
+                            // Its worker now hands its queue to the spool.
+                            hook.start_spooling(Reason::HoldingUp);
+                            self.holding_up_since[index] = None;
+                        } else if held_long && self.checkpoint.set_lagging(index, event.tx) {
                             tracing::warn!(
                                 webhook = %self.hooks[index].name,
                                 "webhook is falling behind; the others go on, and its backlog is streamed again from its position once it catches up"

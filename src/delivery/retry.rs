@@ -91,14 +91,24 @@ impl std::fmt::Display for Failure {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Next {
     RetryAfter(Duration),
-    /// Attempts used up, or a status listed as final: dead-letter it.
+    /// The retry window (or `max_attempts`) ran out, or a status listed as
+    /// final: dead-letter it.
     GiveUp,
 }
 
-/// Decides after failed attempt number `attempt` (1-based). `jitter` is a
-/// number in [0, 1) that spreads retries of many changes apart.
-pub(crate) fn next(policy: &DeliveryConfig, failure: &Failure, attempt: u32, jitter: f64) -> Next {
-    decide(policy, failure, attempt, jitter, true)
+/// How far a change's retrying has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tried {
+    /// Attempts so far, this failed one included (1-based).
+    pub(crate) attempts: u32,
+    /// Since its first attempt.
+    pub(crate) since_first: Duration,
+}
+
+/// Decides after a failed attempt. `jitter` is a number in [0, 1) that
+/// spreads retries of many changes apart.
+pub(crate) fn next(policy: &DeliveryConfig, failure: &Failure, tried: Tried, jitter: f64) -> Next {
+    decide(policy, failure, tried, jitter, true)
 }
 
 /// [`next`] for an attempt the open circuit answered with another change's
@@ -106,16 +116,16 @@ pub(crate) fn next(policy: &DeliveryConfig, failure: &Failure, attempt: u32, jit
 pub(crate) fn next_skipped(
     policy: &DeliveryConfig,
     failure: &Failure,
-    attempt: u32,
+    tried: Tried,
     jitter: f64,
 ) -> Next {
-    decide(policy, failure, attempt, jitter, false)
+    decide(policy, failure, tried, jitter, false)
 }
 
 fn decide(
     policy: &DeliveryConfig,
     failure: &Failure,
-    attempt: u32,
+    tried: Tried,
     jitter: f64,
     may_be_final: bool,
 ) -> Next {
@@ -124,7 +134,8 @@ fn decide(
         && failure
             .status()
             .is_some_and(|s| policy.no_retry_statuses.contains(&s));
-    let exhausted = attempt >= policy.max_attempts;
+    let exhausted = tried.since_first >= policy.retry_for
+        || policy.max_attempts.is_some_and(|max| tried.attempts >= max);
     if is_final || exhausted {
         return match policy.on_exhausted {
             OnExhausted::DeadLetter => Next::GiveUp,
@@ -132,16 +143,16 @@ fn decide(
             OnExhausted::Block => Next::RetryAfter(policy.max_backoff),
         };
     }
-    if let Failure::Status {
-        status,
-        retry_after: Some(wait),
-        ..
-    } = failure
-        && RETRY_AFTER_STATUSES.contains(status)
-    {
-        return Next::RetryAfter((*wait).min(policy.max_backoff));
-    }
-    Next::RetryAfter(backoff(policy, attempt, jitter))
+    let wait = match failure {
+        Failure::Status {
+            status,
+            retry_after: Some(wait),
+            ..
+        } if RETRY_AFTER_STATUSES.contains(status) => (*wait).min(policy.max_backoff),
+        _ => backoff(policy, tried.attempts, jitter),
+    };
+    // The last attempt falls at the end of the window, not after it.
+    Next::RetryAfter(wait.min(policy.retry_for - tried.since_first))
 }
 
 /// Exponential, doubling from `initial_backoff` and capped at `max_backoff`,
@@ -174,9 +185,17 @@ mod tests {
         DeliveryConfig {
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
-            max_attempts: 5,
+            max_attempts: Some(5),
             no_retry_statuses: vec![400, 410],
             ..DeliveryConfig::default()
+        }
+    }
+
+    /// `attempts` made, a second apart.
+    fn tried(attempts: u32) -> Tried {
+        Tried {
+            attempts,
+            since_first: Duration::from_secs(u64::from(attempts)),
         }
     }
 
@@ -192,23 +211,23 @@ mod tests {
     fn backoff_doubles_with_jitter_up_to_the_cap() {
         let p = policy();
         assert_eq!(
-            next(&p, &Failure::Timeout, 1, 0.0),
+            next(&p, &Failure::Timeout, tried(1), 0.0),
             Next::RetryAfter(Duration::from_millis(500))
         );
         assert_eq!(
-            next(&p, &Failure::Timeout, 1, 0.999_999),
+            next(&p, &Failure::Timeout, tried(1), 0.999_999),
             Next::RetryAfter(Duration::from_nanos(999_999_500))
         );
         assert_eq!(
-            next(&p, &status(500), 3, 0.5),
+            next(&p, &status(500), tried(3), 0.5),
             Next::RetryAfter(Duration::from_secs(3))
         );
         let capped = DeliveryConfig {
-            max_attempts: 100,
+            max_attempts: None,
             ..p
         };
         assert_eq!(
-            next(&capped, &status(502), 40, 1.0),
+            next(&capped, &status(502), tried(40), 1.0),
             Next::RetryAfter(Duration::from_secs(60))
         );
     }
@@ -225,21 +244,66 @@ mod tests {
             Failure::Connect("refused".into()),
         ] {
             assert!(
-                matches!(next(&p, &retried, 1, 0.0), Next::RetryAfter(_)),
+                matches!(next(&p, &retried, tried(1), 0.0), Next::RetryAfter(_)),
                 "{retried:?}"
             );
         }
-        assert_eq!(next(&p, &status(410), 1, 0.0), Next::GiveUp);
+        assert_eq!(next(&p, &status(410), tried(1), 0.0), Next::GiveUp);
     }
 
     #[test]
     fn attempts_run_out_after_max_attempts() {
         let p = policy();
         assert!(matches!(
-            next(&p, &status(500), 4, 0.0),
+            next(&p, &status(500), tried(4), 0.0),
             Next::RetryAfter(_)
         ));
-        assert_eq!(next(&p, &status(500), 5, 0.0), Next::GiveUp);
+        assert_eq!(next(&p, &status(500), tried(5), 0.0), Next::GiveUp);
+    }
+
+    #[test]
+    fn a_change_is_retried_until_its_window_has_passed_since_the_first_attempt() {
+        let p = DeliveryConfig {
+            retry_for: Duration::from_secs(3600),
+            max_attempts: None,
+            ..policy()
+        };
+        let at = |attempts, secs| Tried {
+            attempts,
+            since_first: Duration::from_secs(secs),
+        };
+        assert_eq!(
+            next(&p, &status(500), at(30, 3540), 1.0),
+            Next::RetryAfter(Duration::from_secs(60))
+        );
+        assert_eq!(
+            next(&p, &status(500), at(31, 3590), 1.0),
+            Next::RetryAfter(Duration::from_secs(10)),
+            "the last attempt falls at the end of the window"
+        );
+        assert_eq!(next(&p, &status(500), at(32, 3600), 0.0), Next::GiveUp);
+    }
+
+    #[test]
+    fn the_default_schedule_retries_for_a_day_every_five_minutes_at_most() {
+        let p = DeliveryConfig::default();
+        let (mut since_first, mut attempts) = (Duration::ZERO, 0);
+        while let Next::RetryAfter(wait) = next(
+            &p,
+            &Failure::Timeout,
+            Tried {
+                attempts: attempts + 1,
+                since_first,
+            },
+            1.0,
+        ) {
+            assert!(wait <= Duration::from_secs(300), "{wait:?}");
+            attempts += 1;
+            since_first += wait;
+        }
+        assert_eq!(since_first, Duration::from_secs(24 * 3600));
+        // 1 s doubling to 256 s (9 attempts), then every 300 s.
+        assert_eq!(attempts, 9 + (86_400 - 511) / 300 + 1);
     }
 
     #[test]
@@ -249,11 +313,11 @@ mod tests {
             ..policy()
         };
         assert_eq!(
-            next(&p, &status(500), 5, 0.0),
+            next(&p, &status(500), tried(5), 0.0),
             Next::RetryAfter(Duration::from_secs(60))
         );
         assert_eq!(
-            next(&p, &status(410), 1, 0.0),
+            next(&p, &status(410), tried(1), 0.0),
             Next::RetryAfter(Duration::from_secs(60))
         );
     }
@@ -267,15 +331,15 @@ mod tests {
             location: None,
         };
         assert_eq!(
-            next(&p, &later(429, 7), 1, 0.0),
+            next(&p, &later(429, 7), tried(1), 0.0),
             Next::RetryAfter(Duration::from_secs(7))
         );
         assert_eq!(
-            next(&p, &later(503, 3600), 1, 0.0),
+            next(&p, &later(503, 3600), tried(1), 0.0),
             Next::RetryAfter(Duration::from_secs(60))
         );
         assert_eq!(
-            next(&p, &later(500, 7), 1, 0.0),
+            next(&p, &later(500, 7), tried(1), 0.0),
             Next::RetryAfter(Duration::from_millis(500)),
             "only on 429/503"
         );

@@ -1,173 +1,213 @@
 //! One webhook's delivery worker: up to `max_in_flight` changes at once,
 //! but the changes of one lead strictly one after another, in commit order
-//! (the next starts only when the previous was delivered or dead-lettered).
-//! When each may send is the webhook's [`super::gate::Gate`]'s to say.
+//! (the next starts only when the previous was delivered, dead-lettered or
+//! spooled). When each may send is the webhook's [`super::gate::Gate`]'s to
+//! say.
+//!
+//! While the webhook spools, the worker sends nothing itself: it hands
+//! every change to the spool's writer (a lead's changes behind the one
+//! still out, if any) and runs the drainer that delivers the rows back.
 
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 
-use super::gate::Admission;
-use super::retry::{self, Next};
-use super::{Event, Webhook, request};
+use super::Event;
+use super::deliver::{Delivery, Outcome, Outgoing};
+use super::lanes::Lanes;
+use super::spool::drain::{Drained, Drainer};
+use super::spool::store::SpoolStore;
+use super::spool::writer::SpoolSender;
+use super::spool::{Entry, Reason};
 use crate::checkpoint::Checkpoint;
-use crate::dead_letter::{DeadLetter, DeadLetterStore};
+
+/// How often the worker checks whether its webhook should spool.
+const CHECK_EVERY: Duration = Duration::from_millis(250);
 
 pub(super) struct Worker {
     /// This webhook's index, as the checkpoint knows it.
     pub(super) index: usize,
-    pub(super) hook: Arc<Webhook>,
-    pub(super) client: reqwest::Client,
+    pub(super) delivery: Arc<Delivery>,
     pub(super) queue: mpsc::Receiver<Arc<Event>>,
     pub(super) checkpoint: Arc<Checkpoint>,
-    pub(super) dead_letters: Arc<DeadLetterStore>,
     /// Told when this webhook, set lagging, has drained its queue: the
     /// session then restarts from its position to stream its backlog again.
     pub(super) caught_up: Arc<Notify>,
+    /// Where spooled changes go, and where the drainer reads them back.
+    pub(super) spool: SpoolSender,
+    pub(super) spool_store: Arc<SpoolStore>,
+}
+
+/// A worker's state while it runs.
+struct Running {
+    lanes: Lanes<Arc<Event>>,
+    in_flight: JoinSet<(Arc<Event>, Outcome)>,
+    /// The drainer, while the webhook spools (aborted with the worker).
+    drainer: JoinSet<()>,
+    drained: mpsc::Receiver<Drained>,
+    drained_tx: mpsc::Sender<Drained>,
+    /// Changes handed to the writer this session…
+    forwarded: u64,
+    /// …and those it has written: equal when nothing is on its way in.
+    written: Arc<AtomicU64>,
 }
 
 impl Worker {
     pub(super) async fn run(mut self) {
-        let limit = self.hook.policy.max_in_flight;
-        let mut in_flight = JoinSet::new();
-        // Leads with a delivery in flight, and their later changes waiting for it.
-        let mut busy: HashMap<u64, VecDeque<Arc<Event>>> = HashMap::new();
-        let mut held = 0usize;
+        let hook = self.delivery.hook.clone();
+        let limit = hook.policy.max_in_flight;
+        let (drained_tx, drained) = mpsc::channel(1);
+        let mut run = Running {
+            lanes: Lanes::new(),
+            in_flight: JoinSet::new(),
+            drainer: JoinSet::new(),
+            drained,
+            drained_tx,
+            forwarded: 0,
+            written: Arc::new(AtomicU64::new(0)),
+        };
+        if hook.spool.is_spooling() {
+            self.start_draining(&mut run);
+        }
+        let mut check = tokio::time::interval(CHECK_EVERY);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Once the queue is closed (shutdown), what is in flight still finishes.
         let mut open = true;
-        while open || held > 0 {
+        while open || run.lanes.held() > 0 {
             tokio::select! {
-                event = self.queue.recv(), if open && held < limit => {
+                event = self.queue.recv(), if open && run.lanes.held() < limit => {
                     let Some(event) = event else {
                         open = false;
                         continue;
                     };
-                    held += 1;
-                    match busy.entry(event.key) {
-                        Entry::Occupied(mut waiting) => waiting.get_mut().push_back(event),
-                        Entry::Vacant(slot) => {
-                            slot.insert(VecDeque::new());
-                            self.start(&mut in_flight, event);
-                        }
+                    if hook.spool.is_spooling() && !run.lanes.is_busy(event.key) {
+                        self.forward(&mut run, event, None).await;
+                    } else if let Some(event) = run.lanes.arrive(event.key, event) {
+                        self.start(&mut run, event, None);
                     }
                 }
-                Some(done) = in_flight.join_next() => {
-                    let Ok(key) = done else { return };
-                    held -= 1;
-                    match busy.get_mut(&key).and_then(VecDeque::pop_front) {
-                        Some(next) => self.start(&mut in_flight, next),
-                        None => {
-                            busy.remove(&key);
-                        }
+                Some(done) = run.in_flight.join_next() => {
+                    let Ok((event, outcome)) = done else { return };
+                    self.finished(&mut run, event, outcome).await;
+                }
+                Some(drained) = run.drained.recv() => {
+                    let live = drained.written == run.forwarded;
+                    if live {
+                        hook.spool.stop();
+                        hook.gate.show_spooling(false);
+                        tracing::info!(webhook = %hook.name, "the spool is drained; delivering live again");
                     }
-                    if held == 0 && self.queue.is_empty() && self.checkpoint.is_lagging(self.index) {
-                        self.caught_up.notify_one();
+                    let _ = drained.reply.send(live);
+                }
+                _ = check.tick() => {
+                    while run.drainer.try_join_next().is_some() {}
+                    if let Some(reason) = self.should_spool() {
+                        hook.start_spooling(reason);
+                    }
+                    if hook.spool.is_spooling() && run.drainer.is_empty() {
+                        self.start_draining(&mut run);
                     }
                 }
             }
         }
     }
 
-    fn start(&self, in_flight: &mut JoinSet<u64>, event: Arc<Event>) {
-        let delivery = Delivery {
-            index: self.index,
-            hook: self.hook.clone(),
-            client: self.client.clone(),
-            checkpoint: self.checkpoint.clone(),
-            dead_letters: self.dead_letters.clone(),
+    /// Whether the webhook should start spooling now, and why.
+    fn should_spool(&self) -> Option<Reason> {
+        let hook = &self.delivery.hook;
+        let policy = &hook.policy;
+        if !policy.spool || hook.spool.is_spooling() {
+            return None;
+        }
+        if hook
+            .gate
+            .failing_for()
+            .is_some_and(|f| f >= policy.spool_after)
+        {
+            return Some(Reason::Failing);
+        }
+        let limit = self.checkpoint.retained_wal_limit(policy.max_retained_wal);
+        if self.checkpoint.held_back_alone(self.index) > limit {
+            return Some(Reason::RetainedWal);
+        }
+        None
+    }
+
+    fn start_draining(&self, run: &mut Running) {
+        let drainer = Drainer {
+            delivery: self.delivery.clone(),
+            store: self.spool_store.clone(),
+            written: run.written.clone(),
+            worker: run.drained_tx.clone(),
         };
-        in_flight.spawn(async move {
-            delivery.deliver(&event).await;
-            event.key
+        run.drainer.spawn(drainer.run());
+    }
+
+    fn start(&self, run: &mut Running, event: Arc<Event>, tried: Option<(SystemTime, u32)>) {
+        let delivery = self.delivery.clone();
+        let spooling = delivery
+            .hook
+            .policy
+            .spool
+            .then(|| delivery.hook.spool.watch());
+        run.in_flight.spawn(async move {
+            let change = Outgoing {
+                id: &event.id,
+                payload: &event.payload,
+                commit_time: event.commit_time,
+                tried,
+            };
+            let outcome = delivery.deliver(change, spooling).await;
+            (event, outcome)
         });
     }
-}
 
-/// What one delivery needs, owned so it can run as its own task.
-struct Delivery {
-    index: usize,
-    hook: Arc<Webhook>,
-    client: reqwest::Client,
-    checkpoint: Arc<Checkpoint>,
-    dead_letters: Arc<DeadLetterStore>,
-}
-
-impl Delivery {
-    /// Tries until delivered or given up (then dead-lettered), and only then
-    /// reports the change handled. A session ending aborts this task; the
-    /// change is then streamed and delivered again, with the same id.
-    async fn deliver(&self, event: &Event) {
-        let hook = &self.hook;
-        let pending = hook.gate.start();
-        let first_attempt = SystemTime::now();
-        // Attempts on this change's schedule; those the circuit answered for
-        // it (while another change probed) are counted but not sent.
-        let mut attempt: u32 = 0;
-        let outcome = loop {
-            attempt = attempt.saturating_add(1);
-            let (failure, sent) = match hook.gate.admit(&pending).await {
-                Admission::Send(sending) => {
-                    let result =
-                        request::attempt(hook, &self.client, &event.id, &event.payload).await;
-                    sending.record(result.as_ref().map(|_| ()));
-                    match result {
-                        Ok(()) => {
-                            hook.metrics
-                                .lag
-                                .record(crate::change::commit_age(event.commit_time));
-                            break &hook.metrics.delivered;
-                        }
-                        Err(failure) => (failure, true),
-                    }
-                }
-                Admission::Skip(failure) => {
-                    hook.metrics.skipped.increment(1);
-                    (failure, false)
-                }
-            };
-            let next = if sent {
-                retry::next(&hook.policy, &failure, attempt, fastrand::f64())
-            } else {
-                retry::next_skipped(&hook.policy, &failure, attempt, fastrand::f64())
-            };
-            match next {
-                Next::RetryAfter(wait) => {
-                    if sent {
-                        tracing::warn!(
-                            webhook = %hook.name, url = %hook.shown_url, webhook_id = ?event.id, attempt,
-                            failure = %failure, retry_in = ?wait, "delivery failed"
-                        );
-                    }
-                    tokio::time::sleep(wait).await;
-                }
-                Next::GiveUp => {
-                    // No longer the oldest: while the letter is stored (which
-                    // waits out a database outage), another change may probe.
-                    drop(pending);
-                    tracing::error!(
-                        webhook = %hook.name, url = %hook.shown_url, webhook_id = ?event.id, attempt,
-                        failure = %failure, "delivery failed for good; writing a dead letter"
-                    );
-                    let letter = DeadLetter {
-                        webhook: hook.name.clone(),
-                        webhook_id: event.id.to_str().unwrap_or_default().to_owned(),
-                        payload: event.payload.clone(),
-                        attempts: attempt,
-                        last_status: failure.status(),
-                        last_error: failure.to_string(),
-                        first_attempt,
-                        last_attempt: SystemTime::now(),
-                    };
-                    self.dead_letters.store(&letter).await;
-                    break &hook.metrics.dead_lettered;
-                }
+    /// A live delivery ended: the change is handled, or goes to the spool;
+    /// the next change of its lead starts, or follows it there.
+    async fn finished(&self, run: &mut Running, event: Arc<Event>, outcome: Outcome) {
+        let key = event.key;
+        let spooling = self.delivery.hook.spool.is_spooling();
+        match outcome {
+            Outcome::Delivered | Outcome::DeadLettered => {
+                self.checkpoint.handled(self.index, event.tx);
             }
+            Outcome::Spool(tried) if spooling => self.forward(run, event, tried).await,
+            // The spool drained before this change got there: it stays live,
+            // still the one out for its lead.
+            Outcome::Spool(tried) => return self.start(run, event, tried),
+        }
+        if spooling {
+            for waiting in run.lanes.close(key) {
+                self.forward(run, waiting, None).await;
+            }
+        } else if let Some(next) = run.lanes.finished(key) {
+            self.start(run, next, None);
+        }
+        if run.lanes.held() == 0 && self.queue.is_empty() && self.checkpoint.is_lagging(self.index)
+        {
+            self.caught_up.notify_one();
+        }
+    }
+
+    /// Hands `event` to the spool's writer, which reports it handled once
+    /// written.
+    async fn forward(
+        &self,
+        run: &mut Running,
+        event: Arc<Event>,
+        tried: Option<(SystemTime, u32)>,
+    ) {
+        let entry = Entry {
+            index: self.index,
+            hook: self.delivery.hook.clone(),
+            event,
+            tried,
+            written: run.written.clone(),
         };
-        outcome.increment(1);
-        self.checkpoint.handled(self.index, event.tx);
+        run.forwarded += 1;
+        self.spool.send(entry).await;
     }
 }

@@ -1,5 +1,5 @@
 //! The tables leadhook keeps in `database.schema`, by name and DDL, in one
-//! place: dead letters, and what it knows of its slot. (The outbox is in
+//! place: dead letters, the spool, and what it knows of its slot. (The outbox is in
 //! `setup::outbox`, the publication in `setup::prerequisites::publication`.)
 //! `sql/setup.sql` carries the same statements; a test keeps them equal.
 
@@ -49,6 +49,33 @@ pub(crate) fn slots_table(schema: &str) -> String {
     format!("{}.slots", escape_identifier(schema))
 }
 
+/// The spool: changes waiting for a webhook that is down or cannot keep
+/// up (see `delivery::spool`). Ordered by `id` (one writer, so ids follow
+/// commit order); a change is in it at most once per webhook.
+/// `sql/setup.sql` carries the same statement.
+pub(crate) fn spool_statement(schema: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {}.spool (
+    id               bigserial   NOT NULL,
+    webhook          text        NOT NULL,
+    webhook_id       text        NOT NULL,
+    lead_key         bigint      NOT NULL,
+    payload          text        NOT NULL,
+    committed_at     timestamptz NOT NULL,
+    spooled_at       timestamptz NOT NULL DEFAULT now(),
+    first_attempt_at timestamptz,
+    attempts         integer     NOT NULL DEFAULT 0,
+    PRIMARY KEY (webhook, id),
+    UNIQUE (webhook, webhook_id)
+);",
+        escape_identifier(schema)
+    )
+}
+
+pub(crate) fn spool_table(schema: &str) -> String {
+    format!("{}.spool", escape_identifier(schema))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,6 +86,14 @@ mod tests {
     fn the_dba_script_creates_the_same_table_as_the_sidecar() {
         assert!(
             SCRIPT.contains(&dead_letter_statements("leadhook")),
+            "sql/setup.sql is out of date"
+        );
+    }
+
+    #[test]
+    fn the_dba_script_creates_the_same_spool_as_the_sidecar() {
+        assert!(
+            SCRIPT.contains(&spool_statement("leadhook")),
             "sql/setup.sql is out of date"
         );
     }

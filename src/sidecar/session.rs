@@ -16,7 +16,9 @@ use crate::checkpoint::{Checkpoint, Positions};
 use crate::config::{Config, SourceMode};
 use crate::database::{Database, DatabaseError};
 use crate::dead_letter::DeadLetterStore;
-use crate::delivery::{Dispatcher, Webhooks};
+use crate::delivery::spool::store::{SpoolError, SpoolStore};
+use crate::delivery::spool::writer::Writer;
+use crate::delivery::{DeliverySession, Dispatcher, Webhooks};
 use crate::history::ServerIdentity;
 use crate::lead::{LeadError, LeadMapping, LeadStage};
 use crate::lsn::Lsn;
@@ -60,6 +62,8 @@ pub(super) enum SessionError {
     Lead(#[from] LeadError),
     #[error("{0}")]
     Outbox(#[from] OutboxError),
+    #[error("spool: {0}")]
+    Spool(#[from] SpoolError),
 }
 
 impl SessionError {
@@ -184,7 +188,7 @@ impl Session<'_> {
 
         let checkpoint = Arc::new(Checkpoint::for_outbox(self.webhooks.len()));
         let (changes_tx, changes_rx) = mpsc::channel(CHANGE_BUFFER);
-        let (mut stages, dispatcher) = self.spawn_workers(&checkpoint);
+        let (mut stages, dispatcher) = self.spawn_workers(&checkpoint).await?;
         let lead = LeadStage::for_outbox(dispatcher);
         stages.lead = Some(tokio::spawn(lead.run(changes_rx)));
         let source = OutboxSource::new(conn, checkpoint, changes_tx, config.source.poll_interval);
@@ -210,7 +214,7 @@ impl Session<'_> {
         let table = config.table();
         let quoted = table.quoted();
         let (changes_tx, changes_rx) = mpsc::channel(CHANGE_BUFFER);
-        let (mut stages, dispatcher) = self.spawn_workers(checkpoint);
+        let (mut stages, dispatcher) = self.spawn_workers(checkpoint).await?;
         let mapping = LeadMapping::new(&source.columns, inspection.key, quoted);
         let lead = LeadStage::for_stream(mapping, sql.clone(), dispatcher);
         stages.lead = Some(tokio::spawn(lead.run(changes_rx)));
@@ -232,21 +236,39 @@ impl Session<'_> {
         self.deliver(source, stages).await
     }
 
-    /// Starts one delivery worker per webhook; returns them as the stages
-    /// of a session (the caller adds the rest) and what feeds their queues.
-    fn spawn_workers(&self, checkpoint: &Arc<Checkpoint>) -> (Stages, Dispatcher) {
+    /// Starts the spool's writer and one delivery worker per webhook (those
+    /// the spool has rows for start spooling); returns them as the stages of
+    /// a session (the caller adds the rest) and what feeds their queues.
+    async fn spawn_workers(
+        &self,
+        checkpoint: &Arc<Checkpoint>,
+    ) -> Result<(Stages, Dispatcher), SessionError> {
+        let schema = &self.config.database.schema;
+        let spool_store = Arc::new(SpoolStore::new(self.db.clone(), schema));
+        let depths = spool_store.depths().await?;
+        for name in self.webhooks.resume_spooling(&depths) {
+            tracing::warn!(webhook = %name, spool = %spool_store.table(),
+                "the spool has rows for a webhook that is not configured (or not enabled); they stay there until it is again");
+        }
+        let (writer, spool) =
+            Writer::new(SpoolStore::new(self.db.clone(), schema), checkpoint.clone());
+        let session = DeliverySession {
+            checkpoint: checkpoint.clone(),
+            dead_letters: self.dead_letters.clone(),
+            spool,
+            spool_store,
+        };
         let mut workers = JoinSet::new();
         let caught_up = Arc::new(Notify::new());
-        let dispatcher =
-            self.webhooks
-                .spawn(&mut workers, checkpoint, &self.dead_letters, &caught_up);
+        let dispatcher = self.webhooks.spawn(&mut workers, &session, &caught_up);
         let stages = Stages {
             workers,
             caught_up,
+            writer: tokio::spawn(writer.run()),
             lead: None,
             monitor: None,
         };
-        (stages, dispatcher)
+        Ok((stages, dispatcher))
     }
 
     /// What both modes share once set up: the source runs until a stop is
@@ -337,6 +359,8 @@ impl SessionSource for OutboxSource {
 struct Stages {
     /// One delivery worker per webhook.
     workers: JoinSet<()>,
+    /// Writes the spooling webhooks' changes; ends when the workers do.
+    writer: JoinHandle<()>,
     /// Rung when a lagging webhook has drained its queue (only replication
     /// mode sets webhooks lagging).
     caught_up: Arc<Notify>,
@@ -373,6 +397,7 @@ impl Stages {
             let _ = lead.await;
         }
         while self.workers.join_next().await.is_some() {}
+        let _ = (&mut self.writer).await;
     }
 
     fn stop_monitor(&mut self) {
@@ -389,6 +414,7 @@ impl Drop for Stages {
         }
         self.stop_monitor();
         self.workers.abort_all();
+        self.writer.abort();
     }
 }
 

@@ -149,7 +149,7 @@ impl Source {
                         at: wal_start,
                         error,
                     })?;
-                    self.handle(message);
+                    self.handle(wal_start, message);
                 }
                 Step::Message(ReplicationMessage::Keepalive {
                     wal_end,
@@ -235,11 +235,13 @@ impl Source {
         Ok(())
     }
 
-    fn handle(&mut self, message: LogicalMessage) {
+    /// `at`: where the message's WAL record is (for a Begin, the
+    /// transaction's first record).
+    fn handle(&mut self, at: Lsn, message: LogicalMessage) {
         match message {
             LogicalMessage::Begin(begin) => {
                 tracing::trace!(final_lsn = %begin.final_lsn, xid = begin.xid, "begin");
-                let seq = self.checkpoint.begin(begin.final_lsn);
+                let seq = self.checkpoint.begin_at(at, begin.final_lsn);
                 self.tx = Some(OpenTx {
                     seq,
                     commit_lsn: begin.final_lsn,

@@ -260,7 +260,8 @@ async fn blocking_sessions(db: &Database, creator: i32) -> Result<String, SlotEr
 /// Runs beside a session: every heartbeat, sets
 /// `leadhook_replication_lag_bytes` (the server's WAL position minus the
 /// confirmed one, asked over SQL so it stays right while the stream is
-/// paused by backpressure), and records in `<schema>.slots` how far the
+/// paused by backpressure), reads the slot's `safe_wal_size` (which caps
+/// `max_retained_wal`), and records in `<schema>.slots` how far the
 /// handled lead transactions reach. Keepalives alone never cause a write,
 /// so an idle database stays idle.
 pub(crate) async fn monitor(
@@ -274,13 +275,19 @@ pub(crate) async fn monitor(
     let mut recorded = checkpoint.confirmed_commit();
     loop {
         match sql
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .query_one(
+                "SELECT pg_current_wal_lsn()::text,
+                        (SELECT safe_wal_size FROM pg_replication_slots WHERE slot_name = $1)",
+                &[&slot],
+            )
             .await
         {
             Ok(row) => {
                 if let Ok(current) = row.get::<_, String>(0).parse::<Lsn>() {
                     gauge.set(current.0.saturating_sub(checkpoint.confirmed().0) as f64);
                 }
+                let safe: Option<i64> = row.get(1);
+                checkpoint.set_safe_wal(safe.map(|b| u64::try_from(b).unwrap_or(0)));
             }
             Err(e) => tracing::debug!(error = %e, "cannot read the server's WAL position"),
         }

@@ -86,6 +86,15 @@ pub struct Delivery {
     pub on_exhausted: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "duration")]
+    pub retry_for: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spool: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "duration")]
+    pub spool_after: Option<Duration>,
+    /// A size such as "512MB".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_retained_wal: Option<String>,
 }
 
 /// One `[[webhooks]]` entry.

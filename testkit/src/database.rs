@@ -83,6 +83,18 @@ impl TestDb {
         SidecarConfig::new(format!("{url}?sslmode=disable")).slot(&self.name)
     }
 
+    /// Rows waiting in the spool (schema `leadhook`) for `webhook`.
+    pub async fn spool_rows(&self, webhook: &str) -> i64 {
+        self.sql
+            .query_one(
+                "SELECT count(*) FROM leadhook.spool WHERE webhook = $1",
+                &[&webhook],
+            )
+            .await
+            .expect("count spool rows")
+            .get(0)
+    }
+
     /// Waits until the sidecar streams from this database's slot: every
     /// change committed from then on is captured.
     pub async fn wait_streaming(&self, sidecar: &Sidecar) {

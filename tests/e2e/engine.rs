@@ -89,7 +89,7 @@ async fn retry_after_on_429_is_honoured() {
 }
 
 #[tokio::test]
-async fn a_permanently_failing_webhook_does_not_hold_up_a_healthy_one() {
+async fn a_permanently_failing_webhook_spools_and_holds_up_neither_a_healthy_one_nor_the_slot() {
     let Running {
         db,
         receiver,
@@ -98,6 +98,56 @@ async fn a_permanently_failing_webhook_does_not_hold_up_a_healthy_one() {
     } = Scenario::new("independent")
         .webhook("down", "/down")
         .webhook("healthy", "/healthy")
+        .start(&leadhook())
+        .await;
+    receiver.set_responder(|request, _| {
+        if request.path == "/down" {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        }
+    });
+
+    // Far more than the failing webhook can hold in flight and queued.
+    db.insert_leads_in_one_transaction(1..=1500).await;
+    db.insert_leads(1501..=1501).await;
+    let got = receiver.wait_for("/healthy", 1501, WAIT).await.unwrap();
+    let scores: HashSet<i64> = got
+        .iter()
+        .map(|r| data(r)["score"].as_i64().unwrap())
+        .collect();
+    assert_eq!(scores.len(), 1501);
+    let after = db.insert_lsn().await;
+    eventually(
+        "the position should move on: the failing webhook's backlog is in the spool",
+        || sidecar.log(),
+        async || db.confirmed_past(&after).await,
+    )
+    .await;
+    assert!(sidecar.log().contains("spooling"), "{}", sidecar.log());
+    let spooled: i64 = db
+        .sql
+        .query_one(
+            "SELECT count(*) FROM leadhook.spool WHERE webhook = 'down'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(spooled > 1000, "{spooled} rows spooled");
+}
+
+#[tokio::test]
+async fn without_the_spool_a_failing_webhook_lags_and_holds_the_position() {
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("lagging")
+        .webhook("down", "/down")
+        .webhook("healthy", "/healthy")
+        .configure(|c| c.delivery.spool = Some(false))
         .start(&leadhook())
         .await;
     receiver.set_responder(|request, _| {
@@ -318,7 +368,8 @@ async fn a_sidecar_killed_during_retries_loses_nothing() {
 }
 
 #[tokio::test]
-async fn a_slow_webhook_falls_behind_then_catches_up_even_through_one_large_transaction() {
+async fn without_the_spool_a_slow_webhook_falls_behind_then_catches_up_even_through_one_large_transaction()
+ {
     let Running {
         db,
         receiver,
@@ -327,6 +378,7 @@ async fn a_slow_webhook_falls_behind_then_catches_up_even_through_one_large_tran
     } = Scenario::new("catchup")
         .webhook_with("slow", "/slow", |w| {
             w.delivery.timeout = Some(Duration::from_secs(5));
+            w.delivery.spool = Some(false);
         })
         .webhook("fast", "/fast")
         .start(&leadhook())

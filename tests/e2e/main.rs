@@ -19,4 +19,5 @@ mod payload;
 mod recovery;
 mod scale;
 mod slots;
+mod spool;
 mod tls;

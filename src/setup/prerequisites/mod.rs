@@ -93,6 +93,8 @@ pub(crate) async fn prepare(
     }
     if report.create_own_tables {
         let mut statements = objects::dead_letter_statements(&config.database.schema);
+        statements.push('\n');
+        statements.push_str(&objects::spool_statement(&config.database.schema));
         if config.source.mode == SourceMode::Replication {
             statements.push('\n');
             statements.push_str(&objects::slots_statement(&config.database.schema));

@@ -1,4 +1,4 @@
-//! leadhook's own tables in `database.schema`: dead letters, and (in
+//! leadhook's own tables in `database.schema`: dead letters, the spool, and (in
 //! replication mode) what it knows of its slot. Each must be present with
 //! the rights to use it, or creatable.
 
@@ -6,7 +6,7 @@ use tokio_postgres::Client;
 
 use super::Inspection;
 use crate::config::{Config, SourceMode};
-use crate::setup::objects::{dead_letter_table, slots_table};
+use crate::setup::objects::{dead_letter_table, slots_table, spool_table};
 
 /// One of leadhook's tables, as `check` describes it.
 struct OwnTable {
@@ -31,6 +31,14 @@ pub(super) async fn check(
             "GRANT USAGE ON SEQUENCE {schema}.dead_letters_id_seq TO <role>;"
         )),
     }];
+    tables.push(OwnTable {
+        what: "spool",
+        table: spool_table(schema),
+        rights: "SELECT, INSERT, UPDATE, DELETE",
+        extra_grant: Some(format!(
+            "GRANT USAGE ON SEQUENCE {schema}.spool_id_seq TO <role>;"
+        )),
+    });
     if config.source.mode == SourceMode::Replication {
         tables.push(OwnTable {
             what: "slot record table",

@@ -1,0 +1,163 @@
+//! One change to one webhook: attempts on its retry schedule, as the
+//! webhook's [`Gate`](super::gate::Gate) admits them, until it is delivered,
+//! given up on (then dead-lettered), or handed to the spool.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use reqwest::header::HeaderValue;
+use tokio::sync::watch;
+
+use super::gate::Admission;
+use super::retry::{self, Next, Tried};
+use super::{Webhook, request};
+use crate::dead_letter::{DeadLetter, DeadLetterStore};
+
+/// What one delivery needs, shared by the tasks of a webhook's deliveries.
+pub(super) struct Delivery {
+    pub(super) hook: Arc<Webhook>,
+    pub(super) client: reqwest::Client,
+    pub(super) dead_letters: Arc<DeadLetterStore>,
+}
+
+/// The change to send.
+pub(super) struct Outgoing<'a> {
+    /// `webhook-id`: the same on every attempt and redelivery.
+    pub(super) id: &'a HeaderValue,
+    pub(super) payload: &'a Bytes,
+    /// µs since 2000-01-01, for the lag metric.
+    pub(super) commit_time: i64,
+    /// Its first attempt and the attempts made, if it was tried before
+    /// (live, before it was spooled).
+    pub(super) tried: Option<(SystemTime, u32)>,
+}
+
+/// How a delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    Delivered,
+    DeadLettered,
+    /// The webhook started spooling while this change waited for its next
+    /// attempt: its first attempt (if any) and the attempts so far.
+    Spool(Option<(SystemTime, u32)>),
+}
+
+impl Delivery {
+    /// Tries until delivered or given up (then dead-lettered). With
+    /// `spooling`, a wait between attempts ends when the webhook starts
+    /// spooling, and the change goes there. A session ending aborts this
+    /// task; the change is then delivered again later, with the same id.
+    pub(super) async fn deliver(
+        &self,
+        change: Outgoing<'_>,
+        mut spooling: Option<watch::Receiver<bool>>,
+    ) -> Outcome {
+        let hook = &self.hook;
+        let pending = hook.gate.start();
+        let (mut first_attempt, mut attempt) = match change.tried {
+            Some((at, attempts)) => (Some(at), attempts),
+            None => (None, 0),
+        };
+        let outcome = loop {
+            let admission = tokio::select! {
+                admission = hook.gate.admit(&pending) => admission,
+                () = spooling_started(&mut spooling) => {
+                    break Outcome::Spool(first_attempt.map(|at| (at, attempt)));
+                }
+            };
+            attempt = attempt.saturating_add(1);
+            let first = *first_attempt.get_or_insert_with(SystemTime::now);
+            let tried = Tried {
+                attempts: attempt,
+                since_first: first.elapsed().unwrap_or_default(),
+            };
+            let next = match admission {
+                Admission::Send(sending) => {
+                    let result =
+                        request::attempt(hook, &self.client, change.id, change.payload).await;
+                    sending.record(result.as_ref().map(|_| ()));
+                    let failure = match result {
+                        Ok(()) => {
+                            let age = crate::change::commit_age(change.commit_time);
+                            hook.metrics.lag.record(age);
+                            break Outcome::Delivered;
+                        }
+                        Err(failure) => failure,
+                    };
+                    let next = retry::next(&hook.policy, &failure, tried, fastrand::f64());
+                    if let Next::RetryAfter(wait) = next {
+                        tracing::warn!(
+                            webhook = %hook.name, url = %hook.shown_url, webhook_id = ?change.id, attempt,
+                            failure = %failure, retry_in = ?wait, "delivery failed"
+                        );
+                    }
+                    (next, failure)
+                }
+                Admission::Skip(failure) => {
+                    hook.metrics.skipped.increment(1);
+                    let next = retry::next_skipped(&hook.policy, &failure, tried, fastrand::f64());
+                    (next, failure)
+                }
+            };
+            match next {
+                (Next::RetryAfter(wait), _) => tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = spooling_started(&mut spooling) => {
+                        break Outcome::Spool(Some((first, attempt)));
+                    }
+                },
+                (Next::GiveUp, failure) => {
+                    // No longer the oldest: while the letter is stored (which
+                    // waits out a database outage), another change may probe.
+                    drop(pending);
+                    self.dead_letter(&change, first, attempt, &failure).await;
+                    break Outcome::DeadLettered;
+                }
+            }
+        };
+        match outcome {
+            Outcome::Delivered => hook.metrics.delivered.increment(1),
+            Outcome::DeadLettered => hook.metrics.dead_lettered.increment(1),
+            Outcome::Spool(_) => {}
+        }
+        outcome
+    }
+
+    async fn dead_letter(
+        &self,
+        change: &Outgoing<'_>,
+        first_attempt: SystemTime,
+        attempts: u32,
+        failure: &retry::Failure,
+    ) {
+        let hook = &self.hook;
+        tracing::error!(
+            webhook = %hook.name, url = %hook.shown_url, webhook_id = ?change.id, attempt = attempts,
+            failure = %failure, "delivery failed for good; writing a dead letter"
+        );
+        let letter = DeadLetter {
+            webhook: hook.name.clone(),
+            webhook_id: change.id.to_str().unwrap_or_default().to_owned(),
+            payload: change.payload.clone(),
+            attempts,
+            last_status: failure.status(),
+            last_error: failure.to_string(),
+            first_attempt,
+            last_attempt: SystemTime::now(),
+        };
+        self.dead_letters.store(&letter).await;
+    }
+}
+
+/// Resolves once the watched webhook is spooling; never without a watch.
+async fn spooling_started(spooling: &mut Option<watch::Receiver<bool>>) {
+    match spooling {
+        Some(watch) => {
+            if watch.wait_for(|on| *on).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,165 @@
+//! Delivers a spooling webhook's rows back: oldest first, each lead's in
+//! order, with the webhook's concurrency and gate, so a dead endpoint sees
+//! the same single probe as live deliveries do. A row is deleted once it is
+//! delivered or dead-lettered (a row delivered but not yet deleted when the
+//! process dies is delivered again, with the same id).
+//!
+//! When no rows are left, it asks the worker whether it may stop: only if
+//! every change the worker handed the writer was written before the last
+//! look found the table empty. Otherwise a change is still on its way in,
+//! and the webhook keeps spooling.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::store::{SpoolStore, SpooledChange};
+use crate::delivery::deliver::{Delivery, Outgoing};
+use crate::delivery::lanes::Lanes;
+
+/// How often to look again when the spool had nothing new.
+const POLL: Duration = Duration::from_millis(100);
+/// Rows deleted in one statement.
+const DELETE_BATCH: usize = 256;
+/// How often `leadhook_spool_oldest_seconds` is refreshed.
+const OLDEST_EVERY: Duration = Duration::from_secs(1);
+
+/// The drainer asks its worker whether it may stop: `written` is what the
+/// writer had written before the drainer found the spool empty.
+pub(crate) struct Drained {
+    pub(crate) written: u64,
+    pub(crate) reply: oneshot::Sender<bool>,
+}
+
+pub(crate) struct Drainer {
+    pub(crate) delivery: Arc<Delivery>,
+    pub(crate) store: Arc<SpoolStore>,
+    /// Bumped by the writer for each of this webhook's rows it committed.
+    pub(crate) written: Arc<AtomicU64>,
+    pub(crate) worker: mpsc::Sender<Drained>,
+}
+
+impl Drainer {
+    /// Runs until the webhook's spool is empty and the worker agrees it
+    /// goes live again.
+    pub(crate) async fn run(self) {
+        let hook = &self.delivery.hook;
+        let limit = hook.policy.max_in_flight;
+        let mut lanes = Lanes::new();
+        let mut in_flight: JoinSet<(u64, i64)> = JoinSet::new();
+        let mut done = Vec::new();
+        let mut cursor = 0;
+        let mut idle = false;
+        let mut oldest_at = Instant::now();
+        // A timer that completions do not reset: done rows are deleted, and
+        // an empty spool looked at again, at least this often.
+        let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if !idle && lanes.held() <= limit / 2 {
+                let written = self.written.load(Ordering::Acquire);
+                match self
+                    .store
+                    .fetch(&hook.name, cursor, limit - lanes.held())
+                    .await
+                {
+                    Ok(rows) if rows.is_empty() => {
+                        if lanes.held() == 0 && self.may_stop(&mut done, written).await {
+                            return;
+                        }
+                        idle = true;
+                    }
+                    Ok(rows) => {
+                        for row in rows {
+                            cursor = row.row;
+                            if let Some(row) = lanes.arrive(row.key, row) {
+                                self.start(&mut in_flight, row);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(webhook = %hook.name, spool = %self.store.table(), error = %e,
+                            "cannot read the spool; trying again");
+                        self.store.reset().await;
+                        idle = true;
+                    }
+                }
+            }
+            if oldest_at.elapsed() >= OLDEST_EVERY {
+                oldest_at = Instant::now();
+                if let Ok(age) = self.store.oldest(&hook.name).await {
+                    hook.spool
+                        .show_oldest(age.unwrap_or_default().as_secs_f64());
+                }
+            }
+            tokio::select! {
+                Some(finished) = in_flight.join_next() => {
+                    let Ok((key, row)) = finished else { return };
+                    done.push(row);
+                    if let Some(next) = lanes.finished(key) {
+                        self.start(&mut in_flight, next);
+                    }
+                    if done.len() >= DELETE_BATCH {
+                        self.delete(&mut done).await;
+                    }
+                }
+                _ = tick.tick() => {
+                    idle = false;
+                    self.delete(&mut done).await;
+                }
+            }
+        }
+    }
+
+    fn start(&self, in_flight: &mut JoinSet<(u64, i64)>, row: SpooledChange) {
+        let delivery = self.delivery.clone();
+        in_flight.spawn(async move {
+            let change = Outgoing {
+                id: &row.id,
+                payload: &row.payload,
+                commit_time: row.commit_time,
+                tried: Some((row.first_attempt, row.attempts)),
+            };
+            // Without a spooling watch it ends delivered or dead-lettered.
+            delivery.deliver(change, None).await;
+            (row.key, row.row)
+        });
+    }
+
+    /// Deletes the rows done so far; kept for the next try if that fails.
+    async fn delete(&self, done: &mut Vec<i64>) {
+        if done.is_empty() {
+            return;
+        }
+        let hook = &self.delivery.hook;
+        match self.store.delete(&hook.name, done).await {
+            Ok(()) => {
+                hook.spool.remove_rows(done.len() as u64);
+                done.clear();
+            }
+            Err(e) => {
+                tracing::warn!(webhook = %hook.name, spool = %self.store.table(), error = %e,
+                    "cannot delete delivered rows from the spool yet; trying again");
+                self.store.reset().await;
+            }
+        }
+    }
+
+    /// Whether the worker lets the webhook go live: nothing it handed on
+    /// can still be on its way into the table.
+    async fn may_stop(&self, done: &mut Vec<i64>, written: u64) -> bool {
+        self.delete(done).await;
+        if !done.is_empty() {
+            return false;
+        }
+        let (reply, answer) = oneshot::channel();
+        if self.worker.send(Drained { written, reply }).await.is_err() {
+            return true;
+        }
+        answer.await.unwrap_or(true)
+    }
+}

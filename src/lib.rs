@@ -9,6 +9,7 @@
 //!
 //! ```text
 //!   source ──► change ──► lead ──► delivery ──► dead_letter
+//!      │          │         │         └──► spool ──┘ (and back)
 //!      └──────────┴─────────┴──────────┴──► checkpoint
 //! ```
 //!
@@ -25,7 +26,10 @@
 //!   `save_lead` payload (`mapping` finds the fields in a row and reads
 //!   unchanged large values back; `payload` writes the bytes, pure).
 //! - `delivery`: webhooks, HTTP, retries, signatures, ordered concurrency
-//!   per webhook; `delivery::replay` sends dead letters again.
+//!   per webhook (`lanes`), the circuit breaker and adaptive concurrency
+//!   (`gate`); `delivery::spool` parks a failing webhook's backlog in the
+//!   database so the slot moves on, and drains it back;
+//!   `delivery::replay` sends dead letters again.
 //! - [`dead_letter`]: changes a webhook gave up on, kept in the database.
 //! - `checkpoint`: the hub above: which changes every webhook has handled.
 //!
@@ -41,6 +45,7 @@
 //! - [`lsn`] and `history`: WAL positions, and which server history they
 //!   belong to.
 //! - `shutdown`: the stop request every loop of a session listens for.
+//! - `memory`: the byte budget every stage's changes are held under.
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
 //!
 //! And what runs it all:
@@ -66,6 +71,7 @@ mod database;
 mod field;
 mod history;
 mod lsn;
+mod memory;
 pub mod setup;
 mod shutdown;
 

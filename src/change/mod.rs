@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::checkpoint::{Targets, TxSeq};
 use crate::lsn::{Lsn, PG_EPOCH_OFFSET_MICROS};
+use crate::memory::Reservation;
 
 pub(crate) use row::{OldTuple, Relation, Tuple};
 
@@ -39,6 +40,8 @@ pub(crate) struct CapturedLead {
     pub(crate) key: u64,
     /// The fields as a JSON object, as the trigger wrote them.
     pub(crate) lead: String,
+    /// Its bytes in the memory budget.
+    pub(crate) memory: Reservation,
 }
 
 /// An INSERT or UPDATE of the leads table (the only changes that are events).
@@ -56,6 +59,8 @@ pub(crate) struct RowChange {
     pub(crate) new: Tuple,
     /// Present for updates under `REPLICA IDENTITY FULL` (or a changed key).
     pub(crate) old: Option<OldTuple>,
+    /// Its bytes in the memory budget.
+    pub(crate) memory: Reservation,
 }
 
 /// Identifies a change for good, as `webhook-id`. Everything in it comes

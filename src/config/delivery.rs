@@ -38,6 +38,9 @@ pub(crate) struct DeliveryConfig {
     /// WAL bytes this webhook alone may hold back before it spools.
     #[serde(deserialize_with = "byte_size")]
     pub(crate) max_retained_wal: u64,
+    /// `[delivery]` only: the change bytes all stages together may hold.
+    #[serde(deserialize_with = "byte_size")]
+    pub(crate) memory: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -54,6 +57,7 @@ impl Default for DeliveryConfig {
             spool: true,
             spool_after: Duration::from_secs(30),
             max_retained_wal: 512_000_000,
+            memory: 32 << 20,
         }
     }
 }
@@ -84,6 +88,9 @@ pub(super) fn validate_policy(key: &str, policy: &DeliveryConfig, problems: &mut
     }
     if policy.spool_after.is_zero() {
         problems.push(format!("{key}.spool_after: must be greater than zero"));
+    }
+    if policy.memory < 1 << 20 {
+        problems.push(format!("{key}.memory: must be at least 1MiB"));
     }
     if policy.max_in_flight == 0 {
         problems.push(format!("{key}.max_in_flight: must be at least 1"));

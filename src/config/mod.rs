@@ -47,6 +47,8 @@ pub struct Config {
     pub(crate) admin: AdminConfig,
     /// Each with its policy: `[delivery]` under its own overrides.
     pub(crate) webhooks: Vec<WebhookConfig>,
+    /// `[delivery] memory`: the change bytes all stages together may hold.
+    pub(crate) memory: u64,
     pub log: LogConfig,
 }
 
@@ -158,6 +160,7 @@ impl Config {
             source,
             admin,
             webhooks: webhooks.into_iter().collect::<Option<_>>()?,
+            memory: delivery.memory,
             log,
         })
     }

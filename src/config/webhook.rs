@@ -138,6 +138,7 @@ impl WebhookFile {
             spool: self.spool.unwrap_or(delivery.spool),
             spool_after: self.spool_after.unwrap_or(delivery.spool_after),
             max_retained_wal: self.max_retained_wal.unwrap_or(delivery.max_retained_wal),
+            memory: delivery.memory,
         };
         if problems.len() > before {
             return None;

@@ -50,6 +50,10 @@ pub(crate) struct Event {
     /// `webhook-id`: the same on every attempt and redelivery of this change.
     pub(crate) id: HeaderValue,
     pub(crate) payload: Bytes,
+    /// The payload's bytes in the memory budget, given back when the last
+    /// webhook is done with the event.
+    #[expect(dead_code, reason = "held for its Drop, which gives the bytes back")]
+    pub(crate) memory: crate::memory::Reservation,
     /// The lead (a hash of its primary key): its changes go out one at a time.
     pub(crate) key: u64,
     pub(crate) tx: TxSeq,
@@ -253,6 +257,7 @@ impl Webhooks {
                     caught_up: caught_up.clone(),
                     spool: session.spool.clone(),
                     spool_store: session.spool_store.clone(),
+                    memory: session.memory.clone(),
                 };
                 tasks.spawn(worker.run());
                 tx
@@ -275,6 +280,8 @@ pub(crate) struct DeliverySession {
     pub(crate) spool: SpoolSender,
     /// Where the drainers read the spool back.
     pub(crate) spool_store: Arc<SpoolStore>,
+    /// What the drainers' rows are held under.
+    pub(crate) memory: crate::memory::MemoryBudget,
 }
 
 /// The worker of a webhook is gone: the session is ending.

@@ -23,9 +23,14 @@ use super::spool::store::SpoolStore;
 use super::spool::writer::SpoolSender;
 use super::spool::{Entry, Reason};
 use crate::checkpoint::Checkpoint;
+use crate::memory::MemoryBudget;
 
 /// How often the worker checks whether its webhook should spool.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
+/// Checks in a row that find the webhook failing while the memory budget
+/// is spent before it spools (2 s): the failing webhook's changes are what
+/// the source waits behind.
+const SPENT_CHECKS: u32 = 8;
 
 pub(super) struct Worker {
     /// This webhook's index, as the checkpoint knows it.
@@ -39,6 +44,7 @@ pub(super) struct Worker {
     /// Where spooled changes go, and where the drainer reads them back.
     pub(super) spool: SpoolSender,
     pub(super) spool_store: Arc<SpoolStore>,
+    pub(super) memory: MemoryBudget,
 }
 
 /// A worker's state while it runs.
@@ -49,6 +55,8 @@ struct Running {
     drainer: JoinSet<()>,
     drained: mpsc::Receiver<Drained>,
     drained_tx: mpsc::Sender<Drained>,
+    /// Checks in a row that found the webhook failing and memory spent.
+    spent_checks: u32,
     /// Changes handed to the writer this session…
     forwarded: u64,
     /// …and those it has written: equal when nothing is on its way in.
@@ -66,6 +74,7 @@ impl Worker {
             drainer: JoinSet::new(),
             drained,
             drained_tx,
+            spent_checks: 0,
             forwarded: 0,
             written: Arc::new(AtomicU64::new(0)),
         };
@@ -104,7 +113,7 @@ impl Worker {
                 }
                 _ = check.tick() => {
                     while run.drainer.try_join_next().is_some() {}
-                    if let Some(reason) = self.should_spool() {
+                    if let Some(reason) = self.should_spool(&mut run) {
                         hook.start_spooling(reason);
                     }
                     if hook.spool.is_spooling() && run.drainer.is_empty() {
@@ -116,18 +125,23 @@ impl Worker {
     }
 
     /// Whether the webhook should start spooling now, and why.
-    fn should_spool(&self) -> Option<Reason> {
+    fn should_spool(&self, run: &mut Running) -> Option<Reason> {
         let hook = &self.delivery.hook;
         let policy = &hook.policy;
         if !policy.spool || hook.spool.is_spooling() {
             return None;
         }
-        if hook
-            .gate
-            .failing_for()
-            .is_some_and(|f| f >= policy.spool_after)
-        {
+        let failing_for = hook.gate.failing_for();
+        if failing_for.is_some_and(|f| f >= policy.spool_after) {
             return Some(Reason::Failing);
+        }
+        if failing_for.is_some() && self.memory.is_nearly_spent() {
+            run.spent_checks += 1;
+            if run.spent_checks >= SPENT_CHECKS {
+                return Some(Reason::Memory);
+            }
+        } else {
+            run.spent_checks = 0;
         }
         let limit = self.checkpoint.retained_wal_limit(policy.max_retained_wal);
         if self.checkpoint.held_back_alone(self.index) > limit {
@@ -142,6 +156,7 @@ impl Worker {
             store: self.spool_store.clone(),
             written: run.written.clone(),
             worker: run.drained_tx.clone(),
+            memory: self.memory.clone(),
         };
         run.drainer.spawn(drainer.run());
     }

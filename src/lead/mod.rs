@@ -115,9 +115,12 @@ impl LeadStage {
                 &rows.sql,
             )
             .await?;
+        let mut memory = change.memory;
+        memory.resize(payload.len()).await;
         let event = Event {
             id: header_value(change.id.to_string())?,
             payload,
+            memory,
             key: rows.mapping.lead_key(&change.new.values),
             tx: change.tx,
             targets: change.targets,
@@ -127,9 +130,13 @@ impl LeadStage {
     }
 
     async fn send_captured(&mut self, lead: CapturedLead) -> Result<(), LeadError> {
+        let payload = captured_payload(&lead.lead)?;
+        let mut memory = lead.memory;
+        memory.resize(payload.len()).await;
         let event = Event {
             id: header_value(lead.id)?,
-            payload: captured_payload(&lead.lead)?,
+            payload,
+            memory,
             key: lead.key,
             tx: lead.tx,
             targets: lead.targets,

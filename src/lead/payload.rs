@@ -76,8 +76,21 @@ impl Serialize for Lead<'_, '_> {
 }
 
 pub(super) fn render(values: &FieldMap<FieldValue<'_>>) -> Bytes {
-    let mut out = Vec::with_capacity(256);
+    // Sized up front: a Vec that grows by doubling would keep up to twice
+    // the payload alive for as long as the event lives (the memory budget
+    // counts the payload's length, not the Vec's capacity).
+    let text: usize = values
+        .iter()
+        .map(|(_, value)| match value {
+            FieldValue::Text(bytes) => bytes.len(),
+            FieldValue::Null | FieldValue::Unchanged => 0,
+        })
+        .sum();
+    let mut out = Vec::with_capacity(256 + text + text / 16);
     // Serialising strings and integers into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut out, &Payload(values));
+    if out.capacity() - out.len() > 4096 {
+        out.shrink_to_fit();
+    }
     Bytes::from(out)
 }

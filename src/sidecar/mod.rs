@@ -24,6 +24,7 @@ use crate::database::{Database, DatabaseError};
 use crate::dead_letter::DeadLetterStore;
 use crate::delivery::{DeliveryError, Webhooks};
 use crate::lsn::Lsn;
+use crate::memory::MemoryBudget;
 use crate::setup::prerequisites::PrerequisiteError;
 use crate::shutdown::Shutdown;
 use session::{Session, SessionEnd};
@@ -86,6 +87,7 @@ pub async fn run(
         dead_letters: Arc::new(DeadLetterStore::new(db.clone(), &config.database.schema)),
         health: &health,
         shutdown: shutdown.clone(),
+        memory: MemoryBudget::new(config.memory),
     };
     let mut positions = Positions::at(Lsn::ZERO, webhooks.len());
     let mut delay = FIRST_RETRY;

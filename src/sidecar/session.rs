@@ -22,6 +22,7 @@ use crate::delivery::{DeliverySession, Dispatcher, Webhooks};
 use crate::history::ServerIdentity;
 use crate::lead::{LeadError, LeadMapping, LeadStage};
 use crate::lsn::Lsn;
+use crate::memory::MemoryBudget;
 use crate::setup::outbox::Outbox;
 use crate::setup::prerequisites::{self, PrerequisiteError};
 use crate::shutdown::Shutdown;
@@ -97,6 +98,8 @@ pub(super) struct Session<'a> {
     pub(super) health: &'a Arc<Health>,
     /// Requested when the process is asked to stop.
     pub(super) shutdown: Shutdown,
+    /// Change bytes held in memory, all stages together.
+    pub(super) memory: MemoryBudget,
 }
 
 impl Session<'_> {
@@ -191,7 +194,13 @@ impl Session<'_> {
         let (mut stages, dispatcher) = self.spawn_workers(&checkpoint).await?;
         let lead = LeadStage::for_outbox(dispatcher);
         stages.lead = Some(tokio::spawn(lead.run(changes_rx)));
-        let source = OutboxSource::new(conn, checkpoint, changes_tx, config.source.poll_interval);
+        let source = OutboxSource::new(
+            conn,
+            checkpoint,
+            changes_tx,
+            config.source.poll_interval,
+            self.memory.clone(),
+        );
         self.deliver(source, stages).await
     }
 
@@ -232,6 +241,7 @@ impl Session<'_> {
             table,
             system,
             heartbeat,
+            self.memory.clone(),
         );
         self.deliver(source, stages).await
     }
@@ -257,6 +267,7 @@ impl Session<'_> {
             dead_letters: self.dead_letters.clone(),
             spool,
             spool_store,
+            memory: self.memory.clone(),
         };
         let mut workers = JoinSet::new();
         let caught_up = Arc::new(Notify::new());

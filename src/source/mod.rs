@@ -21,6 +21,7 @@ use crate::change::{ChangeId, RowChange, SourceMessage};
 use crate::checkpoint::{Checkpoint, TxSeq};
 use crate::config::TableName;
 use crate::lsn::Lsn;
+use crate::memory::MemoryBudget;
 use crate::shutdown::Shutdown;
 use pgoutput::LogicalMessage;
 use replication::{ReplicationConnection, ReplicationError, ReplicationMessage};
@@ -70,6 +71,10 @@ pub(crate) struct Source {
     tx: Option<OpenTx>,
     /// A message the next stage had no room for yet.
     pending: Option<SourceMessage>,
+    /// Change bytes held in memory, all stages together.
+    budget: MemoryBudget,
+    /// The pending change's size, while the budget has no room for it.
+    unreserved: Option<usize>,
     heartbeat: Duration,
     /// Last position reported to the server, to skip redundant updates.
     reported: Lsn,
@@ -84,6 +89,7 @@ impl Source {
         table: TableName,
         system: u32,
         heartbeat: Duration,
+        budget: MemoryBudget,
     ) -> Self {
         Source {
             conn,
@@ -94,6 +100,8 @@ impl Source {
             relation_id: None,
             tx: None,
             pending: None,
+            budget,
+            unreserved: None,
             heartbeat,
             reported: Lsn::ZERO,
             last_report: tokio::time::Instant::now(),
@@ -123,7 +131,14 @@ impl Source {
                 biased;
                 () = shutdown.requested() => return Ok(()),
                 _ = heartbeat.tick() => Step::Heartbeat,
-                permit = self.out.reserve(), if self.pending.is_some() => {
+                memory = self.budget.reserve(self.unreserved.unwrap_or(0)), if self.unreserved.is_some() => {
+                    if let Some(SourceMessage::Change(change)) = &mut self.pending {
+                        change.memory = memory;
+                    }
+                    self.unreserved = None;
+                    continue;
+                }
+                permit = self.out.reserve(), if self.pending.is_some() && self.unreserved.is_none() => {
                     let permit = permit.map_err(|_| SourceError::Downstream)?;
                     if let Some(message) = self.pending.take() {
                         permit.send(message);
@@ -145,11 +160,12 @@ impl Source {
                     self.heartbeat(!reading, ping).await?;
                 }
                 Step::Message(ReplicationMessage::XLogData { wal_start, data }) => {
+                    let size = data.len();
                     let message = pgoutput::decode(data).map_err(|error| SourceError::Decode {
                         at: wal_start,
                         error,
                     })?;
-                    self.handle(wal_start, message);
+                    self.handle(wal_start, size, message);
                 }
                 Step::Message(ReplicationMessage::Keepalive {
                     wal_end,
@@ -236,8 +252,8 @@ impl Source {
     }
 
     /// `at`: where the message's WAL record is (for a Begin, the
-    /// transaction's first record).
-    fn handle(&mut self, at: Lsn, message: LogicalMessage) {
+    /// transaction's first record); `size`: its bytes.
+    fn handle(&mut self, at: Lsn, size: usize, message: LogicalMessage) {
         match message {
             LogicalMessage::Begin(begin) => {
                 tracing::trace!(final_lsn = %begin.final_lsn, xid = begin.xid, "begin");
@@ -264,10 +280,10 @@ impl Source {
                 }
             }
             LogicalMessage::Insert(insert) => {
-                self.change(insert.relation_id, "insert", insert.new, None)
+                self.change(size, insert.relation_id, "insert", insert.new, None)
             }
             LogicalMessage::Update(update) => {
-                self.change(update.relation_id, "update", update.new, update.old)
+                self.change(size, update.relation_id, "update", update.new, update.old)
             }
             LogicalMessage::Delete(delete) => {
                 self.count_change(delete.relation_id, "delete");
@@ -286,8 +302,11 @@ impl Source {
         }
     }
 
+    /// A change of the table becomes pending, with `size` bytes reserved
+    /// (or to be reserved once the budget has room).
     fn change(
         &mut self,
+        size: usize,
         relation_id: u32,
         op: &'static str,
         new: pgoutput::Tuple,
@@ -301,6 +320,10 @@ impl Source {
         if targets.is_empty() {
             return; // every webhook handled this transaction in an earlier session
         }
+        let memory = self.budget.try_reserve(size).unwrap_or_else(|| {
+            self.unreserved = Some(size);
+            self.budget.none()
+        });
         self.pending = Some(SourceMessage::Change(RowChange {
             id,
             tx,
@@ -309,6 +332,7 @@ impl Source {
             xid,
             new,
             old,
+            memory,
         }));
     }
 

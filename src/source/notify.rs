@@ -19,14 +19,18 @@ use tokio_postgres::Client;
 use crate::change::{CapturedLead, SourceMessage};
 use crate::checkpoint::Checkpoint;
 use crate::lsn::{Lsn, PG_EPOCH_OFFSET_MICROS};
+use crate::memory::MemoryBudget;
 use crate::setup::outbox::Outbox;
 use crate::shutdown::Shutdown;
 use postgres_protocol::escape::escape_identifier;
 
 use crate::history::ServerIdentity;
 
-/// Rows read per query.
+/// Rows read per query, at most…
 const BATCH: i64 = 500;
+/// …and bytes of leads (beyond the first row): large rows are read a few
+/// at a time, so one query never holds hundreds of megabytes.
+const BATCH_BYTES: i64 = 4 << 20;
 /// Rows dispatched but not yet deleted, at most (memory stays bounded).
 const MAX_UNDELETED: usize = 2_000;
 /// How often handled rows are deleted and the doorbell checked.
@@ -98,6 +102,8 @@ pub(crate) struct OutboxSource {
     /// To the lead stage, like replication mode's source.
     changes: mpsc::Sender<SourceMessage>,
     poll_interval: Duration,
+    /// Change bytes held in memory, all stages together.
+    budget: MemoryBudget,
     /// Rows read but not yet deleted, in read order: (read index, seq).
     undeleted: VecDeque<(u64, i64)>,
     next_index: u64,
@@ -110,12 +116,14 @@ impl OutboxSource {
         checkpoint: Arc<Checkpoint>,
         changes: mpsc::Sender<SourceMessage>,
         poll_interval: Duration,
+        budget: MemoryBudget,
     ) -> OutboxSource {
         OutboxSource {
             conn,
             checkpoint,
             changes,
             poll_interval,
+            budget,
             undeleted: VecDeque::new(),
             next_index: 0,
         }
@@ -134,7 +142,7 @@ impl OutboxSource {
                 // A full queue can hold a batch up for long; a stop must not wait for it.
                 // Rows not yet dispatched are simply not handled: they stay in the outbox.
                 read_now = tokio::select! {
-                    read = self.read_batch() => read? == BATCH as usize,
+                    read = self.read_batch() => read? > 0,
                     () = shutdown.requested() => return Ok(()),
                 };
                 last_read = tokio::time::Instant::now();
@@ -181,11 +189,19 @@ impl OutboxSource {
     async fn read_batch(&mut self) -> Result<usize, OutboxError> {
         let in_flight: Vec<i64> = self.undeleted.iter().map(|(_, seq)| *seq).collect();
         let query = format!(
-            "SELECT seq, op, lead_key, lead::text, (extract(epoch FROM captured_at) * 1000000)::int8
-             FROM {} WHERE seq <> ALL($1::int8[]) ORDER BY seq LIMIT $2",
+            "SELECT seq, op, lead_key, lead, captured FROM (
+                 SELECT seq, op, lead_key, lead::text AS lead,
+                        (extract(epoch FROM captured_at) * 1000000)::int8 AS captured,
+                        sum(octet_length(lead::text)) OVER (ORDER BY seq) AS upto
+                 FROM {} WHERE seq <> ALL($1::int8[]) ORDER BY seq LIMIT $2) batch
+             WHERE upto - octet_length(lead) < $3::int8 ORDER BY seq",
             self.conn.outbox.table()
         );
-        let rows = self.conn.sql.query(&query, &[&in_flight, &BATCH]).await?;
+        let rows = self
+            .conn
+            .sql
+            .query(&query, &[&in_flight, &BATCH, &BATCH_BYTES])
+            .await?;
         tracing::debug!(
             read = rows.len(),
             undeleted = self.undeleted.len(),
@@ -208,6 +224,7 @@ impl OutboxSource {
                 commit_time: captured - PG_EPOCH_OFFSET_MICROS,
                 key: lead_key(key),
                 lead: lead.to_owned(),
+                memory: self.budget.reserve(lead.len()).await,
             };
             self.changes
                 .send(SourceMessage::Captured(lead))

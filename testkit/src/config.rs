@@ -95,6 +95,9 @@ pub struct Delivery {
     /// A size such as "512MB".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_retained_wal: Option<String>,
+    /// `[delivery]` only: a size such as "64MiB".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
 }
 
 /// One `[[webhooks]]` entry.

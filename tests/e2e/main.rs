@@ -12,6 +12,7 @@ mod delivery;
 mod demo;
 mod engine;
 mod histories;
+mod memory;
 mod notify;
 mod operations;
 mod partitions;

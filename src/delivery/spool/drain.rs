@@ -20,11 +20,16 @@ use tokio::time::Instant;
 use super::store::{SpoolStore, SpooledChange};
 use crate::delivery::deliver::{Delivery, Outgoing};
 use crate::delivery::lanes::Lanes;
+use crate::memory::{MemoryBudget, Reservation};
 
 /// How often to look again when the spool had nothing new.
 const POLL: Duration = Duration::from_millis(100);
 /// Rows deleted in one statement.
 const DELETE_BATCH: usize = 256;
+/// Payload bytes one look at the spool reads (beyond its first row), and
+/// the drainer holds before it looks again: a dead endpoint's drainer
+/// keeps little in memory.
+const HELD_BYTES: usize = 2 << 20;
 /// How often `leadhook_spool_oldest_seconds` is refreshed.
 const OLDEST_EVERY: Duration = Duration::from_secs(1);
 
@@ -41,6 +46,8 @@ pub(crate) struct Drainer {
     /// Bumped by the writer for each of this webhook's rows it committed.
     pub(crate) written: Arc<AtomicU64>,
     pub(crate) worker: mpsc::Sender<Drained>,
+    /// The rows read back are held under the process's budget too.
+    pub(crate) memory: MemoryBudget,
 }
 
 impl Drainer {
@@ -50,7 +57,8 @@ impl Drainer {
         let hook = &self.delivery.hook;
         let limit = hook.policy.max_in_flight;
         let mut lanes = Lanes::new();
-        let mut in_flight: JoinSet<(u64, i64)> = JoinSet::new();
+        let mut in_flight: JoinSet<(u64, i64, usize)> = JoinSet::new();
+        let mut held_bytes = 0;
         let mut done = Vec::new();
         let mut cursor = 0;
         let mut idle = false;
@@ -60,13 +68,10 @@ impl Drainer {
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if !idle && lanes.held() <= limit / 2 {
+            if !idle && lanes.held() <= limit / 2 && held_bytes < HELD_BYTES {
                 let written = self.written.load(Ordering::Acquire);
-                match self
-                    .store
-                    .fetch(&hook.name, cursor, limit - lanes.held())
-                    .await
-                {
+                let room = (limit - lanes.held(), HELD_BYTES - held_bytes);
+                match self.store.fetch(&hook.name, cursor, room.0, room.1).await {
                     Ok(rows) if rows.is_empty() => {
                         if lanes.held() == 0 && self.may_stop(&mut done, written).await {
                             return;
@@ -76,7 +81,9 @@ impl Drainer {
                     Ok(rows) => {
                         for row in rows {
                             cursor = row.row;
-                            if let Some(row) = lanes.arrive(row.key, row) {
+                            held_bytes += row.payload.len();
+                            let memory = self.memory.reserve(row.payload.len()).await;
+                            if let Some(row) = lanes.arrive(row.key, (row, memory)) {
                                 self.start(&mut in_flight, row);
                             }
                         }
@@ -98,7 +105,8 @@ impl Drainer {
             }
             tokio::select! {
                 Some(finished) = in_flight.join_next() => {
-                    let Ok((key, row)) = finished else { return };
+                    let Ok((key, row, bytes)) = finished else { return };
+                    held_bytes -= bytes;
                     done.push(row);
                     if let Some(next) = lanes.finished(key) {
                         self.start(&mut in_flight, next);
@@ -115,9 +123,14 @@ impl Drainer {
         }
     }
 
-    fn start(&self, in_flight: &mut JoinSet<(u64, i64)>, row: SpooledChange) {
+    fn start(
+        &self,
+        in_flight: &mut JoinSet<(u64, i64, usize)>,
+        (row, memory): (SpooledChange, Reservation),
+    ) {
         let delivery = self.delivery.clone();
         in_flight.spawn(async move {
+            let _memory = memory;
             let change = Outgoing {
                 id: &row.id,
                 payload: &row.payload,
@@ -126,7 +139,7 @@ impl Drainer {
             };
             // Without a spooling watch it ends delivered or dead-lettered.
             delivery.deliver(change, None).await;
-            (row.key, row.row)
+            (row.key, row.row, row.payload.len())
         });
     }
 

@@ -37,6 +37,9 @@ pub(crate) enum Reason {
     HoldingUp,
     /// It alone held back more WAL than `max_retained_wal`.
     RetainedWal,
+    /// It was failing while the memory budget was spent, holding the
+    /// source (and so everyone) up.
+    Memory,
     /// The spool already had rows for it when the session started.
     Rows,
 }
@@ -47,6 +50,7 @@ impl std::fmt::Display for Reason {
             Reason::Failing => "its endpoint has been failing for spool_after",
             Reason::HoldingUp => "it cannot keep up and was holding the other webhooks up",
             Reason::RetainedWal => "it alone held back more WAL than max_retained_wal",
+            Reason::Memory => "it was failing while [delivery] memory was spent",
             Reason::Rows => "the spool has rows for it from before",
         })
     }

@@ -112,9 +112,9 @@ impl SpoolStore {
             .collect();
         let keys: Vec<i64> = entries.iter().map(|e| e.event.key as i64).collect();
         // Payloads are JSON that leadhook serialised: always UTF-8.
-        let payloads: Vec<String> = entries
+        let payloads: Vec<&str> = entries
             .iter()
-            .map(|e| String::from_utf8_lossy(&e.event.payload).into_owned())
+            .map(|e| std::str::from_utf8(&e.event.payload).unwrap_or_default())
             .collect();
         let committed: Vec<SystemTime> = entries
             .iter()
@@ -144,21 +144,30 @@ impl SpoolStore {
         Ok(added)
     }
 
-    /// Up to `limit` of `webhook`'s rows after row `after`, oldest first.
+    /// Up to `limit` of `webhook`'s rows after row `after`, oldest first,
+    /// and no more payload bytes than `bytes` beyond the first row.
     pub(super) async fn fetch(
         &self,
         webhook: &str,
         after: i64,
         limit: usize,
+        bytes: usize,
     ) -> Result<Vec<SpooledChange>, SpoolError> {
         let sql = self.client().await?;
         let statement = format!(
-            "SELECT id, webhook_id, lead_key, payload, committed_at, coalesce(first_attempt_at, spooled_at), attempts
-             FROM {} WHERE webhook = $1 AND id > $2 ORDER BY id LIMIT $3",
+            "SELECT id, webhook_id, lead_key, payload, committed_at, first_attempt, attempts FROM (
+                 SELECT id, webhook_id, lead_key, payload, committed_at,
+                        coalesce(first_attempt_at, spooled_at) AS first_attempt, attempts,
+                        sum(octet_length(payload)) OVER (ORDER BY id) - octet_length(payload) AS before
+                 FROM {} WHERE webhook = $1 AND id > $2 ORDER BY id LIMIT $3) page
+             WHERE before < $4::int8 ORDER BY id",
             self.table
         );
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = sql.query(&statement, &[&webhook, &after, &limit]).await?;
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        let rows = sql
+            .query(&statement, &[&webhook, &after, &limit, &bytes])
+            .await?;
         let changes = rows
             .iter()
             .filter_map(|row| {

@@ -18,8 +18,9 @@ use crate::checkpoint::Checkpoint;
 const CHANNEL: usize = 1024;
 /// Rows written in one transaction at most…
 const BATCH_ROWS: usize = 1000;
-/// …and payload bytes.
-const BATCH_BYTES: usize = 8 << 20;
+/// …and payload bytes: the statement is another copy of them while it is
+/// sent, outside the memory budget, so it stays small.
+const BATCH_BYTES: usize = 2 << 20;
 
 /// What the workers hand entries to.
 #[derive(Clone)]

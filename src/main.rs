@@ -285,5 +285,9 @@ fn init_logging(log: &LogConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// mimalloc, for the hot path (see README, "What profiling found"), built
+/// without transparent huge pages (`no_thp`): with them, large rows freed
+/// and allocated again kept whole 2 MiB pages resident, and RSS went past
+/// the memory budget by half.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

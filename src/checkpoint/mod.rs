@@ -2,14 +2,16 @@
 //!
 //! The rule that makes delivery at-least-once: a transaction's end LSN is
 //! confirmed only when every change in it, and in every transaction before
-//! it, has been handled (delivered or dead-lettered) by every webhook.
+//! it, has been handled (delivered, dead-lettered or durably spooled) by
+//! every webhook.
 //!
-//! Progress is kept per webhook, so a webhook that falls behind (its queue
-//! stays full) can be set *lagging*: its position freezes, it holds the
-//! confirmed LSN where it is, and the others go on. Its backlog stays in the
-//! server's WAL; once it has drained its queue the session is restarted from
-//! its position, and the other webhooks skip the transactions they already
-//! handled (`Positions`).
+//! Progress is kept per webhook. That tells how much WAL one webhook alone
+//! holds back (which makes it spool), and lets a restarted session skip for
+//! each webhook what it handled (`Positions`). A webhook that may not spool
+//! (`spool = false`) and falls behind can be set *lagging* instead: its
+//! position freezes, it holds the confirmed LSN where it is, and the others
+//! go on; once it has drained its queue the session is restarted from its
+//! position.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;

@@ -41,9 +41,17 @@ pub(crate) enum SourceError {
     Silent(std::time::Duration),
 }
 
+/// How soon a confirmed position that moved is sent to the server. The
+/// heartbeat may be seconds apart; after a crash everything handled but
+/// not yet confirmed to the server is delivered again, so confirming often
+/// keeps those duplicates few.
+const CONFIRM_EVERY: Duration = Duration::from_millis(200);
+
 /// What woke the stream loop.
 enum Step {
     Heartbeat,
+    /// Time to send the confirmed position, if it moved.
+    Confirm,
     Message(ReplicationMessage),
 }
 
@@ -119,6 +127,8 @@ impl Source {
         let silence_limit = self.heartbeat * 8;
         let mut last_heard = tokio::time::Instant::now();
         let mut was_reading = true;
+        let mut confirm = tokio::time::interval(CONFIRM_EVERY.min(self.heartbeat));
+        confirm.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             // Paused while the next stage is full, or while too many
             // transactions wait for confirmation (memory stays bounded).
@@ -131,6 +141,7 @@ impl Source {
                 biased;
                 () = shutdown.requested() => return Ok(()),
                 _ = heartbeat.tick() => Step::Heartbeat,
+                _ = confirm.tick() => Step::Confirm,
                 memory = self.budget.reserve(self.unreserved.unwrap_or(0)), if self.unreserved.is_some() => {
                     if let Some(SourceMessage::Change(change)) = &mut self.pending {
                         change.memory = memory;
@@ -158,6 +169,12 @@ impl Source {
                     // Half the silence allowed: ask the server to answer.
                     let ping = reading && last_heard.elapsed() >= silence_limit / 2;
                     self.heartbeat(!reading, ping).await?;
+                }
+                Step::Confirm => {
+                    let confirmed = self.checkpoint.confirmed();
+                    if confirmed != self.reported {
+                        self.report(confirmed).await?;
+                    }
                 }
                 Step::Message(ReplicationMessage::XLogData { wal_start, data }) => {
                     let size = data.len();

@@ -255,3 +255,54 @@ fn debug_output_hides_parsed_urls_headers_and_signing_keys() {
         assert!(!shown.contains(secret), "{secret} in {shown}");
     }
 }
+
+#[test]
+fn spool_and_memory_keys_take_sizes_and_webhooks_override_all_but_memory() {
+    let config = Config::from_toml(&format!(
+        "{}spool = false\nspool_after = \"5s\"\nmax_retained_wal = \"1GB\"\nretry_for = \"2h\"\n\n[delivery]\nmax_retained_wal = 1000000\nmemory = \"16MiB\"\n",
+        with_webhook("name = \"a\"\nurl = \"http://h/\"")
+    ))
+    .unwrap();
+    let policy = &config.webhooks[0].policy;
+    assert!(!policy.spool);
+    assert_eq!(policy.spool_after, Duration::from_secs(5));
+    assert_eq!(policy.max_retained_wal, 1_000_000_000);
+    assert_eq!(policy.retry_for, Duration::from_secs(7200));
+    assert_eq!(config.memory, 16 << 20);
+    let found = problems(&format!(
+        "{}memory = \"64MiB\"\n",
+        with_webhook("name = \"a\"\nurl = \"http://h/\"")
+    ));
+    assert!(
+        found.iter().any(|p| p.contains("memory")),
+        "memory is [delivery] only: {found:?}"
+    );
+}
+
+#[test]
+fn bad_sizes_and_zero_windows_are_refused_with_the_key_named() {
+    let found = problems(&format!(
+        "{}\n[delivery]\nmax_retained_wal = \"lots\"\n",
+        with_webhook("name = \"a\"\nurl = \"http://h/\"")
+    ));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("delivery.max_retained_wal") && p.contains("\"512MB\"")),
+        "{found:?}"
+    );
+    let found = problems(&format!(
+        "{}\n[delivery]\nretry_for = \"0s\"\nspool_after = \"0s\"\nmemory = \"1kB\"\n",
+        with_webhook("name = \"a\"\nurl = \"http://h/\"")
+    ));
+    for expected in [
+        "delivery.retry_for: must be greater than zero",
+        "delivery.spool_after: must be greater than zero",
+        "delivery.memory: must be at least 1MiB",
+    ] {
+        assert!(
+            found.iter().any(|p| p == expected),
+            "missing {expected:?} in {found:?}"
+        );
+    }
+}

@@ -28,6 +28,7 @@ async fn check_reports_a_ready_database_and_exits_zero() {
         "ok       role postgres may replicate",
         "ok       table public.leads: primary key (id), replica identity default",
         "will be created",
+        "ok       spool \"leadhook\".spool is missing and will be created",
         "ok       webhook \"hook\": POST http://127.0.0.1",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");

@@ -66,9 +66,12 @@ CREATE TABLE IF NOT EXISTS "leadhook".spool (
     spooled_at       timestamptz NOT NULL DEFAULT now(),
     first_attempt_at timestamptz,
     attempts         integer     NOT NULL DEFAULT 0,
+    position         bigint      NOT NULL,
+    position_index   integer     NOT NULL,
     PRIMARY KEY (webhook, id),
     UNIQUE (webhook, webhook_id)
 );
+CREATE INDEX IF NOT EXISTS spool_lead_position ON "leadhook".spool (webhook, lead_key, position, position_index);
 GRANT SELECT, INSERT, UPDATE, DELETE ON "leadhook".spool TO leadhook;
 GRANT USAGE ON SEQUENCE "leadhook".spool_id_seq TO leadhook;
 CREATE TABLE IF NOT EXISTS "leadhook".slots (

@@ -116,8 +116,13 @@ impl MemoryBudget {
 
 impl Reservation {
     /// Makes this reservation `bytes` large: gives back what is over, or
-    /// waits for what is missing.
-    pub(crate) async fn resize(&mut self, bytes: usize) {
+    /// takes what is missing as far as it is free. It never waits: the
+    /// stage growing a change (a payload larger than its row, with large
+    /// values read back) holds it while the changes behind it hold the rest
+    /// of the budget, so waiting could never end. What could not be taken
+    /// is held uncounted until the change is done; the source, which does
+    /// wait, sees the budget spent meanwhile.
+    pub(crate) fn resize(&mut self, bytes: usize) {
         let budget = self.budget.clone();
         let want = budget.units(bytes);
         let have = self.permit.as_ref().map_or(0, |p| p.num_permits() as u32);
@@ -126,8 +131,11 @@ impl Reservation {
                 drop(permit.split((have - want) as usize));
             }
         } else if want > have {
-            let more = budget.reserve(((want - have) as u64 * UNIT) as usize).await;
-            if let Some(extra) = more.into_permit() {
+            let free = budget.inner.permits.available_permits() as u32;
+            let take = (want - have).min(free);
+            if take > 0
+                && let Ok(extra) = budget.inner.permits.clone().try_acquire_many_owned(take)
+            {
                 match self.permit.as_mut() {
                     Some(permit) => permit.merge(extra),
                     None => self.permit = Some(extra),
@@ -135,10 +143,6 @@ impl Reservation {
             }
         }
         budget.show();
-    }
-
-    fn into_permit(mut self) -> Option<OwnedSemaphorePermit> {
-        self.permit.take()
     }
 }
 
@@ -159,12 +163,28 @@ mod tests {
         let budget = MemoryBudget::new(10 * UNIT);
         let mut one = budget.reserve(3000).await;
         assert_eq!(budget.held(), 3 * UNIT);
-        one.resize(5 * UNIT as usize).await;
+        one.resize(5 * UNIT as usize);
         assert_eq!(budget.held(), 5 * UNIT);
-        one.resize(100).await;
+        one.resize(100);
         assert_eq!(budget.held(), UNIT);
         drop(one);
         assert_eq!(budget.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn growing_takes_only_what_is_free_and_never_waits() {
+        let budget = MemoryBudget::new(4 * UNIT);
+        let others = budget.reserve(3 * UNIT as usize).await;
+        let mut growing = budget.reserve(1).await;
+        growing.resize(40 * UNIT as usize);
+        assert_eq!(
+            budget.held(),
+            4 * UNIT,
+            "it took nothing more, and did not wait"
+        );
+        drop(others);
+        growing.resize(40 * UNIT as usize);
+        assert_eq!(budget.held(), 4 * UNIT, "now it holds the whole budget");
     }
 
     #[tokio::test]

@@ -30,6 +30,8 @@ pub(crate) enum SourceMessage {
 pub(crate) struct CapturedLead {
     /// Its `webhook-id` (see `source::notify`).
     pub(crate) id: String,
+    /// Its outbox sequence number: its place in capture order.
+    pub(crate) seq: i64,
     /// The row's place in the outbox, for the checkpoint.
     pub(crate) tx: TxSeq,
     /// The webhooks that still need it.

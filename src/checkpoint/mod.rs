@@ -29,6 +29,9 @@ pub(crate) struct TxSeq(u64);
 
 /// Unconfirmed transactions a webhook may have before the source pauses.
 const MAX_OPEN: usize = 100_000;
+/// The same for the outbox: rows read but not yet deleted (notify mode
+/// stops reading there).
+pub(crate) const OUTBOX_MAX_OPEN: usize = 2_000;
 
 /// Shared by the source (which opens and closes transactions), the lead
 /// stage (which may set a webhook lagging) and delivery (which reports
@@ -46,6 +49,8 @@ struct State {
     stream: Progress,
     webhooks: Vec<Track>,
     allow_lagging: bool,
+    /// Unconfirmed transactions (outbox rows) at which reading pauses.
+    max_open: usize,
     /// The slot's `safe_wal_size`, when the server reports one.
     safe_wal: Option<u64>,
     /// The furthest position the stream has reached.
@@ -121,6 +126,11 @@ impl Checkpoint {
                 stream,
                 webhooks,
                 allow_lagging,
+                max_open: if allow_lagging {
+                    MAX_OPEN
+                } else {
+                    OUTBOX_MAX_OPEN
+                },
                 safe_wal: None,
                 head: positions.resume(),
                 origin: positions.origin,
@@ -244,6 +254,17 @@ impl Checkpoint {
             .webhooks
             .iter()
             .any(|t| !t.lagging && t.progress.open.len() >= MAX_OPEN)
+    }
+
+    /// Whether `webhook` holds half the unconfirmed transactions (outbox
+    /// rows) at which reading pauses: a change of it stuck retrying holds
+    /// every later one, and soon everyone would wait for it.
+    pub(crate) fn held_up_by(&self, webhook: usize) -> bool {
+        let state = self.lock();
+        state
+            .webhooks
+            .get(webhook)
+            .is_some_and(|t| !t.lagging && t.progress.open.len() >= state.max_open / 2)
     }
 
     /// A keepalive reported the server's WAL end. For a consumer with

@@ -407,10 +407,12 @@ impl Gate {
         self.rules().failing_since.map(|since| since.elapsed())
     }
 
-    /// Shows (or stops showing) the webhook as spooling.
-    pub(crate) fn show_spooling(&self, spooling: bool) {
+    /// Shows the webhook as spooling or not, as `spooling` says when it is
+    /// asked under the gate's lock: of two racing callers (one starting,
+    /// one stopping), the last to show shows the truth.
+    pub(crate) fn show_spooling(&self, spooling: impl Fn() -> bool) {
         let mut rules = self.rules();
-        rules.spooling = spooling;
+        rules.spooling = spooling();
         let shown = rules.shown();
         drop(rules);
         self.show_state(shown);

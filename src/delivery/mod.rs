@@ -57,6 +57,9 @@ pub(crate) struct Event {
     /// The lead (a hash of its primary key): its changes go out one at a time.
     pub(crate) key: u64,
     pub(crate) tx: TxSeq,
+    /// Where the change is in the stream, in order: (commit LSN, index) or
+    /// (outbox sequence, 0). Kept with a spooled row (see `spool`).
+    pub(crate) position: (i64, i32),
     pub(crate) targets: Targets,
     /// When the transaction committed (µs since 2000-01-01), for the lag metric.
     pub(crate) commit_time: i64,
@@ -171,7 +174,7 @@ impl Webhook {
     /// Starts spooling (logged once), unless it already does.
     fn start_spooling(&self, reason: Reason) {
         if self.spool.start() {
-            self.gate.show_spooling(true);
+            self.gate.show_spooling(|| self.spool.is_spooling());
             tracing::warn!(webhook = %self.name, %reason,
                 "spooling: this webhook's changes wait in the spool until its endpoint catches up; the other webhooks and the slot go on");
         }

@@ -106,7 +106,8 @@ impl Worker {
                     let live = drained.written == run.forwarded;
                     if live {
                         hook.spool.stop();
-                        hook.gate.show_spooling(false);
+                        hook.spool.set_rows(0);
+                        hook.gate.show_spooling(|| hook.spool.is_spooling());
                         tracing::info!(webhook = %hook.name, "the spool is drained; delivering live again");
                     }
                     let _ = drained.reply.send(live);
@@ -142,6 +143,9 @@ impl Worker {
             }
         } else {
             run.spent_checks = 0;
+        }
+        if self.checkpoint.held_up_by(self.index) {
+            return Some(Reason::Backlog);
         }
         let limit = self.checkpoint.retained_wal_limit(policy.max_retained_wal);
         if self.checkpoint.held_back_alone(self.index) > limit {

@@ -116,13 +116,14 @@ impl LeadStage {
             )
             .await?;
         let mut memory = change.memory;
-        memory.resize(payload.len()).await;
+        memory.resize(payload.len());
         let event = Event {
             id: header_value(change.id.to_string())?,
             payload,
             memory,
             key: rows.mapping.lead_key(&change.new.values),
             tx: change.tx,
+            position: (change.id.commit_lsn.0 as i64, change.id.index as i32),
             targets: change.targets,
             commit_time: change.commit_time,
         };
@@ -132,13 +133,14 @@ impl LeadStage {
     async fn send_captured(&mut self, lead: CapturedLead) -> Result<(), LeadError> {
         let payload = captured_payload(&lead.lead)?;
         let mut memory = lead.memory;
-        memory.resize(payload.len()).await;
+        memory.resize(payload.len());
         let event = Event {
             id: header_value(lead.id)?,
             payload,
             memory,
             key: lead.key,
             tx: lead.tx,
+            position: (lead.seq, 0),
             targets: lead.targets,
             commit_time: lead.commit_time,
         };

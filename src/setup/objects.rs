@@ -51,11 +51,14 @@ pub(crate) fn slots_table(schema: &str) -> String {
 
 /// The spool: changes waiting for a webhook that is down or cannot keep
 /// up (see `delivery::spool`). Ordered by `id` (one writer, so ids follow
-/// commit order); a change is in it at most once per webhook.
+/// commit order); a change is in it at most once per webhook. `position`
+/// and `position_index` place a change in the stream (commit LSN and index,
+/// or outbox sequence), so a change streamed again after a restart is not
+/// queued behind a later change of its lead.
 /// `sql/setup.sql` carries the same statement.
 pub(crate) fn spool_statement(schema: &str) -> String {
     format!(
-        "CREATE TABLE IF NOT EXISTS {}.spool (
+        "CREATE TABLE IF NOT EXISTS {schema}.spool (
     id               bigserial   NOT NULL,
     webhook          text        NOT NULL,
     webhook_id       text        NOT NULL,
@@ -65,10 +68,13 @@ pub(crate) fn spool_statement(schema: &str) -> String {
     spooled_at       timestamptz NOT NULL DEFAULT now(),
     first_attempt_at timestamptz,
     attempts         integer     NOT NULL DEFAULT 0,
+    position         bigint      NOT NULL,
+    position_index   integer     NOT NULL,
     PRIMARY KEY (webhook, id),
     UNIQUE (webhook, webhook_id)
-);",
-        escape_identifier(schema)
+);
+CREATE INDEX IF NOT EXISTS spool_lead_position ON {schema}.spool (webhook, lead_key, position, position_index);",
+        schema = escape_identifier(schema)
     )
 }
 

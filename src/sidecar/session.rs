@@ -255,7 +255,18 @@ impl Session<'_> {
     ) -> Result<(Stages, Dispatcher), SessionError> {
         let schema = &self.config.database.schema;
         let spool_store = Arc::new(SpoolStore::new(self.db.clone(), schema));
-        let depths = spool_store.depths().await?;
+        let spools = self
+            .config
+            .webhooks
+            .iter()
+            .any(|h| h.receives_save_lead() && h.policy.spool);
+        // Without a webhook that spools the table may be missing; rows left
+        // in one from before are still drained.
+        let depths = match spool_store.depths().await {
+            Ok(depths) => depths,
+            Err(_) if !spools => Default::default(),
+            Err(e) => return Err(e.into()),
+        };
         for name in self.webhooks.resume_spooling(&depths) {
             tracing::warn!(webhook = %name, spool = %spool_store.table(),
                 "the spool has rows for a webhook that is not configured (or not enabled); they stay there until it is again");
@@ -387,6 +398,7 @@ impl Stages {
         let Stages {
             workers,
             caught_up,
+            writer,
             lead,
             ..
         } = self;
@@ -397,6 +409,9 @@ impl Stages {
             }),
             // With no webhooks the set is empty and this branch stays off.
             Some(_) = workers.join_next() => Err(SourceError::Downstream.into()),
+            // It ends by itself only without webhooks (nothing feeds it); a
+            // writer that failed ends the session.
+            Err(_) = writer => Err(SourceError::Downstream.into()),
             () = caught_up.notified() => Ok(SessionEnd::CaughtUp),
         }
     }

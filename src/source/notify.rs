@@ -32,7 +32,7 @@ const BATCH: i64 = 500;
 /// at a time, so one query never holds hundreds of megabytes.
 const BATCH_BYTES: i64 = 4 << 20;
 /// Rows dispatched but not yet deleted, at most (memory stays bounded).
-const MAX_UNDELETED: usize = 2_000;
+const MAX_UNDELETED: usize = crate::checkpoint::OUTBOX_MAX_OPEN;
 /// How often handled rows are deleted and the doorbell checked.
 const TICK: Duration = Duration::from_millis(20);
 
@@ -219,6 +219,7 @@ impl OutboxSource {
             self.undeleted.push_back((index, seq));
             let lead = CapturedLead {
                 id: outbox_id(self.conn.system, self.conn.epoch, seq, captured),
+                seq,
                 tx,
                 targets,
                 commit_time: captured - PG_EPOCH_OFFSET_MICROS,

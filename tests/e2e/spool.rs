@@ -39,6 +39,18 @@ impl Endpoint {
     }
 }
 
+/// A connection to a server that may still be starting up.
+async fn eventually_connect(url: &str) -> tokio_postgres::Client {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match try_connect(url).await {
+            Ok(sql) => return sql,
+            Err(e) if Instant::now() > deadline => panic!("cannot connect to {url}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// Short backoff, so a recovered endpoint is noticed within a second.
 fn quick_retries(w: &mut Webhook) {
     w.delivery.initial_backoff = Some(Duration::from_millis(100));
@@ -270,7 +282,7 @@ async fn a_postgres_restart_while_spooling_loses_nothing() {
     )
     .await;
     tokio::task::block_in_place(|| cluster.restart()).expect("restart postgres");
-    let sql = connect(&db.url).await;
+    let sql = eventually_connect(&db.url).await;
     insert_leads_in_one_transaction(&sql, 101..=200).await;
     endpoint.up();
     let got = wait_for_scores(&receiver, "/a", 200, &sidecar).await;
@@ -432,4 +444,55 @@ async fn a_webhook_holding_back_more_wal_than_max_retained_wal_spools_before_spo
         HashSet::from([40_000]),
         "the spooled payloads are whole"
     );
+}
+
+#[tokio::test]
+async fn one_lead_the_endpoint_keeps_failing_spools_before_it_holds_up_the_stream() {
+    let Running {
+        db,
+        receiver,
+        sidecar,
+        ..
+    } = Scenario::new("stuck_lead")
+        .notify()
+        .webhook_with("a", "/a", quick_retries)
+        // Only the held-back changes may make it spool.
+        .configure(|c| c.delivery.spool_after = Some(Duration::from_secs(3600)))
+        .start(&leadhook())
+        .await;
+    receiver.set_responder(|request, _| {
+        if data(request)["score"] == 0 {
+            Reply::status(500)
+        } else {
+            Reply::ok()
+        }
+    });
+
+    // Lead 0 always fails; the 1 500 after it hold its position back, far
+    // past the 1 000 outbox rows at which a webhook spools.
+    db.insert_leads(0..=0).await;
+    db.insert_leads_in_one_transaction(1..=1500).await;
+    sidecar.wait_log("stuck retrying").await;
+    db.insert_leads_in_one_transaction(1501..=1600).await;
+    wait_for_these_scores(&receiver, "/a", 1..=1600, &sidecar).await;
+    eventually(
+        "the outbox should empty: the stuck change waits in the spool",
+        || sidecar.log(),
+        async || {
+            let left: i64 = db
+                .sql
+                .query_one("SELECT count(*) FROM leadhook.outbox", &[])
+                .await
+                .unwrap()
+                .get(0);
+            left == 0
+        },
+    )
+    .await;
+    eventually(
+        "only the stuck change should wait in the spool",
+        || sidecar.log(),
+        async || db.spool_rows("a").await == 1,
+    )
+    .await;
 }

@@ -7,7 +7,7 @@ pub(crate) use leadhook_testkit::cluster::{Cluster, ClusterOptions, WalLevel, gi
 pub(crate) use leadhook_testkit::config::{Column, Log, SidecarConfig, Webhook};
 pub(crate) use leadhook_testkit::database::{
     TestDb, connect, insert_leads, insert_leads_in_one_transaction, slot_confirmed_past,
-    wal_insert_lsn,
+    try_connect, wal_insert_lsn,
 };
 pub(crate) use leadhook_testkit::install_crypto_provider;
 pub(crate) use leadhook_testkit::metrics::{metric, scrape, value};

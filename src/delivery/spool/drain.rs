@@ -30,6 +30,10 @@ const DELETE_BATCH: usize = 256;
 /// the drainer holds before it looks again: a dead endpoint's drainer
 /// keeps little in memory.
 const HELD_BYTES: usize = 2 << 20;
+/// Rows held (out, or waiting behind their lead without their payload).
+const MAX_HELD_ROWS: usize = 10_000;
+/// The longest wait between tries while the spool cannot be read.
+const MAX_ERROR_DELAY: Duration = Duration::from_secs(30);
 /// How often `leadhook_spool_oldest_seconds` is refreshed.
 const OLDEST_EVERY: Duration = Duration::from_secs(1);
 
@@ -56,43 +60,71 @@ impl Drainer {
     pub(crate) async fn run(self) {
         let hook = &self.delivery.hook;
         let limit = hook.policy.max_in_flight;
-        let mut lanes = Lanes::new();
+        let mut lanes: Lanes<(SpooledChange, Option<Reservation>)> = Lanes::new();
         let mut in_flight: JoinSet<(u64, i64, usize)> = JoinSet::new();
         let mut held_bytes = 0;
         let mut done = Vec::new();
         let mut cursor = 0;
         let mut idle = false;
+        let mut error_delay = POLL;
         let mut oldest_at = Instant::now();
         // A timer that completions do not reset: done rows are deleted, and
         // an empty spool looked at again, at least this often.
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if !idle && lanes.held() <= limit / 2 && held_bytes < HELD_BYTES {
+            let room =
+                in_flight.len() < limit && held_bytes < HELD_BYTES && lanes.held() < MAX_HELD_ROWS;
+            if !idle && room {
                 let written = self.written.load(Ordering::Acquire);
-                let room = (limit - lanes.held(), HELD_BYTES - held_bytes);
-                match self.store.fetch(&hook.name, cursor, room.0, room.1).await {
+                let fetched = self
+                    .store
+                    .fetch(
+                        &hook.name,
+                        cursor,
+                        limit - in_flight.len(),
+                        HELD_BYTES - held_bytes,
+                    )
+                    .await;
+                match fetched {
                     Ok(rows) if rows.is_empty() => {
+                        error_delay = POLL;
                         if lanes.held() == 0 && self.may_stop(&mut done, written).await {
                             return;
                         }
                         idle = true;
                     }
                     Ok(rows) => {
-                        for row in rows {
+                        error_delay = POLL;
+                        for mut row in rows {
+                            if lanes.is_busy(row.key) {
+                                // It waits behind its lead: its payload is
+                                // read again when its turn comes, so a lead
+                                // stuck retrying holds ids, not payloads.
+                                row.payload = bytes::Bytes::new();
+                                cursor = row.row;
+                                lanes.arrive(row.key, (row, None));
+                                continue;
+                            }
+                            let Some(memory) = self.memory.try_reserve(row.payload.len()) else {
+                                // The budget is spent: this row and the rest
+                                // are read again later.
+                                idle = true;
+                                break;
+                            };
                             cursor = row.row;
                             held_bytes += row.payload.len();
-                            let memory = self.memory.reserve(row.payload.len()).await;
-                            if let Some(row) = lanes.arrive(row.key, (row, memory)) {
+                            if let Some(row) = lanes.arrive(row.key, (row, Some(memory))) {
                                 self.start(&mut in_flight, row);
                             }
                         }
                     }
                     Err(e) => {
-                        tracing::error!(webhook = %hook.name, spool = %self.store.table(), error = %e,
+                        tracing::error!(webhook = %hook.name, spool = %self.store.table(), error = %e, retry_in = ?error_delay,
                             "cannot read the spool; trying again");
                         self.store.reset().await;
-                        idle = true;
+                        tokio::time::sleep(error_delay).await;
+                        error_delay = (error_delay * 2).min(MAX_ERROR_DELAY);
                     }
                 }
             }
@@ -123,14 +155,34 @@ impl Drainer {
         }
     }
 
+    /// Delivers one row; one that waited behind its lead has its payload
+    /// read again first. The task returns the bytes it held of
+    /// `held_bytes` (none for a row read again).
     fn start(
         &self,
         in_flight: &mut JoinSet<(u64, i64, usize)>,
-        (row, memory): (SpooledChange, Reservation),
+        (mut row, memory): (SpooledChange, Option<Reservation>),
     ) {
         let delivery = self.delivery.clone();
+        let store = self.store.clone();
+        let budget = self.memory.clone();
         in_flight.spawn(async move {
-            let _memory = memory;
+            let counted = if memory.is_some() {
+                row.payload.len()
+            } else {
+                0
+            };
+            let _memory = match memory {
+                Some(memory) => memory,
+                None => {
+                    match reload(&store, &delivery.hook.name, row.row).await {
+                        Some(payload) => row.payload = payload,
+                        // Gone (deleted by hand): nothing to deliver.
+                        None => return (row.key, row.row, 0),
+                    }
+                    budget.reserve(row.payload.len()).await
+                }
+            };
             let change = Outgoing {
                 id: &row.id,
                 payload: &row.payload,
@@ -139,7 +191,7 @@ impl Drainer {
             };
             // Without a spooling watch it ends delivered or dead-lettered.
             delivery.deliver(change, None).await;
-            (row.key, row.row, row.payload.len())
+            (row.key, row.row, counted)
         });
     }
 
@@ -174,5 +226,23 @@ impl Drainer {
             return true;
         }
         answer.await.unwrap_or(true)
+    }
+}
+
+/// A row's payload, read again (retrying while the database is away);
+/// `None` if the row is gone.
+async fn reload(store: &SpoolStore, webhook: &str, row: i64) -> Option<bytes::Bytes> {
+    let mut delay = POLL;
+    loop {
+        match store.payload(webhook, row).await {
+            Ok(payload) => return payload,
+            Err(e) => {
+                tracing::error!(%webhook, spool = %store.table(), error = %e, retry_in = ?delay,
+                    "cannot read a row of the spool again; trying again");
+                store.reset().await;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_ERROR_DELAY);
+            }
+        }
     }
 }

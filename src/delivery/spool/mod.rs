@@ -40,6 +40,9 @@ pub(crate) enum Reason {
     /// It was failing while the memory budget was spent, holding the
     /// source (and so everyone) up.
     Memory,
+    /// A change of it stuck retrying held so many later ones unconfirmed
+    /// that the source was about to pause for everyone.
+    Backlog,
     /// The spool already had rows for it when the session started.
     Rows,
 }
@@ -51,6 +54,9 @@ impl std::fmt::Display for Reason {
             Reason::HoldingUp => "it cannot keep up and was holding the other webhooks up",
             Reason::RetainedWal => "it alone held back more WAL than max_retained_wal",
             Reason::Memory => "it was failing while [delivery] memory was spent",
+            Reason::Backlog => {
+                "a change stuck retrying holds back half the unconfirmed changes the stream allows"
+            }
             Reason::Rows => "the spool has rows for it from before",
         })
     }
@@ -146,3 +152,6 @@ pub(super) struct Entry {
     /// Bumped by the writer once the row is committed (see [`drain`]).
     pub(super) written: Arc<AtomicU64>,
 }
+
+#[cfg(test)]
+mod tests;

@@ -90,20 +90,25 @@ impl SpoolStore {
 
     /// Writes `entries` in one transaction, in order. A change already in
     /// the spool for its webhook (streamed again after a restart) keeps its
-    /// row. Returns how many rows each webhook gained.
+    /// row; one older than a row of its lead already there is not added:
+    /// that later change was only spooled once this one was handled, so it
+    /// must not be delivered again behind it. Returns how many rows each
+    /// webhook gained.
     pub(super) async fn insert(
         &self,
         entries: &[Entry],
     ) -> Result<HashMap<String, u64>, SpoolError> {
         let sql = self.client().await?;
         let statement = format!(
-            "INSERT INTO {} (webhook, webhook_id, lead_key, payload, committed_at, first_attempt_at, attempts)
-             SELECT w, i, k, p, c, f, a FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::int4[])
-                 WITH ORDINALITY AS e(w, i, k, p, c, f, a, n)
+            "INSERT INTO {t} (webhook, webhook_id, lead_key, payload, committed_at, first_attempt_at, attempts, position, position_index)
+             SELECT w, i, k, p, c, f, a, l, x FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::int4[], $8::int8[], $9::int4[])
+                 WITH ORDINALITY AS e(w, i, k, p, c, f, a, l, x, n)
+             WHERE NOT EXISTS (SELECT 1 FROM {t} s WHERE s.webhook = e.w AND s.lead_key = e.k
+                               AND (s.position, s.position_index) > (e.l, e.x))
              ORDER BY n
              ON CONFLICT (webhook, webhook_id) DO NOTHING
              RETURNING webhook",
-            self.table
+            t = self.table
         );
         let webhooks: Vec<&str> = entries.iter().map(|e| e.hook.name.as_str()).collect();
         let ids: Vec<&str> = entries
@@ -129,11 +134,14 @@ impl SpoolStore {
                     .map_or(0, |(_, n)| i32::try_from(n).unwrap_or(i32::MAX))
             })
             .collect();
+        let positions: Vec<i64> = entries.iter().map(|e| e.event.position.0).collect();
+        let indexes: Vec<i32> = entries.iter().map(|e| e.event.position.1).collect();
         let rows = sql
             .query(
                 &statement,
                 &[
-                    &webhooks, &ids, &keys, &payloads, &committed, &first, &attempts,
+                    &webhooks, &ids, &keys, &payloads, &committed, &first, &attempts, &positions,
+                    &indexes,
                 ],
             )
             .await?;
@@ -187,6 +195,21 @@ impl SpoolStore {
             })
             .collect();
         Ok(changes)
+    }
+
+    /// The payload of one row, if it is still there.
+    pub(super) async fn payload(
+        &self,
+        webhook: &str,
+        row: i64,
+    ) -> Result<Option<Bytes>, SpoolError> {
+        let sql = self.client().await?;
+        let statement = format!(
+            "SELECT payload FROM {} WHERE webhook = $1 AND id = $2",
+            self.table
+        );
+        let row = sql.query_opt(&statement, &[&webhook, &row]).await?;
+        Ok(row.map(|row| Bytes::from(row.get::<_, String>(0))))
     }
 
     /// Deletes rows delivered or dead-lettered.

@@ -31,14 +31,22 @@ pub(super) async fn check(
             "GRANT USAGE ON SEQUENCE {schema}.dead_letters_id_seq TO <role>;"
         )),
     }];
-    tables.push(OwnTable {
-        what: "spool",
-        table: spool_table(schema),
-        rights: "SELECT, INSERT, UPDATE, DELETE",
-        extra_grant: Some(format!(
-            "GRANT USAGE ON SEQUENCE {schema}.spool_id_seq TO <role>;"
-        )),
-    });
+    // Needed once any webhook may spool (a spool left from before is
+    // drained whatever the config says).
+    let spools = config
+        .webhooks
+        .iter()
+        .any(|h| h.receives_save_lead() && h.policy.spool);
+    if spools {
+        tables.push(OwnTable {
+            what: "spool",
+            table: spool_table(schema),
+            rights: "SELECT, INSERT, UPDATE, DELETE",
+            extra_grant: Some(format!(
+                "GRANT USAGE ON SEQUENCE {schema}.spool_id_seq TO <role>;"
+            )),
+        });
+    }
     if config.source.mode == SourceMode::Replication {
         tables.push(OwnTable {
             what: "slot record table",
@@ -68,7 +76,8 @@ async fn check_one(
     let row = sql
         .query_one(
             "SELECT to_regclass($1) IS NOT NULL,
-                    coalesce(has_table_privilege(to_regclass($1), $3), false),
+                    coalesce((SELECT bool_and(has_table_privilege(to_regclass($1), right_name))
+                              FROM unnest(string_to_array($3, ', ')) right_name), false),
                     coalesce((SELECT has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = $2),
                              has_database_privilege(current_database(), 'CREATE'))",
             &[table, &schema, rights],

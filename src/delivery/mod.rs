@@ -320,6 +320,15 @@ impl Dispatcher {
                 Err(TrySendError::Closed(_)) => return Err(WorkerGone),
                 Err(TrySendError::Full(back)) => back,
             };
+            let hook = &self.hooks[index];
+            if hook.policy.spool
+                && hook.gate.failing_for().is_some()
+                && self.others_have_room(index)
+            {
+                // Failing, and its queue is full: waiting for it would only
+                // hold the others up. (Alone, it waits for `spool_after`.)
+                hook.start_spooling(Reason::FullWhileFailing);
+            }
             loop {
                 let others_have_room = self.others_have_room(index);
                 let since = match (others_have_room, self.holding_up_since[index]) {

@@ -31,6 +31,9 @@ const CHECK_EVERY: Duration = Duration::from_millis(250);
 /// is spent before it spools (2 s): the failing webhook's changes are what
 /// the source waits behind.
 const SPENT_CHECKS: u32 = 8;
+/// How long the worker stops taking new changes so that the writer can
+/// catch up and the drainer find the spool empty (see [`Running::handover`]).
+const HANDOVER: Duration = Duration::from_secs(1);
 
 pub(super) struct Worker {
     /// This webhook's index, as the checkpoint knows it.
@@ -57,6 +60,11 @@ struct Running {
     drained_tx: mpsc::Sender<Drained>,
     /// Checks in a row that found the webhook failing and memory spent.
     spent_checks: u32,
+    /// Set when the drainer found the spool empty while changes were still
+    /// on their way in: under a steady inflow that is always so, so the
+    /// worker takes no new changes for a moment (at most [`HANDOVER`]) and
+    /// the drainer's next look can find the spool empty for good.
+    handover: Option<tokio::time::Instant>,
     /// Changes handed to the writer this session…
     forwarded: u64,
     /// …and those it has written: equal when nothing is on its way in.
@@ -75,6 +83,7 @@ impl Worker {
             drained,
             drained_tx,
             spent_checks: 0,
+            handover: None,
             forwarded: 0,
             written: Arc::new(AtomicU64::new(0)),
         };
@@ -87,7 +96,7 @@ impl Worker {
         let mut open = true;
         while open || run.lanes.held() > 0 {
             tokio::select! {
-                event = self.queue.recv(), if open && run.lanes.held() < limit => {
+                event = self.queue.recv(), if open && run.lanes.held() < limit && run.handover.is_none() => {
                     let Some(event) = event else {
                         open = false;
                         continue;
@@ -104,7 +113,11 @@ impl Worker {
                 }
                 Some(drained) = run.drained.recv() => {
                     let live = drained.written == run.forwarded;
+                    if !live {
+                        run.handover.get_or_insert_with(tokio::time::Instant::now);
+                    }
                     if live {
+                        run.handover = None;
                         hook.spool.stop();
                         hook.spool.set_rows(0);
                         hook.gate.show_spooling(|| hook.spool.is_spooling());
@@ -114,6 +127,9 @@ impl Worker {
                 }
                 _ = check.tick() => {
                     while run.drainer.try_join_next().is_some() {}
+                    if run.handover.is_some_and(|since| since.elapsed() >= HANDOVER) {
+                        run.handover = None;
+                    }
                     if let Some(reason) = self.should_spool(&mut run) {
                         hook.start_spooling(reason);
                     }

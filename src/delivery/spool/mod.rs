@@ -35,6 +35,8 @@ pub(crate) enum Reason {
     Failing,
     /// Its full queue held the other webhooks up.
     HoldingUp,
+    /// Its queue filled while its endpoint was failing.
+    FullWhileFailing,
     /// It alone held back more WAL than `max_retained_wal`.
     RetainedWal,
     /// It was failing while the memory budget was spent, holding the
@@ -52,6 +54,7 @@ impl std::fmt::Display for Reason {
         f.write_str(match self {
             Reason::Failing => "its endpoint has been failing for spool_after",
             Reason::HoldingUp => "it cannot keep up and was holding the other webhooks up",
+            Reason::FullWhileFailing => "its endpoint is failing and its queue is full",
             Reason::RetainedWal => "it alone held back more WAL than max_retained_wal",
             Reason::Memory => "it was failing while [delivery] memory was spent",
             Reason::Backlog => {

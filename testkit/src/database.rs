@@ -121,6 +121,18 @@ impl TestDb {
         slot_confirmed_past(&self.sql, &self.name, lsn).await
     }
 
+    /// Waits until the slot has confirmed everything committed so far (what
+    /// `sidecar` is to have done, as `what` says if it does not).
+    pub async fn wait_confirmed(&self, what: &str, sidecar: &Sidecar) {
+        let lsn = self.insert_lsn().await;
+        crate::wait::eventually(
+            what,
+            || sidecar.log(),
+            async || self.confirmed_past(&lsn).await,
+        )
+        .await;
+    }
+
     /// WAL the slot still retains: the server's position minus the confirmed one.
     pub async fn retained_wal(&self) -> i64 {
         self.sql

@@ -88,90 +88,51 @@ async fn retry_after_on_429_is_honoured() {
     );
 }
 
-#[tokio::test]
-async fn a_permanently_failing_webhook_spools_and_holds_up_neither_a_healthy_one_nor_the_slot() {
-    let Running {
-        db,
-        receiver,
-        sidecar,
-        ..
-    } = Scenario::new("independent")
+/// Webhook "down" answers 503 to everything, "healthy" 200; 1 501 leads are
+/// committed, far more than "down" can hold in flight and queued, and
+/// "healthy" gets every one of them.
+async fn one_down_one_healthy(prefix: &str, spool: bool) -> Running {
+    let running = Scenario::new(prefix)
         .webhook("down", "/down")
         .webhook("healthy", "/healthy")
+        .configure(move |c| c.delivery.spool = Some(spool))
         .start(&leadhook())
         .await;
-    receiver.set_responder(|request, _| {
+    running.receiver.set_responder(|request, _| {
         if request.path == "/down" {
             Reply::status(503)
         } else {
             Reply::ok()
         }
     });
+    running.db.insert_leads_in_one_transaction(1..=1500).await;
+    running.db.insert_leads(1501..=1501).await;
+    let got = running
+        .receiver
+        .wait_for("/healthy", 1501, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(scores_of(&got).len(), 1501);
+    running
+}
 
-    // Far more than the failing webhook can hold in flight and queued.
-    db.insert_leads_in_one_transaction(1..=1500).await;
-    db.insert_leads(1501..=1501).await;
-    let got = receiver.wait_for("/healthy", 1501, WAIT).await.unwrap();
-    let scores: HashSet<i64> = got
-        .iter()
-        .map(|r| data(r)["score"].as_i64().unwrap())
-        .collect();
-    assert_eq!(scores.len(), 1501);
-    let after = db.insert_lsn().await;
-    eventually(
+#[tokio::test]
+async fn a_permanently_failing_webhook_spools_and_holds_up_neither_a_healthy_one_nor_the_slot() {
+    let Running { db, sidecar, .. } = one_down_one_healthy("independent", true).await;
+    db.wait_confirmed(
         "the position should move on: the failing webhook's backlog is in the spool",
-        || sidecar.log(),
-        async || db.confirmed_past(&after).await,
+        &sidecar,
     )
     .await;
-    assert!(sidecar.log().contains("spooling"), "{}", sidecar.log());
-    let spooled: i64 = db
-        .sql
-        .query_one(
-            "SELECT count(*) FROM leadhook.spool WHERE webhook = 'down'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    sidecar.wait_log("spooling").await;
+    let spooled = db.spool_rows("down").await;
     assert!(spooled > 1000, "{spooled} rows spooled");
 }
 
 #[tokio::test]
 async fn without_the_spool_a_failing_webhook_lags_and_holds_the_position() {
-    let Running {
-        db,
-        receiver,
-        sidecar,
-        ..
-    } = Scenario::new("lagging")
-        .webhook("down", "/down")
-        .webhook("healthy", "/healthy")
-        .configure(|c| c.delivery.spool = Some(false))
-        .start(&leadhook())
-        .await;
-    receiver.set_responder(|request, _| {
-        if request.path == "/down" {
-            Reply::status(503)
-        } else {
-            Reply::ok()
-        }
-    });
-
-    // Far more than the failing webhook can hold in flight and queued.
-    db.insert_leads_in_one_transaction(1..=1500).await;
-    db.insert_leads(1501..=1501).await;
-    let got = receiver.wait_for("/healthy", 1501, WAIT).await.unwrap();
-    let scores: HashSet<i64> = got
-        .iter()
-        .map(|r| data(r)["score"].as_i64().unwrap())
-        .collect();
-    assert_eq!(scores.len(), 1501);
-    assert!(
-        sidecar.log().contains("webhook is falling behind"),
-        "{}",
-        sidecar.log()
-    );
+    let Running { db, sidecar, .. } = one_down_one_healthy("lagging", false).await;
+    sidecar.wait_log("webhook is falling behind").await;
     assert!(
         !db.confirmed_past(&db.insert_lsn().await).await,
         "the failing webhook still holds the position"

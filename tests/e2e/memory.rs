@@ -52,11 +52,9 @@ async fn a_backlog_of_300_kb_rows_while_both_receivers_are_down_stays_under_96_m
             .await
             .unwrap();
     }
-    let all_in = db.insert_lsn().await;
-    eventually(
+    db.wait_confirmed(
         "both webhooks' backlogs should be spooled and the position move on",
-        || sidecar.log(),
-        async || db.confirmed_past(&all_in).await,
+        &sidecar,
     )
     .await;
     assert_eq!(db.spool_rows("a").await, 400);

@@ -136,11 +136,9 @@ async fn a_webhook_down_past_spool_after_spools_while_the_other_and_the_slot_go_
         slowest_b < Duration::from_secs(1),
         "the healthy webhook waited {slowest_b:?} for a change"
     );
-    let during = db.insert_lsn().await;
-    eventually(
+    db.wait_confirmed(
         "the slot should move on while A is down: its backlog is in the spool",
-        || sidecar.log(),
-        async || db.confirmed_past(&during).await,
+        &sidecar,
     )
     .await;
     assert!(state_is(&admin, "a", "spooling").await);
@@ -183,11 +181,7 @@ async fn a_webhook_down_past_spool_after_spools_while_the_other_and_the_slot_go_
         .unwrap()
         .get(0);
     assert_eq!(letters, 0, "nothing is dead-lettered");
-    assert!(
-        sidecar.log().contains("the spool is drained"),
-        "{}",
-        sidecar.log()
-    );
+    sidecar.wait_log("the spool is drained").await;
 }
 
 #[tokio::test]
@@ -209,31 +203,20 @@ async fn a_sidecar_killed_while_spooling_and_again_while_draining_loses_nothing(
     endpoint.serve(&receiver, "/a", Duration::from_millis(20));
 
     db.insert_leads(1..=200).await;
-    let all_in = db.insert_lsn().await;
-    eventually(
-        "the backlog should be spooled and confirmed",
-        || sidecar.log(),
-        async || db.confirmed_past(&all_in).await,
-    )
-    .await;
+    db.wait_confirmed("the backlog should be spooled and confirmed", &sidecar)
+        .await;
     assert_eq!(db.spool_rows("a").await, 200);
 
     // Killed while spooling: the rows stay, and the restarted sidecar
     // queues later changes behind them.
     sidecar.restart();
     db.insert_leads(201..=300).await;
-    let all_in = db.insert_lsn().await;
-    eventually(
+    db.wait_confirmed(
         "the restarted sidecar should spool behind the rows it found",
-        || sidecar.log(),
-        async || db.confirmed_past(&all_in).await,
+        &sidecar,
     )
     .await;
-    assert!(
-        sidecar.log().contains("the spool has rows for it"),
-        "{}",
-        sidecar.log()
-    );
+    sidecar.wait_log("the spool has rows for it").await;
     assert_eq!(db.spool_rows("a").await, 300);
 
     // Killed while draining (4 at a time, 20 ms each: about 200/s).
@@ -420,18 +403,12 @@ async fn a_webhook_holding_back_more_wal_than_max_retained_wal_spools_before_spo
         )
         .await
         .unwrap();
-    let all_in = db.insert_lsn().await;
-    eventually(
+    db.wait_confirmed(
         "the backlog should be spooled and the position move on",
-        || sidecar.log(),
-        async || db.confirmed_past(&all_in).await,
+        &sidecar,
     )
     .await;
-    assert!(
-        sidecar.log().contains("max_retained_wal"),
-        "{}",
-        sidecar.log()
-    );
+    sidecar.wait_log("max_retained_wal").await;
     assert_eq!(db.spool_rows("a").await, 50);
     endpoint.up();
     let got = wait_for_scores(&receiver, "/a", 50, &sidecar).await;

@@ -1,6 +1,7 @@
 //! The benchmark's data: a leads table whose `notes` records the commit time
 //! (µs since the epoch), committed in transactions of a chosen size.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -136,6 +137,27 @@ impl BenchDb {
             // leadhook's own default timeout, not the tests' short one.
             c.delivery.timeout = None;
         })
+    }
+
+    /// Rows in the spool (`leadhook.spool`) per webhook; none before the
+    /// sidecar made the table.
+    pub(crate) async fn spool_rows(&self) -> anyhow::Result<HashMap<String, i64>> {
+        let exists: bool = self
+            .sql
+            .query_one("SELECT to_regclass('leadhook.spool') IS NOT NULL", &[])
+            .await?
+            .get(0);
+        if !exists {
+            return Ok(HashMap::new());
+        }
+        let rows = self
+            .sql
+            .query(
+                "SELECT webhook, count(*) FROM leadhook.spool GROUP BY webhook",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     /// WAL the slot holds: from its `restart_lsn` (what the server keeps)

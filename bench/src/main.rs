@@ -15,6 +15,7 @@ mod plot;
 mod report;
 mod sampler;
 mod sink;
+mod spool;
 
 use std::time::{Duration, Instant};
 
@@ -94,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
             Phase::Backlog => backlog(&bench, &mut report).await?,
             Phase::Notify => notify(&bench, &mut report).await?,
             Phase::Outage => outage::outage(&bench, &mut report).await?,
+            Phase::Spool => spool::spool(&bench, &mut report).await?,
             Phase::Many => many::many(&bench, &mut report).await?,
         }
         report.phases.push(phase);

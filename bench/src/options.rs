@@ -34,6 +34,9 @@ pub(crate) struct Options {
     /// Length of the outage run; one webhook is down for its middle half.
     #[arg(long, default_value_t = 60)]
     pub(crate) outage_seconds: u64,
+    /// Leads committed for the spool run (its endpoint down from the start).
+    #[arg(long, default_value_t = 200_000)]
+    pub(crate) spool_events: u64,
     /// Leads each webhook gets in the many-webhooks runs (1, 200, 1 000 webhooks).
     #[arg(long, default_value_t = 100)]
     pub(crate) many_leads: u64,
@@ -66,18 +69,20 @@ pub(crate) enum Phase {
     Backlog,
     Notify,
     Outage,
+    Spool,
     Many,
 }
 
 impl Phase {
     /// Every phase, in the order they run.
-    pub(crate) const ALL: [Phase; 7] = [
+    pub(crate) const ALL: [Phase; 8] = [
         Phase::Throughput,
         Phase::Fanout,
         Phase::Latency,
         Phase::Backlog,
         Phase::Notify,
         Phase::Outage,
+        Phase::Spool,
         Phase::Many,
     ];
 }

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use crate::Phase;
 use crate::outage::Outage;
+use crate::spool::SpoolCapacity;
 
 #[derive(Debug, Default, Serialize)]
 pub(crate) struct Report {
@@ -16,6 +17,7 @@ pub(crate) struct Report {
     pub(crate) backlog: Backlog,
     pub(crate) notify: Notify,
     pub(crate) outage: Outage,
+    pub(crate) spool: SpoolCapacity,
     pub(crate) many: Vec<Many>,
     /// The phases run, in order; only their targets are judged.
     pub(crate) phases: Vec<Phase>,
@@ -198,6 +200,7 @@ impl Report {
             )],
             Phase::Notify => Vec::new(),
             Phase::Outage => self.outage.targets(),
+            Phase::Spool => self.spool.targets(),
             Phase::Many => {
                 let thousand = self.many_with(1000).map_or(f64::NAN, |m| m.start_seconds);
                 let two_hundred = self.many_with(200);
@@ -249,6 +252,7 @@ impl Report {
                 Phase::Backlog => self.print_backlog(&row),
                 Phase::Notify => self.print_notify(&row),
                 Phase::Outage => self.outage.print(&row),
+                Phase::Spool => self.spool.print(&row),
                 Phase::Many => self.print_many(&row),
             }
         }
@@ -444,6 +448,8 @@ mod tests {
         report.outage.max_retained_wal_mb = 10.0;
         (report.outage.commits, report.outage.delivered_healthy) = (10, 10);
         report.outage.delivered_down = 10;
+        report.spool.spool_rows_per_second = 12_000.0;
+        (report.spool.events, report.spool.rows_in_table) = (5, 5);
         report.phases = Phase::ALL.to_vec();
         report.judge();
         let passed: Vec<bool> = report.targets.iter().map(|t| t.pass).collect();
@@ -454,6 +460,7 @@ mod tests {
                 true, false, true, // latency p50, p99, idle RSS
                 true, // backlog
                 false, true, true, // outage: p99, WAL, every change
+                true, // spool
                 true, true, false, // many
             ]
         );

@@ -30,6 +30,7 @@ pub(crate) struct Sample {
 
 pub(crate) struct Sampler {
     stop: watch::Sender<bool>,
+    latest: watch::Receiver<Sample>,
     task: JoinHandle<anyhow::Result<Vec<Sample>>>,
 }
 
@@ -47,6 +48,7 @@ impl Sampler {
         let db = db.another_connection().await?;
         let (slot, webhook) = (slot.to_owned(), webhook.to_owned());
         let (stop, mut stopped) = watch::channel(false);
+        let (publish, latest) = watch::channel(Sample::default());
         let task = tokio::spawn(async move {
             let mut samples = Vec::new();
             let mut tick = tokio::time::interval(every);
@@ -70,10 +72,16 @@ impl Sampler {
                     memory_bytes: value(&metrics, "leadhook_memory_bytes", &[]).unwrap_or(0.0),
                 };
                 samples.push(sample);
+                publish.send_replace(sample);
             }
             Ok(samples)
         });
-        Ok(Sampler { stop, task })
+        Ok(Sampler { stop, latest, task })
+    }
+
+    /// The most recent sample.
+    pub(crate) fn latest(&self) -> Sample {
+        *self.latest.borrow()
     }
 
     /// Stops sampling; every sample taken, in order.

@@ -37,7 +37,10 @@ pub(crate) struct Options {
     /// Leads committed for the spool run (its endpoint down from the start).
     #[arg(long, default_value_t = 200_000)]
     pub(crate) spool_events: u64,
-    /// Leads each webhook gets in the many-webhooks runs (1, 200, 1 000 webhooks).
+    /// Webhook counts of the many-webhooks (fan-out) runs.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 16, 100, 200, 1000])]
+    pub(crate) many_webhooks: Vec<usize>,
+    /// Leads each webhook gets in the many-webhooks runs.
     #[arg(long, default_value_t = 100)]
     pub(crate) many_leads: u64,
     /// The phases to run (in their usual order); fan-out and backlog use

@@ -35,6 +35,8 @@ pub(crate) struct Many {
     pub(crate) idle_rss_mib: f64,
     /// From committing the leads to every webhook having every one.
     pub(crate) delivery_seconds: f64,
+    /// `leads` ÷ `delivery_seconds`: what each webhook got per second.
+    pub(crate) leads_per_second_per_webhook: f64,
     pub(crate) peak_rss_mib: f64,
 }
 
@@ -389,6 +391,10 @@ impl Report {
             row(
                 "  every lead to every webhook",
                 format!("{:.2} s", m.delivery_seconds),
+            );
+            row(
+                "  throughput per webhook",
+                format!("{:.0} leads/s", m.leads_per_second_per_webhook),
             );
             row("  peak RSS", format!("{:.1} MiB", m.peak_rss_mib));
         }

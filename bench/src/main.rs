@@ -5,6 +5,7 @@
 //! A benchmark, not a test: it prints figures and PASS/MISS against the
 //! targets, and fails only when something breaks.
 
+mod big_rows;
 mod database;
 mod leadhook;
 mod limits;
@@ -97,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
             Phase::Outage => outage::outage(&bench, &mut report).await?,
             Phase::Spool => spool::spool(&bench, &mut report).await?,
             Phase::Many => many::many(&bench, &mut report).await?,
+            Phase::BigRows => big_rows::big_rows(&bench, &mut report).await?,
         }
         report.phases.push(phase);
     }

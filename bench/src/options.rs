@@ -43,6 +43,9 @@ pub(crate) struct Options {
     /// Leads each webhook gets in the many-webhooks runs.
     #[arg(long, default_value_t = 100)]
     pub(crate) many_leads: u64,
+    /// Leads with 300 kB notes in the big-rows run (two webhooks, both down, then up).
+    #[arg(long, default_value_t = 1_500)]
+    pub(crate) big_rows: u64,
     /// The phases to run (in their usual order); fan-out and backlog use
     /// the throughput run's figures.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Phase::ALL)]
@@ -74,11 +77,12 @@ pub(crate) enum Phase {
     Outage,
     Spool,
     Many,
+    BigRows,
 }
 
 impl Phase {
     /// Every phase, in the order they run.
-    pub(crate) const ALL: [Phase; 8] = [
+    pub(crate) const ALL: [Phase; 9] = [
         Phase::Throughput,
         Phase::Fanout,
         Phase::Latency,
@@ -87,5 +91,6 @@ impl Phase {
         Phase::Outage,
         Phase::Spool,
         Phase::Many,
+        Phase::BigRows,
     ];
 }

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use crate::Phase;
+use crate::big_rows::BigRows;
 use crate::outage::Outage;
 use crate::spool::SpoolCapacity;
 
@@ -19,6 +20,7 @@ pub(crate) struct Report {
     pub(crate) outage: Outage,
     pub(crate) spool: SpoolCapacity,
     pub(crate) many: Vec<Many>,
+    pub(crate) big_rows: BigRows,
     /// The phases run, in order; only their targets are judged.
     pub(crate) phases: Vec<Phase>,
     pub(crate) targets: Vec<Target>,
@@ -230,6 +232,7 @@ impl Report {
                     ),
                 ]
             }
+            Phase::BigRows => self.big_rows.targets(),
         }
     }
 
@@ -256,6 +259,7 @@ impl Report {
                 Phase::Outage => self.outage.print(&row),
                 Phase::Spool => self.spool.print(&row),
                 Phase::Many => self.print_many(&row),
+                Phase::BigRows => self.big_rows.print(&row),
             }
         }
         println!(
@@ -456,6 +460,7 @@ mod tests {
         report.outage.delivered_down = 10;
         report.spool.spool_rows_per_second = 12_000.0;
         (report.spool.events, report.spool.rows_in_table) = (5, 5);
+        report.big_rows.peak_rss_mib = 80.0;
         report.phases = Phase::ALL.to_vec();
         report.judge();
         let passed: Vec<bool> = report.targets.iter().map(|t| t.pass).collect();
@@ -468,6 +473,7 @@ mod tests {
                 false, true, true, // outage: p99, WAL, every change
                 true, // spool
                 true, true, false, // many
+                true,  // big rows
             ]
         );
 

@@ -1,6 +1,7 @@
 //! The benchmark's data: a leads table whose `notes` records the commit time
 //! (µs since the epoch), committed in transactions of a chosen size.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -58,6 +59,16 @@ impl BenchDb {
         })
     }
 
+    /// The same database over a connection of its own (for a sampler that
+    /// must not queue behind the load's statements).
+    pub(crate) async fn another_connection(&self) -> anyhow::Result<BenchDb> {
+        Ok(BenchDb {
+            name: self.name.clone(),
+            url: self.url.clone(),
+            sql: connect(&self.url).await?,
+        })
+    }
+
     /// Commits `count` leads in transactions of `batch` rows; returns the
     /// WAL position after the last commit.
     pub(crate) async fn insert(&self, count: u64, batch: u64) -> anyhow::Result<String> {
@@ -108,16 +119,63 @@ impl BenchDb {
     }
 
     fn config_for(&self, mode: &str, slot: &str, urls: &[String]) -> String {
-        let mut config = SidecarConfig::new(format!("{}?sslmode=disable", self.url)).with(|c| {
-            c.source.mode = Some(mode.to_owned());
-            c.source.slot = Some(slot.to_owned());
-            c.source.publication = Some("bench".to_owned());
-            // leadhook's own default timeout, not the tests' short one.
-            c.delivery.timeout = None;
-        });
+        let mut config = self
+            .config(slot)
+            .with(|c| c.source.mode = Some(mode.to_owned()));
         for (i, url) in urls.iter().enumerate() {
             config = config.webhook(Webhook::new(format!("hook{i}"), url.as_str()));
         }
         config.to_toml()
+    }
+
+    /// A replication-mode config for this database and `slot`, no webhooks
+    /// yet, for phases that configure their webhooks themselves.
+    pub(crate) fn config(&self, slot: &str) -> SidecarConfig {
+        SidecarConfig::new(format!("{}?sslmode=disable", self.url)).with(|c| {
+            c.source.slot = Some(slot.to_owned());
+            c.source.publication = Some("bench".to_owned());
+            // leadhook's own default timeout, not the tests' short one.
+            c.delivery.timeout = None;
+        })
+    }
+
+    /// Rows in the spool (`leadhook.spool`) per webhook; none before the
+    /// sidecar made the table.
+    pub(crate) async fn spool_rows(&self) -> anyhow::Result<HashMap<String, i64>> {
+        let exists: bool = self
+            .sql
+            .query_one("SELECT to_regclass('leadhook.spool') IS NOT NULL", &[])
+            .await?
+            .get(0);
+        if !exists {
+            return Ok(HashMap::new());
+        }
+        let rows = self
+            .sql
+            .query(
+                "SELECT webhook, count(*) FROM leadhook.spool GROUP BY webhook",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// WAL the slot holds: from its `restart_lsn` (what the server keeps)
+    /// and from its `confirmed_flush_lsn` (what the consumer has not
+    /// confirmed), in bytes.
+    pub(crate) async fn retained_wal(&self, slot: &str) -> anyhow::Result<(f64, f64)> {
+        let row = self
+            .sql
+            .query_one(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::float8,
+                        pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::float8
+                 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await?;
+        Ok((
+            row.get::<_, Option<f64>>(0).unwrap_or(0.0),
+            row.get::<_, Option<f64>>(1).unwrap_or(0.0),
+        ))
     }
 }

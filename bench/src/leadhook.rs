@@ -32,6 +32,19 @@ pub(crate) fn start(binary: &Leadhook, config: &str) -> anyhow::Result<Sidecar> 
         .with_context(|| format!("starting {}", binary.binary().display()))
 }
 
+/// [`start`], also logging the startup lines that name the admin address;
+/// returns the sidecar and its admin URL (for `/metrics`).
+pub(crate) async fn start_observed(
+    binary: &Leadhook,
+    config: &str,
+) -> anyhow::Result<(Sidecar, String)> {
+    let sidecar = binary
+        .spawn(config, &[("RUST_LOG", "warn,leadhook::sidecar=info")])
+        .with_context(|| format!("starting {}", binary.binary().display()))?;
+    let admin = sidecar.admin_url().await;
+    Ok((sidecar, admin))
+}
+
 /// `leadhook setup --apply` (installs notify mode's outbox).
 pub(crate) fn setup(binary: &Leadhook, config: &str) -> anyhow::Result<()> {
     let finished = binary.run(config, &["setup", "--apply"], &[]);

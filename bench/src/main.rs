@@ -5,15 +5,19 @@
 //! A benchmark, not a test: it prints figures and PASS/MISS against the
 //! targets, and fails only when something breaks.
 
+mod big_rows;
 mod database;
 mod leadhook;
 mod limits;
 mod many;
+mod options;
+mod outage;
 mod plot;
 mod report;
+mod sampler;
 mod sink;
+mod spool;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -23,50 +27,9 @@ use leadhook_testkit::sidecar::{Leadhook, Sidecar};
 
 use database::BenchDb;
 use leadhook::{check_running, leadhook_binary, setup, start, stop};
+use options::{Options, Phase};
 use report::Report;
 use sink::Sink;
-
-#[derive(Parser, Debug, serde::Serialize)]
-#[command(
-    name = "leadhook-bench",
-    about = "Benchmark the leadhook sidecar end to end"
-)]
-struct Options {
-    /// Leads committed before leadhook starts (throughput and fan-out runs).
-    #[arg(long, default_value_t = 100_000)]
-    events: u64,
-    /// Rows per transaction when committing them.
-    #[arg(long, default_value_t = 1_000)]
-    batch: u64,
-    /// Single-row commits per second during the latency run.
-    #[arg(long, default_value_t = 1_000)]
-    latency_rate: u64,
-    /// Length of the latency run.
-    #[arg(long, default_value_t = 20)]
-    latency_seconds: u64,
-    /// Webhooks in the fan-out run.
-    #[arg(long, default_value_t = 4)]
-    fanout: usize,
-    /// Leads in the backlog run (receiver paused for the first half of the drain).
-    #[arg(long, default_value_t = 1_000_000)]
-    backlog_events: u64,
-    /// Leads each webhook gets in the many-webhooks runs (1, 200, 1 000 webhooks).
-    #[arg(long, default_value_t = 100)]
-    many_leads: u64,
-    /// Write every figure as JSON here.
-    #[arg(long)]
-    #[serde(skip)]
-    json: Option<PathBuf>,
-    /// Write the SVG plot here.
-    #[arg(long)]
-    #[serde(skip)]
-    plot: Option<PathBuf>,
-    /// The leadhook binary (default: the one built beside this one, by
-    /// `cargo build --release`).
-    #[arg(long)]
-    #[serde(skip)]
-    leadhook: Option<PathBuf>,
-}
 
 /// What every phase runs on: set up once per run.
 struct Bench {
@@ -90,6 +53,10 @@ async fn main() -> anyhow::Result<()> {
     leadhook_testkit::install_crypto_provider();
     if options.fanout == 0 || options.fanout > 4 || options.events == 0 {
         bail!("--fanout must be 1 to 4 and --events at least 1");
+    }
+    let runs = |phase| options.phases.contains(&phase);
+    if (runs(Phase::Fanout) || runs(Phase::Backlog)) && !runs(Phase::Throughput) {
+        bail!("--phases: fanout and backlog need the throughput phase's figures");
     }
     let binary = leadhook_binary(options.leadhook.clone())?;
     eprintln!("starting PostgreSQL...");
@@ -118,12 +85,23 @@ async fn main() -> anyhow::Result<()> {
         cluster,
         sink,
     };
-    throughput(&bench, &mut report).await?;
-    fanout(&bench, &mut report).await?;
-    latency(&bench, &mut report).await?;
-    backlog(&bench, &mut report).await?;
-    notify(&bench, &mut report).await?;
-    many::many(&bench, &mut report).await?;
+    for phase in Phase::ALL {
+        if !bench.options.phases.contains(&phase) {
+            continue;
+        }
+        match phase {
+            Phase::Throughput => throughput(&bench, &mut report).await?,
+            Phase::Fanout => fanout(&bench, &mut report).await?,
+            Phase::Latency => latency(&bench, &mut report).await?,
+            Phase::Backlog => backlog(&bench, &mut report).await?,
+            Phase::Notify => notify(&bench, &mut report).await?,
+            Phase::Outage => outage::outage(&bench, &mut report).await?,
+            Phase::Spool => spool::spool(&bench, &mut report).await?,
+            Phase::Many => many::many(&bench, &mut report).await?,
+            Phase::BigRows => big_rows::big_rows(&bench, &mut report).await?,
+        }
+        report.phases.push(phase);
+    }
     let options = bench.options;
 
     report.judge();
@@ -252,6 +230,7 @@ async fn latency(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     eprintln!("latency: {rate} commits/s for {seconds} s...");
     let db = BenchDb::create(cluster, "bench_latency", &["bench_latency"]).await?;
     sink.reset();
+    sink.track("/latency");
     let sidecar = start(
         binary,
         &db.sidecar_config(&db.name, &[sink.url("/latency")]),
@@ -348,6 +327,7 @@ async fn notify(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     let config = db.notify_config(&[sink.url("/latency")]);
     setup(binary, &config)?;
     sink.reset();
+    sink.track("/latency");
     let sidecar = start(binary, &config)?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let all = latency_run(&db, sink, sidecar, rate, seconds).await?;
@@ -374,7 +354,7 @@ async fn latency_run(
     )
     .await?;
     stop(sidecar).await;
-    Ok(sorted_latencies(sink))
+    Ok(sorted_latencies(sink, "/latency"))
 }
 
 /// `rate` single-row commits per second for `seconds`; returns how many.
@@ -395,10 +375,11 @@ async fn steady_inserts(db: &BenchDb, rate: u64, seconds: u64) -> anyhow::Result
     Ok(total)
 }
 
-/// Commit → arrival of every `/latency` request, in ms, sorted.
-fn sorted_latencies(sink: &Sink) -> Vec<f64> {
+/// Commit → arrival of every request answered at the tracked `path`, in
+/// ms, sorted.
+fn sorted_latencies(sink: &Sink, path: &str) -> Vec<f64> {
     let mut all: Vec<f64> = sink
-        .latencies()
+        .latencies(path)
         .iter()
         .map(|us| *us as f64 / 1000.0)
         .collect();

@@ -1,6 +1,6 @@
-//! Many webhooks: how long leadhook takes to start with 1, 200 and 1 000 of
-//! them, what each costs at rest, and how fast `--many-leads` leads reach
-//! every one.
+//! Many webhooks (fan-out): how long leadhook takes to start with 1, 16,
+//! 100, 200 and 1 000 of them (`--many-webhooks`), what each costs at rest,
+//! and how fast `--many-leads` leads reach every one.
 
 use std::time::{Duration, Instant};
 
@@ -10,15 +10,13 @@ use crate::database::BenchDb;
 use crate::report::{Many, Report};
 use crate::{Bench, check_running, start, stop, wait_for};
 
-/// The webhook counts measured.
-const COUNTS: [usize; 3] = [1, 200, 1000];
 /// Requests in flight per webhook: one receiver stands for every partner,
 /// and 1 000 × 64 connections would measure it, not leadhook.
 const IN_FLIGHT: usize = 4;
 
 pub(crate) async fn many(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     let leads = bench.options.many_leads;
-    for webhooks in COUNTS {
+    for &webhooks in &bench.options.many_webhooks {
         eprintln!("many webhooks: {webhooks} webhooks, {leads} leads...");
         let name = format!("bench_many_{webhooks}");
         let db = BenchDb::create(&bench.cluster, &name, &[&name]).await?;
@@ -52,12 +50,14 @@ pub(crate) async fn many(bench: &Bench, report: &mut Report) -> anyhow::Result<(
             Duration::from_secs(300),
         )
         .await?;
+        let delivery_seconds = delivering.elapsed().as_secs_f64();
         report.many.push(Many {
             webhooks,
             leads,
             start_seconds,
             idle_rss_mib,
-            delivery_seconds: delivering.elapsed().as_secs_f64(),
+            delivery_seconds,
+            leads_per_second_per_webhook: leads as f64 / delivery_seconds,
             peak_rss_mib: sidecar.peak_rss_mib(),
         });
         stop(sidecar).await;

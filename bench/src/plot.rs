@@ -1,4 +1,5 @@
-//! The SVG: latency distribution, and throughput against the limits.
+//! The SVG: latency distribution, throughput against the limits, and the
+//! outage's timeline (spool depth and retained WAL).
 
 use std::path::Path;
 
@@ -7,11 +8,13 @@ use plotters::prelude::*;
 use crate::report::{Report, quantile};
 
 pub(crate) fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
-    let root = SVGBackend::new(path, (1100, 440)).into_drawing_area();
+    let root = SVGBackend::new(path, (1660, 440)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (left, right) = root.split_horizontally(560);
+    let (left, rest) = root.split_horizontally(560);
+    let (middle, right) = rest.split_horizontally(540);
     latency(report, &left)?;
-    throughput(report, &right)?;
+    throughput(report, &middle)?;
+    outage(report, &right)?;
     root.present()?;
     Ok(())
 }
@@ -131,5 +134,65 @@ fn throughput(
             ("sans-serif", 13),
         )])?;
     }
+    Ok(())
+}
+
+/// The outage run over time: the down webhook's spool depth (left axis)
+/// and the WAL the slot retains (right axis); the outage shaded.
+fn outage(
+    report: &Report,
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+) -> anyhow::Result<()> {
+    let o = &report.outage;
+    let samples = &o.samples;
+    let t_max = samples.last().map_or(1.0, |s| s.t).max(1.0);
+    let depth_max = samples.iter().map(|s| s.spool_depth).fold(1.0, f64::max) * 1.1;
+    let wal_max = samples
+        .iter()
+        .map(|s| s.retained_wal_bytes / 1e6)
+        .fold(1.0, f64::max)
+        * 1.1;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!(
+                "Outage at {}/s: one webhook down {}–{} s",
+                o.offered_per_second, o.down_from_seconds, o.down_until_seconds
+            ),
+            ("sans-serif", 18),
+        )
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .right_y_label_area_size(50)
+        .build_cartesian_2d(0.0..t_max, 0.0..depth_max)?
+        .set_secondary_coord(0.0..t_max, 0.0..wal_max);
+    chart
+        .configure_mesh()
+        .light_line_style(RGBColor(238, 238, 238))
+        .bold_line_style(RGBColor(215, 215, 215))
+        .x_desc("seconds; blue: spool depth, red: retained WAL")
+        .y_desc("spool depth (rows)")
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()?;
+    chart
+        .configure_secondary_axes()
+        .y_desc("retained WAL (MB)")
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()?;
+    chart.draw_series([Rectangle::new(
+        [
+            (o.down_from_seconds, 0.0),
+            (o.down_until_seconds, depth_max),
+        ],
+        RGBColor(255, 230, 230).filled(),
+    )])?;
+    chart.draw_series(LineSeries::new(
+        samples.iter().map(|s| (s.t, s.spool_depth)),
+        BLUE.stroke_width(2),
+    ))?;
+    chart.draw_secondary_series(LineSeries::new(
+        samples.iter().map(|s| (s.t, s.retained_wal_bytes / 1e6)),
+        RED.stroke_width(1),
+    ))?;
     Ok(())
 }

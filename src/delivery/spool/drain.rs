@@ -73,8 +73,11 @@ impl Drainer {
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let room =
-                in_flight.len() < limit && held_bytes < HELD_BYTES && lanes.held() < MAX_HELD_ROWS;
+            // Refilled by the half, not row by row: one look per row would
+            // cap the drain at one database round trip per delivery.
+            let room = in_flight.len() <= limit / 2
+                && held_bytes < HELD_BYTES
+                && lanes.held() < MAX_HELD_ROWS;
             if !idle && room {
                 let written = self.written.load(Ordering::Acquire);
                 let fetched = self
@@ -142,6 +145,12 @@ impl Drainer {
                     done.push(row);
                     if let Some(next) = lanes.finished(key) {
                         self.start(&mut in_flight, next);
+                    }
+                    if lanes.held() == 0 {
+                        // Caught up: look at once, so that under a steady
+                        // inflow a look can find the spool empty with
+                        // nothing out, which is when it may stop.
+                        idle = false;
                     }
                     if done.len() >= DELETE_BATCH {
                         self.delete(&mut done).await;

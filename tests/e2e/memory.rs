@@ -69,6 +69,11 @@ async fn a_backlog_of_300_kb_rows_while_both_receivers_are_down_stays_under_96_m
             "every payload arrives whole"
         );
     }
+    assert!(
+        !sidecar.log().contains("session ended"),
+        "the stream stays up while the budget is spent (keepalives answered): {}",
+        sidecar.log()
+    );
     let peak = sidecar.peak_rss_mib();
     println!("peak RSS with a 300 kB-row backlog: {peak:.1} MiB");
     assert!(

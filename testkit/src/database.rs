@@ -83,6 +83,15 @@ impl TestDb {
         SidecarConfig::new(format!("{url}?sslmode=disable")).slot(&self.name)
     }
 
+    /// Rows in the notify-mode outbox (schema `leadhook`).
+    pub async fn outbox_rows(&self) -> i64 {
+        self.sql
+            .query_one("SELECT count(*) FROM leadhook.outbox", &[])
+            .await
+            .expect("count outbox rows")
+            .get(0)
+    }
+
     /// Rows waiting in the spool (schema `leadhook`) for `webhook`.
     pub async fn spool_rows(&self, webhook: &str) -> i64 {
         self.sql

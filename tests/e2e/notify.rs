@@ -7,15 +7,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-/// How many rows the outbox holds.
-async fn outbox_rows(db: &TestDb) -> i64 {
-    db.sql
-        .query_one("SELECT count(*) FROM leadhook.outbox", &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 #[tokio::test]
 async fn notify_mode_payloads_are_byte_identical_to_replication_mode() {
     let Running {
@@ -100,7 +91,7 @@ async fn webhooks_rollbacks_other_tables_and_a_ten_thousand_row_transaction() {
         "handled rows were not deleted from the outbox",
         || format!("{} left", left.get()),
         async || {
-            left.set(outbox_rows(&db).await);
+            left.set(db.outbox_rows().await);
             left.get() == 0
         },
     )
@@ -126,7 +117,7 @@ async fn a_receiver_outage_delays_but_loses_nothing() {
     db.insert_leads_in_one_transaction(1..=20).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
-        outbox_rows(&db).await,
+        db.outbox_rows().await,
         20,
         "undelivered rows stay in the outbox"
     );

@@ -379,15 +379,7 @@ async fn in_notify_mode_a_down_webhook_spools_so_the_outbox_and_the_others_go_on
     eventually(
         "the outbox should empty while A is down: its rows moved to the spool",
         || sidecar.log(),
-        async || {
-            let left: i64 = db
-                .sql
-                .query_one("SELECT count(*) FROM leadhook.outbox", &[])
-                .await
-                .unwrap()
-                .get(0);
-            left == 0
-        },
+        async || db.outbox_rows().await == 0,
     )
     .await;
     assert!(db.spool_rows("a").await > 0);
@@ -479,15 +471,7 @@ async fn one_lead_the_endpoint_keeps_failing_spools_before_it_holds_up_the_strea
     eventually(
         "the outbox should empty: the stuck change waits in the spool",
         || sidecar.log(),
-        async || {
-            let left: i64 = db
-                .sql
-                .query_one("SELECT count(*) FROM leadhook.outbox", &[])
-                .await
-                .unwrap()
-                .get(0);
-            left == 0
-        },
+        async || db.outbox_rows().await == 0,
     )
     .await;
     eventually(

@@ -14,7 +14,7 @@
 --   GRANT USAGE ON SCHEMA "leadhook" TO leadhook;
 --   GRANT SELECT, DELETE ON "leadhook".outbox TO leadhook;
 --   GRANT SELECT ON public.leads TO leadhook;
--- plus the dead-letter table of sql/setup.sql, step 5.
+-- plus the dead-letter and spool tables of sql/setup.sql, step 5.
 
 -- leadhook notify mode: outbox and capture trigger for "public"."leads".
 CREATE SCHEMA IF NOT EXISTS "leadhook";

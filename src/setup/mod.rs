@@ -104,6 +104,7 @@ async fn install_statements(
         }
     };
     statements.push(objects::dead_letter_statements(schema));
+    statements.push(objects::spool_statement(schema));
     if mode == SourceMode::Replication {
         statements.push(objects::slots_statement(schema));
         if options.replica_identity_full {

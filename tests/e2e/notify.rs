@@ -277,6 +277,10 @@ async fn check_and_setup_handle_notify_mode_without_replication_rights() {
         ),
         "{printed}"
     );
+    assert!(
+        printed.contains("CREATE TABLE IF NOT EXISTS \"leadhook\".spool ("),
+        "setup creates the spool too: {printed}"
+    );
     let Finished {
         code,
         stdout: applied,

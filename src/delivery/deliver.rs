@@ -7,10 +7,10 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use reqwest::header::HeaderValue;
-use tokio::sync::watch;
 
 use super::gate::Admission;
 use super::retry::{self, Next, Tried};
+use super::spool::SpoolState;
 use super::{Webhook, request};
 use crate::dead_letter::{DeadLetter, DeadLetterStore};
 
@@ -45,15 +45,13 @@ pub(super) enum Outcome {
 
 impl Delivery {
     /// Tries until delivered or given up (then dead-lettered). With
-    /// `spooling`, a wait between attempts ends when the webhook starts
-    /// spooling, and the change goes there. A session ending aborts this
-    /// task; the change is then delivered again later, with the same id.
-    pub(super) async fn deliver(
-        &self,
-        change: Outgoing<'_>,
-        mut spooling: Option<watch::Receiver<bool>>,
-    ) -> Outcome {
+    /// `may_spool` (a live delivery of a webhook that may spool), a wait
+    /// between attempts ends when the webhook starts spooling, and the
+    /// change goes there. A session ending aborts this task; the change is
+    /// then delivered again later, with the same id.
+    pub(super) async fn deliver(&self, change: Outgoing<'_>, may_spool: bool) -> Outcome {
         let hook = &self.hook;
+        let spool = may_spool.then_some(&hook.spool);
         let pending = hook.gate.start();
         let (mut first_attempt, mut attempt) = match change.tried {
             Some((at, attempts)) => (Some(at), attempts),
@@ -61,8 +59,11 @@ impl Delivery {
         };
         let outcome = loop {
             let admission = tokio::select! {
+                // Admission first: when it is granted at once, as it mostly
+                // is, the spooling watch is never even subscribed to.
+                biased;
                 admission = hook.gate.admit(&pending) => admission,
-                () = spooling_started(&mut spooling) => {
+                () = spooling_started(spool) => {
                     break Outcome::Spool(first_attempt.map(|at| (at, attempt)));
                 }
             };
@@ -103,7 +104,7 @@ impl Delivery {
             match next {
                 (Next::RetryAfter(wait), _) => tokio::select! {
                     () = tokio::time::sleep(wait) => {}
-                    () = spooling_started(&mut spooling) => {
+                    () = spooling_started(spool) => {
                         break Outcome::Spool(Some((first, attempt)));
                     }
                 },
@@ -150,11 +151,12 @@ impl Delivery {
     }
 }
 
-/// Resolves once the watched webhook is spooling; never without a watch.
-async fn spooling_started(spooling: &mut Option<watch::Receiver<bool>>) {
-    match spooling {
-        Some(watch) => {
-            if watch.wait_for(|on| *on).await.is_err() {
+/// Resolves once the webhook is spooling; never without its state. It
+/// subscribes when first polled, so only waits that happen pay for it.
+async fn spooling_started(spool: Option<&SpoolState>) {
+    match spool {
+        Some(spool) => {
+            if spool.watch().wait_for(|on| *on).await.is_err() {
                 std::future::pending::<()>().await;
             }
         }

@@ -183,11 +183,6 @@ impl Worker {
 
     fn start(&self, run: &mut Running, event: Arc<Event>, tried: Option<(SystemTime, u32)>) {
         let delivery = self.delivery.clone();
-        let spooling = delivery
-            .hook
-            .policy
-            .spool
-            .then(|| delivery.hook.spool.watch());
         run.in_flight.spawn(async move {
             let change = Outgoing {
                 id: &event.id,
@@ -195,7 +190,8 @@ impl Worker {
                 commit_time: event.commit_time,
                 tried,
             };
-            let outcome = delivery.deliver(change, spooling).await;
+            let may_spool = delivery.hook.policy.spool;
+            let outcome = delivery.deliver(change, may_spool).await;
             (event, outcome)
         });
     }

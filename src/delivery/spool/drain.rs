@@ -198,8 +198,8 @@ impl Drainer {
                 commit_time: row.commit_time,
                 tried: Some((row.first_attempt, row.attempts)),
             };
-            // Without a spooling watch it ends delivered or dead-lettered.
-            delivery.deliver(change, None).await;
+            // Not spooled again: it ends delivered or dead-lettered.
+            delivery.deliver(change, false).await;
             (row.key, row.row, counted)
         });
     }

@@ -57,7 +57,7 @@ impl Default for DeliveryConfig {
             spool: true,
             spool_after: Duration::from_secs(30),
             max_retained_wal: 512_000_000,
-            memory: 32 << 20,
+            memory: 24 << 20,
         }
     }
 }

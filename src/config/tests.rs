@@ -196,7 +196,7 @@ fn delivery_policy_defaults_and_per_webhook_overrides() {
             spool: true,
             spool_after: Duration::from_secs(30),
             max_retained_wal: 512_000_000,
-            memory: 32 << 20,
+            memory: 24 << 20,
         }
     );
 }

@@ -379,11 +379,17 @@ impl Dispatcher {
 }
 
 pub(crate) fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    client_builder().build()
+}
+
+/// The one place the webhook client's settings live: [`http_client`] builds
+/// it as is, and `guard::public_only_client` adds its resolver on top, so
+/// the two never drift apart.
+fn client_builder() -> reqwest::ClientBuilder {
     crate::database::install_crypto_provider();
     reqwest::Client::builder()
         .user_agent(concat!("leadhook/", env!("CARGO_PKG_VERSION")))
         .redirect(reqwest::redirect::Policy::none())
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(30))
-        .build()
 }

@@ -51,9 +51,7 @@ pub(crate) async fn attempt(
                 location: header(LOCATION).map(str::to_owned),
             })
         }
-        Err(e) if e.is_timeout() => Err(Failure::Timeout),
-        Err(e) if e.is_connect() => Err(Failure::Connect(root_cause(&e))),
-        Err(e) => Err(Failure::Other(root_cause(&e))),
+        Err(e) => Err(unanswered(&e)),
     };
     let label = match &outcome {
         Ok(()) => "success",
@@ -61,6 +59,18 @@ pub(crate) async fn attempt(
     };
     hook.metrics.attempts(label).increment(1);
     outcome
+}
+
+/// How a request that got no answer failed. A connection refused by
+/// `guard::PublicOnly` is `Connect`, with the guard's message as its text.
+pub(super) fn unanswered(error: &reqwest::Error) -> Failure {
+    if error.is_timeout() {
+        Failure::Timeout
+    } else if error.is_connect() {
+        Failure::Connect(root_cause(error))
+    } else {
+        Failure::Other(root_cause(error))
+    }
 }
 
 /// reqwest's own message names the URL (which may hold credentials); the

@@ -1,8 +1,10 @@
 //! One HTTP attempt of one event to one webhook: used by the delivery
-//! workers and by `leadhook dead-letters replay`.
+//! workers, by `leadhook dead-letters replay` and (through [`build`]) by
+//! `leadhook webhooks test`.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use reqwest::header::{HeaderValue, LOCATION, RETRY_AFTER};
 
 use super::retry::{Failure, parse_retry_after};
@@ -14,43 +16,15 @@ pub(crate) async fn attempt(
     hook: &Webhook,
     client: &reqwest::Client,
     id: &HeaderValue,
-    payload: &bytes::Bytes,
+    payload: &Bytes,
 ) -> Result<(), Failure> {
-    let mut request = client
-        .request(hook.method.clone(), hook.url.clone())
-        .headers(hook.headers.clone())
-        .header("webhook-id", id.clone())
-        .timeout(hook.policy.timeout)
-        .body(payload.clone());
-    if let Some(key) = &hook.signing_key {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs() as i64;
-        let signature = signature::sign(key, id.to_str().unwrap_or_default(), now, payload);
-        request = request
-            .header("webhook-timestamp", now)
-            .header("webhook-signature", signature);
-    }
+    let request = build(hook, client, id, payload);
     let started = Instant::now();
     let result = request.send().await;
     hook.metrics.duration.record(started.elapsed());
     let outcome = match result {
         Ok(response) if response.status().is_success() => Ok(()),
-        Ok(response) => {
-            let header = |name| {
-                response
-                    .headers()
-                    .get(name)
-                    .and_then(|v: &HeaderValue| v.to_str().ok())
-            };
-            Err(Failure::Status {
-                status: response.status().as_u16(),
-                retry_after: header(RETRY_AFTER)
-                    .and_then(|v| parse_retry_after(v, SystemTime::now())),
-                location: header(LOCATION).map(str::to_owned),
-            })
-        }
+        Ok(response) => Err(status_failure(&response)),
         Err(e) => Err(unanswered(&e)),
     };
     let label = match &outcome {
@@ -59,6 +33,51 @@ pub(crate) async fn attempt(
     };
     hook.metrics.attempts(label).increment(1);
     outcome
+}
+
+/// The request of one attempt: the webhook's method, URL and headers, the
+/// event's `webhook-id`, the webhook's timeout, a signature made now (when
+/// the webhook has a secret) and the payload. The one place a request is
+/// built, so a test event goes out exactly as a real delivery does.
+pub(crate) fn build(
+    hook: &Webhook,
+    client: &reqwest::Client,
+    id: &HeaderValue,
+    payload: &Bytes,
+) -> reqwest::RequestBuilder {
+    let request = client
+        .request(hook.method.clone(), hook.url.clone())
+        .headers(hook.headers.clone())
+        .header("webhook-id", id.clone())
+        .timeout(hook.policy.timeout)
+        .body(payload.clone());
+    let Some(key) = &hook.signing_key else {
+        return request;
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    let signature = signature::sign(key, id.to_str().unwrap_or_default(), now, payload);
+    request
+        .header("webhook-timestamp", now)
+        .header("webhook-signature", signature)
+}
+
+/// A non-2xx answer as a failure, with what the retry rules (`Retry-After`)
+/// and the logs (`Location` of a redirect) need of its headers.
+fn status_failure(response: &reqwest::Response) -> Failure {
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    Failure::Status {
+        status: response.status().as_u16(),
+        retry_after: header(RETRY_AFTER).and_then(|v| parse_retry_after(v, SystemTime::now())),
+        location: header(LOCATION).map(str::to_owned),
+    }
 }
 
 /// How a request that got no answer failed. A connection refused by

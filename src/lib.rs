@@ -29,7 +29,9 @@
 //!   per webhook (`lanes`), the circuit breaker and adaptive concurrency
 //!   (`gate`); `delivery::spool` parks a failing webhook's backlog in the
 //!   database so the slot moves on, and drains it back;
-//!   `delivery::replay` sends dead letters again.
+//!   `delivery::replay` sends dead letters again; `delivery::probe` sends
+//!   one test event (`leadhook webhooks test`), with the lead stage's sample
+//!   payload: a command, not a stage, and the one import against the flow.
 //! - [`dead_letter`]: changes a webhook gave up on, kept in the database.
 //! - `checkpoint`: the hub above: which changes every webhook has handled.
 //!
@@ -80,5 +82,7 @@ pub mod check;
 pub mod demo;
 pub mod sidecar;
 
+/// `leadhook webhooks test`: one test event, sent as deliveries are.
+pub use delivery::probe;
 /// `leadhook dead-letters replay`: re-delivery, so it lives with delivery.
 pub use delivery::replay;

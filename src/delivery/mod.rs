@@ -21,6 +21,7 @@ mod gate;
 )]
 mod guard;
 mod lanes;
+pub mod probe;
 pub mod replay;
 pub(crate) mod request;
 pub(crate) mod retry;

@@ -25,6 +25,7 @@ use crate::delivery::{Dispatcher, Event};
 
 pub(crate) use mapping::LeadMapping;
 use payload::captured_payload;
+pub(crate) use payload::sample_payload;
 
 /// Errors that stop the lead stage (and so the session, which reconnects).
 #[derive(Debug, thiserror::Error)]

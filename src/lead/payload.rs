@@ -24,6 +24,34 @@ pub(crate) fn captured_payload(lead: &str) -> Result<Bytes, LeadError> {
     Ok(render(&values))
 }
 
+/// The payload `leadhook webhooks test` sends: every field with a plausible
+/// value, written by the same code as a real change's payload, so a partner
+/// tests against exactly the shape they will get.
+pub(crate) fn sample_payload() -> Bytes {
+    let values =
+        FieldMap::from_fn(|field| FieldValue::Text(Cow::Borrowed(sample_value(field).as_bytes())));
+    render(&values)
+}
+
+/// A field's sample value, as its column's text (`score` parses as an
+/// integer). A match rather than a list, so a new field cannot be left
+/// without one.
+fn sample_value(field: Field) -> &'static str {
+    match field {
+        Field::Email => "jane.doe@example.com",
+        Field::Company => "Example Corp",
+        Field::FirstName => "Jane",
+        Field::LastName => "Doe",
+        Field::Phone => "+1 555 0100",
+        Field::Website => "https://example.com",
+        Field::Position => "Head of Partnerships",
+        Field::Twitter => "@janedoe",
+        Field::Linkedin => "https://www.linkedin.com/in/janedoe",
+        Field::Notes => "Test event sent by leadhook webhooks test",
+        Field::Score => "42",
+    }
+}
+
 /// A field's value before it is rendered.
 #[derive(Debug)]
 pub(super) enum FieldValue<'a> {

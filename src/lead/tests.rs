@@ -175,3 +175,21 @@ fn the_lookup_query_quotes_names_and_casts_the_key() {
         r#"SELECT xmin::text, "notes"::text, "company"::text FROM "public"."leads" WHERE "id" = $1::text::bigint"#
     );
 }
+
+#[test]
+fn the_sample_payload_has_every_field_in_order_with_a_value() {
+    let payload = sample_payload();
+    let text = std::str::from_utf8(&payload).unwrap();
+    let mut at = 0;
+    for field in Field::ALL {
+        let key = format!("\"{}\":", field.name());
+        let found = text[at..].find(&key).map(|i| at + i);
+        at = found.unwrap_or_else(|| panic!("{key} missing or out of order in {text}"));
+    }
+    let json: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    let data = json["data"].as_object().unwrap();
+    assert_eq!(data.len(), Field::COUNT, "{text}");
+    assert!(data.values().all(|v| !v.is_null()), "{text}");
+    assert_eq!(data["email"], "jane.doe@example.com");
+    assert_eq!(data["score"], 42);
+}

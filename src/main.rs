@@ -44,6 +44,21 @@ enum Command {
     /// List or replay the changes webhooks gave up on.
     #[command(subcommand)]
     DeadLetters(DeadLettersCommand),
+    /// Work with the configured webhooks.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
+}
+
+#[derive(Subcommand)]
+enum WebhooksCommand {
+    /// Send one sample save_lead (webhook-id test_…) to webhook NAME, enabled
+    /// or not, and print the answer; exits 0 on a 2xx.
+    Test {
+        /// The webhook's `name` in the config.
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -100,6 +115,7 @@ fn main() -> ExitCode {
             Command::Check(arg) => check(arg).await,
             Command::Demo => demo().await,
             Command::DeadLetters(command) => dead_letters(command).await,
+            Command::Webhooks(command) => webhooks(command).await,
             Command::Setup {
                 apply,
                 uninstall,
@@ -218,6 +234,27 @@ async fn dead_letters(command: DeadLettersCommand) -> ExitCode {
         }
     };
     match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e} (config {})", arg.config.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn webhooks(command: WebhooksCommand) -> ExitCode {
+    match command {
+        WebhooksCommand::Test { name, config } => webhooks_test(&name, &config).await,
+    }
+}
+
+async fn webhooks_test(name: &str, arg: &ConfigArg) -> ExitCode {
+    let config = match load(arg) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    match leadhook::probe::test(&config, name, &mut std::io::stdout()).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {

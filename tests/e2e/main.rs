@@ -22,3 +22,4 @@ mod scale;
 mod slots;
 mod spool;
 mod tls;
+mod webhooks_test;

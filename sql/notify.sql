@@ -23,11 +23,13 @@ CREATE TABLE IF NOT EXISTS "leadhook".outbox (
     op          text        NOT NULL,
     lead_key    text        NOT NULL,
     lead        jsonb       NOT NULL,
-    captured_at timestamptz NOT NULL DEFAULT clock_timestamp()
+    captured_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    other_columns jsonb
 );
+ALTER TABLE "leadhook".outbox ADD COLUMN IF NOT EXISTS other_columns jsonb;
 CREATE OR REPLACE FUNCTION "leadhook".capture_lead() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO "leadhook".outbox (op, lead_key, lead)
+    INSERT INTO "leadhook".outbox (op, lead_key, lead, other_columns)
     VALUES (lower(TG_OP),
             jsonb_build_array(NEW."id"::text)::text,
             jsonb_build_object('email', NEW."email"::text,
@@ -40,7 +42,9 @@ BEGIN
                                'twitter', NEW."twitter"::text,
                                'linkedin', NEW."linkedin"::text,
                                'notes', NEW."notes"::text,
-                               'score', NEW."score"::text));
+                               'score', NEW."score"::text),
+            (SELECT jsonb_object_agg(key, value)
+             FROM jsonb_each_text(to_jsonb(NEW) - ARRAY['email', 'company', 'first_name', 'last_name', 'phone', 'website', 'position', 'twitter', 'linkedin', 'notes', 'score']::text[])));
     PERFORM pg_notify('leadhook_outbox_16e2a69b0a1ed856', '');
     RETURN NULL;
 END

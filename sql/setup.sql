@@ -36,8 +36,9 @@ SELECT pg_create_logical_replication_slot('leadhook', 'pgoutput');
 
 -- 5. leadhook's own tables, in its schema (database.schema): dead letters,
 --    the changes a webhook gave up on (see README, "Delivery"), the spool,
---    where a failing webhook's backlog waits so the slot moves on, and slots, what
---    leadhook knows of its slot (so a lost slot is noticed and reported).
+--    where a failing webhook's backlog waits so the slot moves on, the paused
+--    webhooks and the webhook status (see README, "Managing webhooks"), and
+--    slots, what leadhook knows of its slot (so a lost slot is noticed and reported).
 --    leadhook creates them at startup when the role may; otherwise create
 --    them here.
 CREATE SCHEMA IF NOT EXISTS "leadhook";
@@ -74,6 +75,25 @@ CREATE TABLE IF NOT EXISTS "leadhook".spool (
 CREATE INDEX IF NOT EXISTS spool_lead_position ON "leadhook".spool (webhook, lead_key, position, position_index);
 GRANT SELECT, INSERT, UPDATE, DELETE ON "leadhook".spool TO leadhook;
 GRANT USAGE ON SEQUENCE "leadhook".spool_id_seq TO leadhook;
+CREATE TABLE IF NOT EXISTS "leadhook".webhook_pauses (
+    name      text        PRIMARY KEY,
+    paused_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS "leadhook".webhook_status (
+    name            text        PRIMARY KEY,
+    origin          text        NOT NULL,
+    enabled         boolean     NOT NULL,
+    paused          boolean     NOT NULL,
+    state           text        NOT NULL,
+    last_success_at timestamptz,
+    last_failure_at timestamptz,
+    last_failure    text,
+    in_flight       integer     NOT NULL,
+    problem         text,
+    updated_at      timestamptz NOT NULL
+);
+GRANT SELECT, INSERT, DELETE ON "leadhook".webhook_pauses TO leadhook;
+GRANT SELECT, INSERT, UPDATE, DELETE ON "leadhook".webhook_status TO leadhook;
 CREATE TABLE IF NOT EXISTS "leadhook".slots (
     slot_name         text        PRIMARY KEY,
     system_identifier text        NOT NULL,

@@ -6,13 +6,15 @@ use std::io::{self, Write};
 use crate::config::Config;
 use crate::database::Database;
 use crate::delivery::Webhooks;
+use crate::delivery::pause::Pauses;
 use crate::setup::prerequisites;
 
 /// Prints the findings; returns whether everything needed is in place.
 pub async fn check(config: &Config, out: &mut impl Write) -> io::Result<bool> {
     let mut problems = Vec::new();
-    match Webhooks::from_config(config) {
-        Ok(webhooks) => {
+    match Webhooks::new(Pauses::default()) {
+        Ok(none) => {
+            let webhooks = none.rebuilt(&config.webhooks);
             for hook in webhooks.describe() {
                 writeln!(out, "ok       webhook {hook}")?;
             }

@@ -60,7 +60,7 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
         receiver.url("/webhooks/leads")
     )?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let sidecar = tokio::spawn(crate::sidecar::run(config, async {
+    let sidecar = tokio::spawn(crate::sidecar::run(config, None, async {
         let _ = stopped.await;
     }));
     wait_until_streaming(&sql, &sidecar).await?;

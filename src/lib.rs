@@ -74,6 +74,7 @@ mod field;
 mod history;
 mod lsn;
 mod memory;
+pub mod registry;
 pub mod setup;
 mod shutdown;
 

@@ -51,10 +51,31 @@ enum Command {
 
 #[derive(Subcommand)]
 enum WebhooksCommand {
+    /// Every webhook (file and registry table): enabled or paused, state,
+    /// last success and failure, in flight, spooled, dead letters.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Send one sample save_lead (webhook-id test_…) to webhook NAME, enabled
     /// or not, and print the answer; exits 0 on a 2xx.
     Test {
-        /// The webhook's `name` in the config.
+        /// The webhook's `name` in the config or the registry table.
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Hold webhook NAME's changes in the spool (durably) until it is resumed.
+    Pause {
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Deliver what waited for webhook NAME, in order, and go on live.
+    Resume {
         name: String,
         #[command(flatten)]
         config: ConfigArg,
@@ -150,7 +171,7 @@ async fn run(arg: ConfigArg) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    match leadhook::sidecar::run(config, shutdown_signal()).await {
+    match leadhook::sidecar::run(config, Some(arg.config.clone()), shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -244,17 +265,36 @@ async fn dead_letters(command: DeadLettersCommand) -> ExitCode {
 }
 
 async fn webhooks(command: WebhooksCommand) -> ExitCode {
-    match command {
-        WebhooksCommand::Test { name, config } => webhooks_test(&name, &config).await,
-    }
-}
-
-async fn webhooks_test(name: &str, arg: &ConfigArg) -> ExitCode {
-    let config = match load(arg) {
+    use leadhook::registry;
+    let mut out = std::io::stdout();
+    let (arg, loaded) = match &command {
+        WebhooksCommand::List { config, .. }
+        | WebhooksCommand::Test { config, .. }
+        | WebhooksCommand::Pause { config, .. }
+        | WebhooksCommand::Resume { config, .. } => (config, load(config)),
+    };
+    let config = match loaded {
         Ok(config) => config,
         Err(code) => return code,
     };
-    match leadhook::probe::test(&config, name, &mut std::io::stdout()).await {
+    let result = match &command {
+        WebhooksCommand::List { json, .. } => registry::list(&config, *json, &mut out)
+            .await
+            .map(|()| true)
+            .map_err(|e| e.to_string()),
+        WebhooksCommand::Test { name, .. } => registry::test(&config, name, &mut out)
+            .await
+            .map_err(|e| e.to_string()),
+        WebhooksCommand::Pause { name, .. } => registry::pause(&config, name, true, &mut out)
+            .await
+            .map(|()| true)
+            .map_err(|e| e.to_string()),
+        WebhooksCommand::Resume { name, .. } => registry::pause(&config, name, false, &mut out)
+            .await
+            .map(|()| true)
+            .map_err(|e| e.to_string()),
+    };
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {

@@ -42,6 +42,8 @@ pub(crate) struct CapturedLead {
     pub(crate) key: u64,
     /// The fields as a JSON object, as the trigger wrote them.
     pub(crate) lead: String,
+    /// The columns no field maps, as a JSON object of text (for filters).
+    pub(crate) other_columns: Option<String>,
     /// Its bytes in the memory budget.
     pub(crate) memory: Reservation,
 }

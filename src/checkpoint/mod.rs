@@ -180,6 +180,7 @@ impl Checkpoint {
                 .collect(),
             origin: state.origin,
             reported: state.reported,
+            head: state.head,
         }
     }
 

@@ -20,6 +20,9 @@ pub(crate) struct Positions {
     pub(super) origin: Option<Origin>,
     /// The last position confirmed to that server.
     pub(super) reported: Lsn,
+    /// How far the stream had come: where a webhook added by a reload
+    /// starts (it receives what commits after it was applied).
+    pub(super) head: Lsn,
 }
 
 /// Which WAL history a position belongs to.
@@ -77,7 +80,32 @@ impl Positions {
             may_lag: vec![true; webhooks],
             origin: None,
             reported: Lsn::ZERO,
+            head: start,
         }
+    }
+
+    /// The positions for webhooks `to` (by name), from those of `from`: a
+    /// webhook in both keeps its place; a new one starts at the head of the
+    /// stream, which is returned as its cut-over position.
+    pub(crate) fn remap(&self, from: &[String], to: &[String]) -> (Positions, Lsn) {
+        let mut next = Positions {
+            webhooks: Vec::with_capacity(to.len()),
+            may_lag: Vec::with_capacity(to.len()),
+            ..self.clone()
+        };
+        for name in to {
+            match from.iter().position(|n| n == name) {
+                Some(i) => {
+                    next.webhooks.push(self.webhooks[i]);
+                    next.may_lag.push(self.may_lag[i]);
+                }
+                None => {
+                    next.webhooks.push(self.head);
+                    next.may_lag.push(true);
+                }
+            }
+        }
+        (next, self.head)
     }
 
     /// The last position confirmed to a server, if a session streamed.
@@ -140,6 +168,7 @@ impl Positions {
                 for position in &mut kept.webhooks {
                     *position = (*position).max(slot.confirmed);
                 }
+                kept.head = kept.head.max(slot.confirmed);
                 kept
             }
         };

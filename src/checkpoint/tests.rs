@@ -108,6 +108,7 @@ fn a_lagging_webhook_holds_the_position_while_the_others_go_on() {
             may_lag: vec![true, true],
             origin: None,
             reported: Lsn::ZERO,
+            head: Lsn(400),
         },
         "it still moves over what it was given"
     );
@@ -143,6 +144,7 @@ fn a_new_session_skips_what_each_webhook_already_handled() {
         may_lag: vec![true, true],
         origin: None,
         reported: Lsn::ZERO,
+        head: Lsn(300),
     };
     assert_eq!(positions.resume(), Lsn(10));
     let cp = Checkpoint::new(&positions);
@@ -326,5 +328,26 @@ fn a_lone_webhook_holds_back_what_the_stream_has_read_past_its_work() {
         Checkpoint::for_outbox(1).held_back_alone(0),
         0,
         "outbox positions are not WAL"
+    );
+}
+
+#[test]
+fn a_reload_keeps_each_webhooks_place_and_starts_a_new_one_at_the_head() {
+    let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let positions = Positions {
+        webhooks: vec![Lsn(10), Lsn(300)],
+        may_lag: vec![true, false],
+        origin: None,
+        reported: Lsn::ZERO,
+        head: Lsn(500),
+    };
+    let (next, cut_over) = positions.remap(&names(&["a", "b"]), &names(&["b", "new"]));
+    assert_eq!(cut_over, Lsn(500));
+    assert_eq!(next.webhooks, vec![Lsn(300), Lsn(500)]);
+    assert_eq!(next.may_lag, vec![false, true]);
+    assert_eq!(
+        next.resume(),
+        Lsn(300),
+        "the removed webhook holds nothing back"
     );
 }

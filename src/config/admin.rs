@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::duration;
 
 /// `[log]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     pub format: LogFormat,
@@ -36,7 +36,7 @@ pub enum LogFormat {
 }
 
 /// `[admin]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct AdminConfig {
     /// Where `/metrics`, `/healthz` and `/readyz` are served.

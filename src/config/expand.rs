@@ -7,6 +7,10 @@ pub(crate) enum ExpandError {
     Missing(String),
     #[error("unterminated ${{ (write ${{NAME}}, or $$ for a literal $)")]
     Unterminated,
+    #[error(
+        "${{{name}}} is not allowed here: webhooks from the registry table may only use variables whose name starts with {prefix} ([registry] env_prefix)"
+    )]
+    NotAllowed { name: String, prefix: String },
 }
 
 /// Replaces each `${NAME}` with the variable's value; `$$` is a literal `$`.
@@ -14,6 +18,34 @@ pub(crate) enum ExpandError {
 pub(crate) fn expand(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ExpandError> {
+    substitute(text, &|name| {
+        env(name).ok_or_else(|| ExpandError::Missing(name.to_owned()))
+    })
+}
+
+/// [`expand`], but only variables whose name starts with `prefix` may be
+/// named: text from an untrusted place (a registry row) can then never read
+/// the sidecar's other variables, such as the database password.
+pub(crate) fn expand_prefixed(
+    text: &str,
+    prefix: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ExpandError> {
+    substitute(text, &|name| {
+        if !name.starts_with(prefix) {
+            return Err(ExpandError::NotAllowed {
+                name: name.to_owned(),
+                prefix: prefix.to_owned(),
+            });
+        }
+        env(name).ok_or_else(|| ExpandError::Missing(name.to_owned()))
+    })
+}
+
+fn substitute(
+    text: &str,
+    value: &dyn Fn(&str) -> Result<String, ExpandError>,
 ) -> Result<String, ExpandError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -26,7 +58,7 @@ pub(crate) fn expand(
         } else if let Some(tail) = after.strip_prefix('{') {
             let end = tail.find('}').ok_or(ExpandError::Unterminated)?;
             let name = &tail[..end];
-            out.push_str(&env(name).ok_or_else(|| ExpandError::Missing(name.to_owned()))?);
+            out.push_str(&value(name)?);
             rest = &tail[end + 1..];
         } else {
             out.push('$');
@@ -61,6 +93,19 @@ mod tests {
         let err = expand("${NOPE}", &env).unwrap_err();
         assert_eq!(err, ExpandError::Missing("NOPE".into()));
         assert!(err.to_string().contains("NOPE is not set"));
+    }
+
+    #[test]
+    fn a_prefixed_expansion_refuses_variables_outside_the_prefix() {
+        let env = |name: &str| Some(format!("value of {name}"));
+        let err =
+            expand_prefixed("${LEADHOOK_DATABASE__URL}", "LEADHOOK_WEBHOOK_", &env).unwrap_err();
+        assert!(matches!(err, ExpandError::NotAllowed { .. }));
+        assert!(err.to_string().contains("LEADHOOK_WEBHOOK_"));
+        assert_eq!(
+            expand_prefixed("Bearer ${LEADHOOK_WEBHOOK_T}", "LEADHOOK_WEBHOOK_", &env).unwrap(),
+            "Bearer value of LEADHOOK_WEBHOOK_T"
+        );
     }
 
     #[test]

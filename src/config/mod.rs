@@ -8,12 +8,18 @@
 //! The file is read as written (`ConfigFile`: text where `${VAR}` may still
 //! need expanding), then checked and parsed once into [`Config`], collecting
 //! every problem. One file per part: `source` (`[database]`, `[source]`),
-//! `delivery` (the policy), `webhook` (`[[webhooks]]`), `admin` (`[admin]`,
-//! `[log]`), `secret` (redaction) and `expand` (`${VAR}`).
+//! `delivery` (the policy), `webhook` (`[[webhooks]]`, and registry rows),
+//! `filter` (which leads a webhook gets), `registry` (`[registry]`),
+//! `admin` (`[admin]`, `[log]`), `secret` (redaction) and `expand` (`${VAR}`).
+//!
+//! A running sidecar loads the file again on SIGHUP; [`Config::reload`]
+//! tells which of the changes it can apply.
 
 mod admin;
 mod delivery;
 mod expand;
+mod filter;
+mod registry;
 mod secret;
 mod source;
 mod webhook;
@@ -30,11 +36,13 @@ use serde::{Deserialize, Deserializer};
 pub(crate) use admin::AdminConfig;
 pub use admin::{LogConfig, LogFormat};
 pub(crate) use delivery::{DeliveryConfig, OnExhausted};
+pub(crate) use registry::RegistryConfig;
 pub(crate) use secret::Secret;
 pub(crate) use source::{DatabaseConfig, SourceConfig, SourceMode, TableName};
-pub(crate) use webhook::{SigningKey, WebhookConfig};
+pub(crate) use webhook::{Origin, SigningKey, WebhookConfig, WebhookRow};
 
 use delivery::validate_policy;
+use registry::RegistryFile;
 use source::DatabaseFile;
 use webhook::WebhookFile;
 
@@ -45,10 +53,14 @@ pub struct Config {
     pub(crate) database: DatabaseConfig,
     pub(crate) source: SourceConfig,
     pub(crate) admin: AdminConfig,
-    /// Each with its policy: `[delivery]` under its own overrides.
+    /// The file's webhooks, each with its policy: `[delivery]` under its
+    /// own overrides. (Registry rows join them at run time.)
     pub(crate) webhooks: Vec<WebhookConfig>,
+    /// `[delivery]`: the policy of registry rows, and `memory`.
+    pub(crate) delivery: DeliveryConfig,
     /// `[delivery] memory`: the change bytes all stages together may hold.
     pub(crate) memory: u64,
+    pub(crate) registry: Option<RegistryConfig>,
     pub log: LogConfig,
 }
 
@@ -67,6 +79,7 @@ struct ConfigFile {
     delivery: DeliveryConfig,
     #[serde(default)]
     webhooks: Vec<WebhookFile>,
+    registry: Option<RegistryFile>,
     #[serde(default)]
     log: LogConfig,
 }
@@ -135,16 +148,24 @@ impl Config {
             admin,
             delivery,
             webhooks,
+            registry,
             log,
         } = file;
         let database = database.check(problems);
         source.check(problems);
         validate_policy("delivery", &delivery, problems);
+        let registry = match registry {
+            Some(registry) => Some(registry.check(problems)?),
+            None => None,
+        };
         let mut names = HashSet::new();
         let webhooks: Vec<_> = webhooks
             .into_iter()
             .enumerate()
-            .map(|(i, hook)| hook.check(i, &delivery, &mut names, problems))
+            .map(|(i, hook)| {
+                let key = format!("webhooks[{i}]");
+                hook.check(&key, Origin::File, &delivery, &mut names, problems)
+            })
             .collect();
         // A webhook's policy is its overrides over `[delivery]`: judged only
         // when both are sound, so one mistake is not reported twice.
@@ -161,8 +182,83 @@ impl Config {
             admin,
             webhooks: webhooks.into_iter().collect::<Option<_>>()?,
             memory: delivery.memory,
+            delivery,
+            registry,
             log,
         })
+    }
+
+    /// Checks a registry row as a webhook: the same rules as the file's,
+    /// plus those for untrusted rows (`${VAR}` only under `env_prefix`, no
+    /// private networks unless allowed). `taken` holds the names already
+    /// used (the file's, and earlier rows'); every problem is returned.
+    pub(crate) fn check_row(
+        &self,
+        row: WebhookRow,
+        taken: &mut HashSet<String>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<WebhookConfig, Vec<String>> {
+        let Some(registry) = &self.registry else {
+            return Err(vec!["no [registry] is configured".into()]);
+        };
+        let key = format!("registry row {:?}", row.name);
+        let mut problems = Vec::new();
+        let mut file = WebhookFile::from_row(row);
+        let mut expand = |what: String, value: &mut Secret| match expand::expand_prefixed(
+            value.expose(),
+            &registry.env_prefix,
+            env,
+        ) {
+            Ok(expanded) => *value = Secret::new(expanded),
+            Err(e) => problems.push(format!("{key}.{what}: {e}")),
+        };
+        for (name, value) in file.headers.iter_mut() {
+            expand(format!("headers.{name}"), value);
+        }
+        if let Some(secret) = file.secret.as_mut() {
+            expand("secret".into(), secret);
+        }
+        let checked = file.check(&key, Origin::Table, &self.delivery, taken, &mut problems);
+        match checked {
+            Some(mut hook) if problems.is_empty() => {
+                hook.public_only = !registry.allow_private_networks;
+                Ok(hook)
+            }
+            _ => Err(problems),
+        }
+    }
+
+    /// What a reload may apply of `new`: everything about webhooks and
+    /// `[delivery]`. The sections named in the result need a restart
+    /// instead, and stay as they are.
+    pub(crate) fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
+        let mut sections = Vec::new();
+        if self.database.url != new.database.url || self.database.schema != new.database.schema {
+            sections.push("[database]");
+        }
+        if self.source != new.source {
+            sections.push("[source]");
+        }
+        if self.admin != new.admin {
+            sections.push("[admin]");
+        }
+        if self.registry != new.registry {
+            sections.push("[registry]");
+        }
+        if self.log != new.log {
+            sections.push("[log]");
+        }
+        sections
+    }
+
+    /// `self` with what a reload may apply of `new` (see [`Self::restart_needed`]).
+    pub(crate) fn reload(&self, new: Config) -> Config {
+        Config {
+            webhooks: new.webhooks,
+            delivery: new.delivery,
+            memory: new.memory,
+            ..self.clone()
+        }
     }
 
     /// The leads table (a copy: most callers keep it).

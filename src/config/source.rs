@@ -40,7 +40,7 @@ impl DatabaseFile {
 }
 
 /// `[source]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct SourceConfig {
     pub(crate) mode: SourceMode,
@@ -122,7 +122,7 @@ impl TableName {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    pub(super) fn check(&self) -> Result<(), String> {
         check_identifier(&self.schema)?;
         check_identifier(&self.name)
     }

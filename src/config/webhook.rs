@@ -12,15 +12,19 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, Url};
 use serde::Deserialize;
 
+use super::filter::Filter;
 use super::{DeliveryConfig, OnExhausted, Secret, checked, optional_byte_size, optional_duration};
 
 /// The one event the product knows.
 const SAVE_LEAD: &str = "save_lead";
 
-/// A webhook, checked: what delivery needs, typed.
-#[derive(Debug, Clone)]
+/// A webhook, checked: what delivery needs, typed. Equal when nothing a
+/// delivery uses differs (a reload compares them so).
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct WebhookConfig {
     pub(crate) name: String,
+    /// Where it was configured: the operator's file or the registry table.
+    pub(crate) origin: Origin,
     /// May hold credentials, so it is only shown redacted.
     pub(crate) url: Secret<Url>,
     /// POST (documented), PUT or PATCH (for receivers that model leads as
@@ -35,12 +39,66 @@ pub(crate) struct WebhookConfig {
     pub(crate) signing_key: Option<SigningKey>,
     /// `[delivery]` with this webhook's overrides applied.
     pub(crate) policy: DeliveryConfig,
+    /// Which leads it receives.
+    pub(crate) filter: Filter,
+    /// Refuse to connect to loopback, link-local, private and unique-local
+    /// addresses: set for registry rows (untrusted) unless allowed.
+    pub(crate) public_only: bool,
+}
+
+/// Where a webhook was configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// `[[webhooks]]` in the config file: the operator's.
+    File,
+    /// A row of the `[registry]` table: the product's users'.
+    Table,
+}
+
+impl Origin {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Origin::File => "file",
+            Origin::Table => "table",
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl WebhookConfig {
     /// Whether this webhook gets `save_lead` deliveries at all.
     pub(crate) fn receives_save_lead(&self) -> bool {
         self.enabled && self.save_lead
+    }
+
+    /// The settings that differ from `before`, by name only (a log line
+    /// may show which changed, never their values).
+    pub(crate) fn changes_from(&self, before: &WebhookConfig) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let mut note = |differs: bool, what| {
+            if differs {
+                changed.push(what);
+            }
+        };
+        note(self.url != before.url, "url");
+        note(self.method != before.method, "method");
+        note(self.enabled != before.enabled, "enabled");
+        note(self.save_lead != before.save_lead, "events");
+        note(self.headers != before.headers, "headers");
+        note(self.signing_key != before.signing_key, "secret");
+        note(self.policy != before.policy, "delivery options");
+        note(self.filter != before.filter, "filter");
+        note(self.origin != before.origin, "origin");
+        note(
+            self.public_only != before.public_only,
+            "allow_private_networks",
+        );
+        changed
     }
 }
 
@@ -76,20 +134,53 @@ pub(super) struct WebhookFile {
     spool_after: Option<Duration>,
     #[serde(default, deserialize_with = "optional_byte_size")]
     max_retained_wal: Option<u64>,
+    /// `{ column = value | [values] }`, see [`Filter`].
+    filter: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 impl WebhookFile {
-    /// Parses entry `i`, recording every problem (keyed `webhooks[i].…`);
-    /// `None` when there was one. Its policy is checked later, once the rest
-    /// of the config is sound (see `Config::check`).
+    /// A registry row, as the table has it: only the seed's fields (and a
+    /// filter); its delivery policy is `[delivery]`'s.
+    pub(super) fn from_row(row: WebhookRow) -> WebhookFile {
+        WebhookFile {
+            name: row.name,
+            url: Secret::new(row.url),
+            method: row.method,
+            enabled: Some(row.enabled),
+            events: None,
+            headers: row
+                .headers
+                .into_iter()
+                .map(|(name, value)| (name, Secret::new(value)))
+                .collect(),
+            secret: row.secret.map(Secret::new),
+            timeout: None,
+            retry_for: None,
+            max_attempts: None,
+            initial_backoff: None,
+            max_backoff: None,
+            no_retry_statuses: None,
+            on_exhausted: None,
+            max_in_flight: None,
+            spool: None,
+            spool_after: None,
+            max_retained_wal: None,
+            filter: row.filter,
+        }
+    }
+
+    /// Parses the entry found at `key` (`webhooks[2]`, or a registry row),
+    /// recording every problem under that key; `None` when there was one.
+    /// Its policy is checked later, once the rest of the config is sound
+    /// (see `Config::check`).
     pub(super) fn check(
         self,
-        i: usize,
+        key: &str,
+        origin: Origin,
         delivery: &DeliveryConfig,
         names: &mut HashSet<String>,
         problems: &mut Vec<String>,
     ) -> Option<WebhookConfig> {
-        let key = format!("webhooks[{i}]");
         let before = problems.len();
         if self.name.trim().is_empty() {
             problems.push(format!("{key}.name: must not be empty"));
@@ -115,7 +206,15 @@ impl WebhookFile {
                 "{key}.events: unknown event {event:?}; the supported event is \"save_lead\""
             ));
         }
-        let headers = headers(&key, &self.headers, problems);
+        let headers = headers(key, &self.headers, problems);
+        let filter = match &self.filter {
+            Some(written) => checked(
+                problems,
+                format_args!("{key}.filter"),
+                Filter::parse(written),
+            ),
+            None => Some(Filter::default()),
+        };
         let signing_key = match &self.secret {
             Some(secret) => Some(checked(
                 problems,
@@ -145,6 +244,7 @@ impl WebhookFile {
         }
         Some(WebhookConfig {
             name: self.name,
+            origin,
             url: url?.into(),
             method: method?,
             enabled: self.enabled.unwrap_or(true),
@@ -152,8 +252,23 @@ impl WebhookFile {
             headers,
             signing_key,
             policy,
+            filter: filter?,
+            public_only: false,
         })
     }
+}
+
+/// A row of the registry table, as read (header values and the secret may
+/// still hold `${VAR}`).
+#[derive(Debug)]
+pub(crate) struct WebhookRow {
+    pub(crate) name: String,
+    pub(crate) url: String,
+    pub(crate) method: Option<String>,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) enabled: bool,
+    pub(crate) secret: Option<String>,
+    pub(crate) filter: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 /// Checks scheme and host without ever echoing the URL (it may hold credentials).

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use reqwest::header::HeaderValue;
 
+use super::ending::{Ending, Verdict, winding_down};
 use super::gate::Admission;
 use super::retry::{self, Next, Tried};
 use super::spool::SpoolState;
@@ -19,6 +20,8 @@ pub(super) struct Delivery {
     pub(super) hook: Arc<Webhook>,
     pub(super) client: reqwest::Client,
     pub(super) dead_letters: Arc<DeadLetterStore>,
+    /// Set when the session winds down for a reload.
+    pub(super) ending: tokio::sync::watch::Receiver<Ending>,
 }
 
 /// The change to send.
@@ -41,6 +44,9 @@ pub(super) enum Outcome {
     /// The webhook started spooling while this change waited for its next
     /// attempt: its first attempt (if any) and the attempts so far.
     Spool(Option<(SystemTime, u32)>),
+    /// The session winds down for a reload: not handled, sent again by the
+    /// next session.
+    Abandoned,
 }
 
 impl Delivery {
@@ -58,6 +64,18 @@ impl Delivery {
             None => (None, 0),
         };
         let outcome = loop {
+            let verdict = self.ending.borrow().verdict(&hook.name);
+            match verdict {
+                Verdict::Continue => {}
+                Verdict::Abandon => break Outcome::Abandoned,
+                Verdict::Retire(reason) => {
+                    drop(pending);
+                    let first = first_attempt.unwrap_or_else(SystemTime::now);
+                    let failure = retry::Failure::Other(reason);
+                    self.dead_letter(&change, first, attempt, &failure).await;
+                    break Outcome::DeadLettered;
+                }
+            }
             let admission = tokio::select! {
                 // Admission first: when it is granted at once, as it mostly
                 // is, the spooling watch is never even subscribed to.
@@ -66,6 +84,7 @@ impl Delivery {
                 () = spooling_started(spool) => {
                     break Outcome::Spool(first_attempt.map(|at| (at, attempt)));
                 }
+                () = winding_down(&self.ending) => continue,
             };
             attempt = attempt.saturating_add(1);
             let first = *first_attempt.get_or_insert_with(SystemTime::now);
@@ -107,6 +126,8 @@ impl Delivery {
                     () = spooling_started(spool) => {
                         break Outcome::Spool(Some((first, attempt)));
                     }
+                    // The verdict at the top of the loop says what now.
+                    () = winding_down(&self.ending) => {}
                 },
                 (Next::GiveUp, failure) => {
                     // No longer the oldest: while the letter is stored (which
@@ -120,7 +141,7 @@ impl Delivery {
         match outcome {
             Outcome::Delivered => hook.metrics.delivered.increment(1),
             Outcome::DeadLettered => hook.metrics.dead_lettered.increment(1),
-            Outcome::Spool(_) => {}
+            Outcome::Spool(_) | Outcome::Abandoned => {}
         }
         outcome
     }

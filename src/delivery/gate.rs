@@ -402,6 +402,12 @@ impl Gate {
         }
     }
 
+    /// The state shown now and the requests in flight, for the status table.
+    pub(crate) fn snapshot(&self) -> (State, usize) {
+        let rules = self.rules();
+        (rules.shown(), rules.in_flight)
+    }
+
     /// How long every attempt has failed, if the last one did.
     pub(crate) fn failing_for(&self) -> Option<Duration> {
         self.rules().failing_since.map(|since| since.elapsed())

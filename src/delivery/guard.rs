@@ -214,10 +214,13 @@ pub(crate) fn check_host(url: &reqwest::Url) -> Result<(), String> {
 }
 
 /// The webhook client ([`super::http_client`]) for untrusted webhooks: the
-/// same settings, with [`PublicOnly`] as its resolver.
+/// same settings, with [`PublicOnly`] as its resolver, and no proxy from
+/// the environment (through a proxy the resolver would only judge the
+/// proxy's address, not the webhook's).
 pub(crate) fn public_only_client() -> Result<reqwest::Client, reqwest::Error> {
     super::client_builder()
         .dns_resolver(Arc::new(PublicOnly))
+        .no_proxy()
         .build()
 }
 

@@ -10,17 +10,13 @@
 //! makes the lead stage wait and the source stop reading. Either way the
 //! backlog is not held in memory.
 
+pub(crate) mod activity;
 mod deliver;
+mod ending;
 mod gate;
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the registry's untrusted webhooks are not wired to it yet"
-    )
-)]
-mod guard;
+pub(crate) mod guard;
 mod lanes;
+pub(crate) mod pause;
 pub mod probe;
 pub mod replay;
 pub(crate) mod request;
@@ -39,10 +35,12 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 
 use crate::checkpoint::{Checkpoint, Targets, TxSeq};
-use crate::config::{Config, DeliveryConfig, SigningKey, WebhookConfig};
+use crate::config::{DeliveryConfig, SigningKey, WebhookConfig};
 use crate::dead_letter::DeadLetterStore;
 use deliver::Delivery;
+pub(crate) use ending::Ending;
 use gate::Gate;
+use pause::Pauses;
 use spool::store::SpoolStore;
 use spool::writer::SpoolSender;
 use spool::{Reason, SpoolState};
@@ -97,6 +95,13 @@ pub(crate) struct Webhook {
     pub(crate) gate: Gate,
     /// Whether its backlog is in the spool; kept across sessions.
     pub(crate) spool: SpoolState,
+    /// The config it was built from: a reload keeps this webhook (and so
+    /// its gate and spool state) only while its config stays equal.
+    pub(crate) config: WebhookConfig,
+    /// Which webhooks are paused (by name), shared by all.
+    pauses: Pauses,
+    /// Its last success and failure, for the status table.
+    pub(crate) activity: activity::Activity,
 }
 
 /// This webhook's metric handles, registered once: each attempt then only
@@ -113,6 +118,8 @@ pub(crate) struct WebhookMetrics {
     pub(crate) dead_lettered: metrics::Counter,
     /// Attempts the open circuit answered without a request.
     pub(crate) skipped: metrics::Counter,
+    /// Changes its filter kept from it.
+    pub(crate) filtered: metrics::Counter,
 }
 
 impl WebhookMetrics {
@@ -129,6 +136,7 @@ impl WebhookMetrics {
             delivered: deliveries("delivered"),
             dead_lettered: deliveries("dead_lettered"),
             skipped: metrics::counter!("leadhook_circuit_skipped_attempts_total", "webhook" => name.to_owned()),
+            filtered: metrics::counter!("leadhook_filtered_total", "webhook" => name.to_owned()),
         }
     }
 
@@ -152,7 +160,7 @@ impl std::fmt::Debug for WebhookMetrics {
 impl Webhook {
     /// Everything in `hook` was parsed when the config was loaded: this
     /// cannot fail.
-    pub(crate) fn new(hook: &WebhookConfig) -> Webhook {
+    pub(crate) fn new(hook: &WebhookConfig, pauses: &Pauses) -> Webhook {
         let url = hook.url.expose().clone();
         let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
         let host = url.host_str().unwrap_or_default();
@@ -177,7 +185,15 @@ impl Webhook {
                 hook.policy.max_backoff,
             ),
             spool: SpoolState::new(&hook.name),
+            config: hook.clone(),
+            pauses: pauses.clone(),
+            activity: Default::default(),
         }
+    }
+
+    /// Paused by `leadhook webhooks pause`: its changes wait in the spool.
+    pub(crate) fn is_paused(&self) -> bool {
+        self.pauses.contains(&self.name)
     }
 
     /// Starts spooling (logged once), unless it already does.
@@ -195,24 +211,53 @@ impl Webhook {
 pub(crate) struct Webhooks {
     hooks: Arc<[Arc<Webhook>]>,
     client: reqwest::Client,
+    /// For webhooks that may not reach private networks (registry rows).
+    public_client: reqwest::Client,
+    pauses: Pauses,
 }
 
 impl Webhooks {
-    pub(crate) fn from_config(config: &Config) -> Result<Webhooks, DeliveryError> {
-        let hooks: Vec<_> = config
-            .webhooks
+    /// No webhooks yet; [`Self::rebuilt`] gives them.
+    pub(crate) fn new(pauses: Pauses) -> Result<Webhooks, DeliveryError> {
+        Ok(Webhooks {
+            hooks: Arc::new([]),
+            client: http_client()?,
+            public_client: guard::public_only_client()?,
+            pauses,
+        })
+    }
+
+    /// The webhooks of `configs` that receive `save_lead`, in that order.
+    /// One whose config is unchanged is kept as it is (its circuit breaker,
+    /// concurrency and spool state go on); the others are built anew.
+    pub(crate) fn rebuilt(&self, configs: &[WebhookConfig]) -> Webhooks {
+        let hooks: Vec<_> = configs
             .iter()
             .filter(|hook| hook.receives_save_lead())
-            .map(|hook| Arc::new(Webhook::new(hook)))
+            .map(|config| {
+                let kept = self.hooks.iter().find(|h| h.config == *config);
+                kept.cloned()
+                    .unwrap_or_else(|| Arc::new(Webhook::new(config, &self.pauses)))
+            })
             .collect();
-        Ok(Webhooks {
+        Webhooks {
             hooks: hooks.into(),
-            client: http_client()?,
-        })
+            client: self.client.clone(),
+            public_client: self.public_client.clone(),
+            pauses: self.pauses.clone(),
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
         self.hooks.len()
+    }
+
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.hooks.iter().map(|h| h.name.clone()).collect()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Webhook>> {
+        self.hooks.iter()
     }
 
     pub(crate) fn describe(&self) -> Vec<String> {
@@ -261,8 +306,12 @@ impl Webhooks {
                     index,
                     delivery: Arc::new(Delivery {
                         hook: hook.clone(),
-                        client: self.client.clone(),
+                        client: match hook.config.public_only {
+                            true => self.public_client.clone(),
+                            false => self.client.clone(),
+                        },
                         dead_letters: session.dead_letters.clone(),
+                        ending: session.ending.clone(),
                     }),
                     queue,
                     checkpoint: checkpoint.clone(),
@@ -278,6 +327,7 @@ impl Webhooks {
         Dispatcher {
             holding_up_since: vec![None; queues.len()],
             queues,
+            filtered: self.hooks.iter().any(|h| !h.config.filter.is_empty()),
             hooks: self.hooks.clone(),
             checkpoint: checkpoint.clone(),
         }
@@ -294,6 +344,8 @@ pub(crate) struct DeliverySession {
     pub(crate) spool_store: Arc<SpoolStore>,
     /// What the drainers' rows are held under.
     pub(crate) memory: crate::memory::MemoryBudget,
+    /// How deliveries end when the session winds down for a reload.
+    pub(crate) ending: tokio::sync::watch::Receiver<Ending>,
 }
 
 /// The worker of a webhook is gone: the session is ending.
@@ -308,17 +360,29 @@ pub(crate) struct Dispatcher {
     /// Per webhook: since when its full queue has been holding the others
     /// up (they had room); cleared when it takes an event at once.
     holding_up_since: Vec<Option<Instant>>,
+    /// Whether some webhook has a filter (else `dispatch` reads no column).
+    filtered: bool,
 }
 
 impl Dispatcher {
     /// Queues the event for each webhook it targets, in order. A webhook
     /// that holds the others up for `LAG_GRACE` starts spooling (or, with
     /// `spool = false`, is set lagging); when all are equally slow,
-    /// everyone waits (backpressure).
-    pub(crate) async fn dispatch(&mut self, event: Event) -> Result<(), WorkerGone> {
+    /// everyone waits (backpressure). A webhook whose filter the lead does
+    /// not pass (its columns read by `column`, as text) has it handled at once.
+    pub(crate) async fn dispatch<'a>(
+        &mut self,
+        event: Event,
+        column: impl Fn(&str) -> Option<&'a str>,
+    ) -> Result<(), WorkerGone> {
         let event = Arc::new(event);
         for index in 0..self.queues.len() {
             if !event.targets.contains(index) || self.checkpoint.is_lagging(index) {
+                continue;
+            }
+            if self.filtered && !self.hooks[index].config.filter.matches(&column) {
+                self.hooks[index].metrics.filtered.increment(1);
+                self.checkpoint.handled(index, event.tx);
                 continue;
             }
             let mut pending = match self.queues[index].try_send(event.clone()) {
@@ -380,6 +444,10 @@ impl Dispatcher {
 
     /// Whether another webhook still keeping up has room in its queue, i.e.
     /// is being held up rather than slow itself.
+    pub(crate) fn reads_columns(&self) -> bool {
+        self.filtered
+    }
+
     fn others_have_room(&self, index: usize) -> bool {
         self.queues.iter().enumerate().any(|(i, queue)| {
             i != index && !self.checkpoint.is_lagging(i) && queue.capacity() >= QUEUE / 2

@@ -56,9 +56,18 @@ impl fmt::Display for Known<'_> {
 /// the answer's status, headers and the start of its body, and on failure a
 /// `hint:` line. `Ok(true)` when it answered 2xx.
 pub async fn test(config: &Config, name: &str, out: &mut impl Write) -> Result<bool, ProbeError> {
-    let found = find(config, name)?;
-    let hook = Webhook::new(found);
-    let client = http_client().map_err(ProbeError::Client)?;
+    send(find(config, name)?, out).await
+}
+
+/// [`test`] for a webhook already found (a registry row, say). One that
+/// may not reach private networks is sent through the guarded client.
+pub(crate) async fn send(found: &WebhookConfig, out: &mut impl Write) -> Result<bool, ProbeError> {
+    let hook = Webhook::new(found, &Default::default());
+    let client = match found.public_only {
+        true => super::guard::public_only_client(),
+        false => http_client(),
+    }
+    .map_err(ProbeError::Client)?;
     let id = test_id(SystemTime::now());
     let payload = crate::lead::sample_payload();
     let request = request::build(&hook, &client, &id, &payload)
@@ -103,7 +112,7 @@ async fn exchange(
 
 /// The configured webhook called `name`, enabled or not: testing a webhook
 /// before enabling it is the point.
-fn find<'c>(config: &'c Config, name: &str) -> Result<&'c WebhookConfig, ProbeError> {
+pub(crate) fn find<'c>(config: &'c Config, name: &str) -> Result<&'c WebhookConfig, ProbeError> {
     config
         .webhooks
         .iter()

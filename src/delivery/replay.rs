@@ -78,5 +78,5 @@ fn replay_target(config: &Config, name: &str) -> Result<Webhook, String> {
     if !hook.receives_save_lead() {
         return Err("the webhook is disabled or not subscribed to save_lead".to_owned());
     }
-    Ok(Webhook::new(hook))
+    Ok(Webhook::new(hook, &super::pause::Pauses::default()))
 }

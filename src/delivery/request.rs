@@ -32,6 +32,7 @@ pub(crate) async fn attempt(
         Err(failure) => failure.result_label(),
     };
     hook.metrics.attempts(label).increment(1);
+    hook.activity.record(outcome.as_ref().map(|_| ()));
     outcome
 }
 

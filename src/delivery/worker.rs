@@ -87,7 +87,7 @@ impl Worker {
             forwarded: 0,
             written: Arc::new(AtomicU64::new(0)),
         };
-        if hook.spool.is_spooling() {
+        if hook.spool.is_spooling() && !hook.is_paused() {
             self.start_draining(&mut run);
         }
         let mut check = tokio::time::interval(CHECK_EVERY);
@@ -133,7 +133,10 @@ impl Worker {
                     if let Some(reason) = self.should_spool(&mut run) {
                         hook.start_spooling(reason);
                     }
-                    if hook.spool.is_spooling() && run.drainer.is_empty() {
+                    if hook.is_paused() {
+                        // Rows a drainer had out are delivered after the resume.
+                        run.drainer.abort_all();
+                    } else if hook.spool.is_spooling() && run.drainer.is_empty() {
                         self.start_draining(&mut run);
                     }
                 }
@@ -145,7 +148,13 @@ impl Worker {
     fn should_spool(&self, run: &mut Running) -> Option<Reason> {
         let hook = &self.delivery.hook;
         let policy = &hook.policy;
-        if !policy.spool || hook.spool.is_spooling() {
+        if hook.spool.is_spooling() {
+            return None;
+        }
+        if hook.is_paused() {
+            return Some(Reason::Paused);
+        }
+        if !policy.spool {
             return None;
         }
         let failing_for = hook.gate.failing_for();
@@ -205,6 +214,9 @@ impl Worker {
             Outcome::Delivered | Outcome::DeadLettered => {
                 self.checkpoint.handled(self.index, event.tx);
             }
+            // The session winds down: the next one sends it again (and,
+            // in turn, the lead's later changes, which abandon at once).
+            Outcome::Abandoned => {}
             Outcome::Spool(tried) if spooling => self.forward(run, event, tried).await,
             // The spool drained before this change got there: it stays live,
             // still the one out for its lead.

@@ -26,6 +26,8 @@ pub(crate) struct LeadMapping {
     positions: FieldMap<Option<usize>>,
     /// Position in the tuple of each primary-key column.
     key_positions: Vec<Option<usize>>,
+    /// Every column's name, in tuple order: what webhook filters read.
+    names: Vec<String>,
     /// Quoted, ready for SQL.
     table: String,
     described: bool,
@@ -38,6 +40,7 @@ impl LeadMapping {
             key,
             positions: FieldMap::from_fn(|_| None),
             key_positions: Vec::new(),
+            names: Vec::new(),
             table,
             described: false,
         }
@@ -74,6 +77,7 @@ impl LeadMapping {
             }
         }
         self.key_positions = self.key.iter().map(|k| position(&k.name)).collect();
+        self.names = relation.columns.iter().map(|c| c.name.clone()).collect();
         self.described = true;
         warnings
     }
@@ -135,6 +139,17 @@ impl LeadMapping {
                 },
                 _ => FieldValue::Unchanged,
             },
+        }
+    }
+
+    /// Column `name` of a new row as text, for webhook filters: `None` for
+    /// NULL, a column the table does not have, and a large value the change
+    /// did not carry (unchanged TOAST; filter columns are small in practice).
+    pub(crate) fn column_text<'a>(&self, new: &'a [Value], name: &str) -> Option<&'a str> {
+        let at = self.names.iter().position(|n| n == name)?;
+        match new.get(at)? {
+            Value::Text(bytes) => std::str::from_utf8(bytes).ok(),
+            _ => None,
         }
     }
 

@@ -22,6 +22,7 @@ use tokio_postgres::Client;
 
 use crate::change::{CapturedLead, RowChange, SourceMessage};
 use crate::delivery::{Dispatcher, Event};
+use crate::field::ColumnMap;
 
 pub(crate) use mapping::LeadMapping;
 use payload::captured_payload;
@@ -54,6 +55,9 @@ pub(crate) enum LeadError {
 pub(crate) struct LeadStage {
     /// Replication mode's row mapping; notify mode's rows come mapped.
     rows: Option<Rows>,
+    /// Notify mode: which column each captured field came from (filters
+    /// name columns, the capture names fields).
+    captured_columns: ColumnMap,
     dispatcher: Dispatcher,
 }
 
@@ -73,14 +77,16 @@ impl LeadStage {
     ) -> Self {
         LeadStage {
             rows: Some(Rows { mapping, sql }),
+            captured_columns: ColumnMap::default(),
             dispatcher,
         }
     }
 
-    /// Notify mode: the trigger captured the fields.
-    pub(crate) fn for_outbox(dispatcher: Dispatcher) -> Self {
+    /// Notify mode: the trigger captured the fields (mapped from `columns`).
+    pub(crate) fn for_outbox(dispatcher: Dispatcher, columns: ColumnMap) -> Self {
         LeadStage {
             rows: None,
+            captured_columns: columns,
             dispatcher,
         }
     }
@@ -128,11 +134,20 @@ impl LeadStage {
             targets: change.targets,
             commit_time: change.commit_time,
         };
-        self.dispatch(event).await
+        let mapping = &rows.mapping;
+        let column = |name: &str| mapping.column_text(&change.new.values, name);
+        self.dispatcher
+            .dispatch(event, column)
+            .await
+            .map_err(|_| LeadError::Downstream)
     }
 
     async fn send_captured(&mut self, lead: CapturedLead) -> Result<(), LeadError> {
         let payload = captured_payload(&lead.lead)?;
+        let columns = match self.dispatcher.reads_columns() {
+            true => CapturedColumns::parse(&lead)?,
+            false => CapturedColumns::default(),
+        };
         let mut memory = lead.memory;
         memory.resize(payload.len());
         let event = Event {
@@ -145,14 +160,47 @@ impl LeadStage {
             targets: lead.targets,
             commit_time: lead.commit_time,
         };
-        self.dispatch(event).await
-    }
-
-    async fn dispatch(&mut self, event: Event) -> Result<(), LeadError> {
+        let mapped = &self.captured_columns;
+        let column = |name: &str| columns.get(mapped, name);
         self.dispatcher
-            .dispatch(event)
+            .dispatch(event, column)
             .await
             .map_err(|_| LeadError::Downstream)
+    }
+}
+
+/// A captured lead's columns, read only when some webhook has a filter.
+#[derive(Default)]
+struct CapturedColumns {
+    /// By payload field: the mapped columns.
+    fields: serde_json::Map<String, serde_json::Value>,
+    /// By column name: the others.
+    others: serde_json::Map<String, serde_json::Value>,
+}
+
+impl CapturedColumns {
+    fn parse(lead: &CapturedLead) -> Result<Self, LeadError> {
+        let object = |text: &str| match serde_json::from_str(text) {
+            Ok(serde_json::Value::Object(map)) => Ok(map),
+            _ => Err(LeadError::Captured("not a JSON object".into())),
+        };
+        Ok(CapturedColumns {
+            fields: object(&lead.lead)?,
+            others: match &lead.other_columns {
+                Some(text) => object(text)?,
+                None => serde_json::Map::new(),
+            },
+        })
+    }
+
+    /// Column `name` as text, `None` for NULL or a column not captured.
+    fn get(&self, mapped: &ColumnMap, name: &str) -> Option<&str> {
+        let by_field = mapped.iter().find(|(_, column)| *column == Some(name));
+        let value = match by_field {
+            Some((field, _)) => self.fields.get(field.name()),
+            None => self.others.get(name),
+        };
+        value?.as_str()
     }
 }
 

@@ -14,6 +14,7 @@ use crate::setup::table::KeyColumn;
 pub(crate) mod objects;
 pub(crate) mod outbox;
 pub mod prerequisites;
+pub(crate) mod registry;
 pub(crate) mod table;
 
 use outbox::Outbox;
@@ -105,6 +106,11 @@ async fn install_statements(
     };
     statements.push(objects::dead_letter_statements(schema));
     statements.push(objects::spool_statement(schema));
+    statements.push(objects::pauses_statement(schema));
+    statements.push(objects::status_statement(schema));
+    if let Some(registry) = &config.registry {
+        statements.push(registry::statements(&registry.table, schema));
+    }
     if mode == SourceMode::Replication {
         statements.push(objects::slots_statement(schema));
         if options.replica_identity_full {

@@ -82,6 +82,63 @@ pub(crate) fn spool_table(schema: &str) -> String {
     format!("{}.spool", escape_identifier(schema))
 }
 
+/// Paused webhooks, by name: durable, so a pause survives restarts and a
+/// standby that takes over sees it (see `registry::pauses`).
+/// `sql/setup.sql` carries the same statement.
+pub(crate) fn pauses_statement(schema: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (
+    name      text        PRIMARY KEY,
+    paused_at timestamptz NOT NULL DEFAULT now()
+);",
+        pauses_table(schema)
+    )
+}
+
+pub(crate) fn pauses_table(schema: &str) -> String {
+    format!("{}.webhook_pauses", escape_identifier(schema))
+}
+
+/// What the running sidecar reports of each webhook, for `leadhook
+/// webhooks list` (see `registry::status`). `sql/setup.sql` carries the
+/// same statement.
+pub(crate) fn status_statement(schema: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (
+    name            text        PRIMARY KEY,
+    origin          text        NOT NULL,
+    enabled         boolean     NOT NULL,
+    paused          boolean     NOT NULL,
+    state           text        NOT NULL,
+    last_success_at timestamptz,
+    last_failure_at timestamptz,
+    last_failure    text,
+    in_flight       integer     NOT NULL,
+    problem         text,
+    updated_at      timestamptz NOT NULL
+);",
+        status_table(schema)
+    )
+}
+
+pub(crate) fn status_table(schema: &str) -> String {
+    format!("{}.webhook_status", escape_identifier(schema))
+}
+
+/// Every table of leadhook's own, for creating them at startup.
+pub(crate) fn own_table_statements(schema: &str, replication: bool) -> String {
+    let mut statements = vec![
+        dead_letter_statements(schema),
+        spool_statement(schema),
+        pauses_statement(schema),
+        status_statement(schema),
+    ];
+    if replication {
+        statements.push(slots_statement(schema));
+    }
+    statements.join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +159,12 @@ mod tests {
             SCRIPT.contains(&spool_statement("leadhook")),
             "sql/setup.sql is out of date"
         );
+    }
+
+    #[test]
+    fn the_dba_script_creates_the_same_pause_and_status_tables_as_the_sidecar() {
+        assert!(SCRIPT.contains(&pauses_statement("leadhook")));
+        assert!(SCRIPT.contains(&status_statement("leadhook")));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use crate::config::{Config, TableName};
 use crate::setup::table::KeyColumn;
-use postgres_protocol::escape::escape_identifier;
+use postgres_protocol::escape::{escape_identifier, escape_literal};
 
 /// The outbox, the function and the trigger of one config.
 #[derive(Debug, Clone)]
@@ -81,13 +81,23 @@ impl Outbox {
             .iter()
             .map(|k| format!("{}::text", row(&k.name)))
             .collect();
+        // The columns no field maps, for webhook filters: as text, under
+        // their own names (mapped columns are in `lead` already).
+        let mapped: Vec<String> = config
+            .source
+            .columns
+            .iter()
+            .filter_map(|(_, column)| column.map(escape_literal))
+            .collect();
         let body = format!(
             "
 BEGIN
-    INSERT INTO {outbox} (op, lead_key, lead)
+    INSERT INTO {outbox} (op, lead_key, lead, other_columns)
     VALUES (lower(TG_OP),
             jsonb_build_array({key})::text,
-            jsonb_build_object({fields}));
+            jsonb_build_object({fields}),
+            (SELECT jsonb_object_agg(key, value)
+             FROM jsonb_each_text(to_jsonb(NEW) - ARRAY[{mapped}]::text[])));
     PERFORM pg_notify('{channel}', '');
     RETURN NULL;
 END
@@ -96,6 +106,7 @@ END
             channel = self.channel(),
             key = key.join(", "),
             fields = fields.join(",\n                               "),
+            mapped = mapped.join(", "),
         );
         let tag = dollar_tag(&body);
         format!(
@@ -106,8 +117,10 @@ CREATE TABLE IF NOT EXISTS {outbox} (
     op          text        NOT NULL,
     lead_key    text        NOT NULL,
     lead        jsonb       NOT NULL,
-    captured_at timestamptz NOT NULL DEFAULT clock_timestamp()
+    captured_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    other_columns jsonb
 );
+ALTER TABLE {outbox} ADD COLUMN IF NOT EXISTS other_columns jsonb;
 CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS {tag}{body}{tag};
 DROP TRIGGER IF EXISTS {trigger} ON {leads};
 CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE ON {leads}

@@ -12,19 +12,29 @@
 //! fatal, what is standing by, and the backoff between attempts.
 
 mod session;
+mod status;
 
+use std::collections::BTreeSet;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
 use crate::admin::{self, AdminError, Health};
 use crate::checkpoint::Positions;
+use crate::config::WebhookConfig;
 use crate::config::{Config, SourceMode};
 use crate::database::{Database, DatabaseError};
 use crate::dead_letter::DeadLetterStore;
-use crate::delivery::{DeliveryError, Webhooks};
+use crate::delivery::pause::Pauses;
+use crate::delivery::spool::store::SpoolStore;
+use crate::delivery::{DeliveryError, Ending, Webhooks};
 use crate::lsn::Lsn;
 use crate::memory::MemoryBudget;
+use crate::registry::{self, Changes, Wanted};
 use crate::setup::prerequisites::PrerequisiteError;
 use crate::shutdown::Shutdown;
 use session::{Session, SessionEnd};
@@ -33,6 +43,8 @@ const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 /// A standby polls the slot this often, so it takes over within seconds.
 const STANDBY_RETRY: Duration = Duration::from_secs(1);
+/// How long the first session waits for the registry table's webhooks.
+const FIRST_LOOK: Duration = Duration::from_secs(5);
 
 /// Carried by [`SidecarError::Refused`]; named here so callers can match on it.
 pub use crate::source::replication::ReplicationError;
@@ -54,46 +66,92 @@ pub enum SidecarError {
 
 /// Runs the sidecar until `stop` completes (then shuts down gracefully and
 /// returns `Ok`) or a fatal error. Transient failures are logged and retried
-/// with capped exponential backoff.
+/// with capped exponential backoff. `config_path` is read again on SIGHUP
+/// (`None`: reloading is off); webhooks from `[registry]` and pauses are
+/// followed while it runs.
 pub async fn run(
     config: Config,
+    config_path: Option<PathBuf>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SidecarError> {
     let db = Database::from_url(config.database.url.expose())?;
     let health = Health::new();
     let admin = admin::serve(config.admin.listen, health.clone()).await?;
-    // After the recorder is installed: webhooks register their metric handles.
-    let webhooks = Webhooks::from_config(&config)?;
     tracing::info!(%admin, "admin endpoint listening (/metrics, /healthz, /readyz)");
-    if webhooks.len() == 0 {
-        tracing::warn!(
-            "no enabled webhook subscribes to save_lead: changes are confirmed without delivery"
-        );
+    // After the recorder is installed: webhooks register their metric handles.
+    let pauses = Pauses::default();
+    let mut webhooks = Webhooks::new(pauses.clone())?;
+    let registry = registry::start(config.clone(), config_path, db.clone());
+    let follow_pauses = tokio::spawn(apply_pauses(registry.pauses.clone(), pauses));
+    let mut wanted = registry.wanted.clone();
+    if config.registry.is_some() {
+        // The table's webhooks belong to the first session too.
+        let _ = tokio::time::timeout(FIRST_LOOK, wanted.changed()).await;
     }
-    for hook in webhooks.describe() {
-        tracing::info!(webhook = %hook, "delivering to");
-    }
-    // The session watches this rather than being cancelled, so a stop
-    // while streaming can finish deliveries and confirm them.
     let (trigger, mut shutdown) = Shutdown::new();
     let watcher = tokio::spawn(async move {
         stop.await;
         trigger.request();
     });
-    let ctx = Session {
-        config: &config,
-        db: &db,
-        webhooks: &webhooks,
-        dead_letters: Arc::new(DeadLetterStore::new(db.clone(), &config.database.schema)),
-        health: &health,
-        shutdown: shutdown.clone(),
-        memory: MemoryBudget::new(config.memory),
-    };
-    let mut positions = Positions::at(Lsn::ZERO, webhooks.len());
+    let dead_letters = Arc::new(DeadLetterStore::new(db.clone(), &config.database.schema));
+    let mut applied: Option<Arc<Wanted>> = None;
+    let mut to_retire = Vec::new();
+    let mut memory = MemoryBudget::new(config.memory);
+    let mut positions = Positions::at(Lsn::ZERO, 0);
+    let (view, shown) = watch::channel(status::View {
+        webhooks: webhooks.clone(),
+        wanted: wanted.borrow().clone(),
+    });
+    let status = tokio::spawn(status::report(
+        db.clone(),
+        config.database.schema.clone(),
+        shown,
+    ));
     let mut delay = FIRST_RETRY;
     let result = loop {
+        let now = wanted.borrow_and_update().clone();
+        if applied.as_ref().is_none_or(|was| now.differs_from(was)) {
+            let before: Option<Vec<_>> = applied
+                .as_ref()
+                .map(|was| was.webhooks().cloned().collect());
+            let next = webhooks.rebuilt(&now.webhooks().cloned().collect::<Vec<_>>());
+            let (remapped, cut_over) = positions.remap(&webhooks.names(), &next.names());
+            report_changes(before.as_deref(), &now, &next, cut_over, &mut to_retire);
+            if applied
+                .as_ref()
+                .is_none_or(|was| was.config.memory != now.config.memory)
+            {
+                memory = MemoryBudget::new(now.config.memory);
+            }
+            (webhooks, positions) = (next, remapped);
+            applied = Some(now.clone());
+        }
+        view.send_replace(status::View {
+            webhooks: webhooks.clone(),
+            wanted: now.clone(),
+        });
+        retire_spooled(&db, &now.config, &mut to_retire).await;
+        let (session_stop, ending, forwarder) =
+            session_stop(&shutdown, &wanted, now.webhooks().cloned().collect());
+        let ctx = Session {
+            config: &now.config,
+            db: &db,
+            webhooks: &webhooks,
+            dead_letters: dead_letters.clone(),
+            health: &health,
+            shutdown: session_stop,
+            memory: memory.clone(),
+            ending,
+        };
         let started = tokio::time::Instant::now();
-        let error = match ctx.run(&mut positions).await {
+        let outcome = ctx.run(&mut positions).await;
+        forwarder.abort();
+        let reloading = !matches!(*ctx.ending.borrow(), Ending::Running);
+        let error = match outcome {
+            Ok(SessionEnd::Stopped) if reloading => {
+                tracing::info!(resume_from = %positions.resume(), "applying the new webhooks: the session restarts with them");
+                continue;
+            }
             Ok(SessionEnd::Stopped) => {
                 tracing::info!(confirmed = %positions.resume(), "stopped");
                 break Ok(());
@@ -140,5 +198,121 @@ pub async fn run(
         }
     };
     watcher.abort();
+    follow_pauses.abort();
+    status.abort();
     result
+}
+
+/// A session's own stop: requested when the process is asked to stop, or
+/// when the wanted webhooks change (then `Ending::Reload` first says which
+/// webhooks retire). The task must be aborted when the session ends.
+fn session_stop(
+    process: &Shutdown,
+    wanted: &watch::Receiver<Arc<Wanted>>,
+    running: Vec<WebhookConfig>,
+) -> (Shutdown, watch::Receiver<Ending>, JoinHandle<()>) {
+    let (trigger, stop) = Shutdown::new();
+    let (ending_tx, ending) = watch::channel(Ending::Running);
+    let (mut process, mut wanted) = (process.clone(), wanted.clone());
+    let forwarder = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = process.requested() => break,
+                changed = wanted.changed() => {
+                    if changed.is_err() {
+                        return std::future::pending().await;
+                    }
+                    let now = wanted.borrow_and_update().clone();
+                    let after: Vec<_> = now.webhooks().cloned().collect();
+                    let changes = Changes::between(&running, &after);
+                    if changes.is_empty() && after == running {
+                        // Only webhooks that receive nothing changed.
+                        continue;
+                    }
+                    let retire = changes.retired.into_iter().collect();
+                    ending_tx.send_replace(Ending::Reload { retire: Arc::new(retire) });
+                    break;
+                }
+            }
+        }
+        trigger.request();
+    });
+    (stop, ending, forwarder)
+}
+
+/// Logs what a reload changed (names and which settings, never values)
+/// and notes the retired webhooks whose spooled rows become dead letters.
+fn report_changes(
+    before: Option<&[WebhookConfig]>,
+    now: &Wanted,
+    next: &Webhooks,
+    cut_over: Lsn,
+    to_retire: &mut Vec<(String, String)>,
+) {
+    let Some(before) = before else {
+        if next.len() == 0 {
+            tracing::warn!(
+                "no enabled webhook subscribes to save_lead: changes are confirmed without delivery"
+            );
+        }
+        for hook in next.describe() {
+            tracing::info!(webhook = %hook, "delivering to");
+        }
+        return;
+    };
+    let after: Vec<_> = now.webhooks().cloned().collect();
+    let changes = Changes::between(before, &after);
+    for name in &changes.added {
+        tracing::info!(webhook = %name, %cut_over, "webhook added: it receives the changes committed after the cut-over position");
+    }
+    for (name, reason) in &changes.retired {
+        tracing::warn!(webhook = %name, %reason, "webhook stopped: what it still held goes to the dead letters");
+        to_retire.push((name.clone(), reason.clone()));
+    }
+    for (name, settings) in &changes.changed {
+        tracing::info!(webhook = %name, changed = %settings.join(", "), "webhook changed; its next deliveries use the new settings");
+    }
+}
+
+/// Moves the spooled rows of retired webhooks to the dead letters; what
+/// cannot be moved yet (database away) is tried again before the next session.
+async fn retire_spooled(db: &Database, config: &Config, to_retire: &mut Vec<(String, String)>) {
+    if to_retire.is_empty() {
+        return;
+    }
+    let schema = &config.database.schema;
+    let store = SpoolStore::new(db.clone(), schema);
+    let dead_letters = crate::setup::objects::dead_letter_table(schema);
+    let mut left = Vec::new();
+    for (name, reason) in to_retire.drain(..) {
+        match store.retire(&name, &reason, &dead_letters).await {
+            Ok(0) => {}
+            Ok(moved) => {
+                tracing::warn!(webhook = %name, moved, %reason, "moved the webhook's spooled changes to the dead letters")
+            }
+            Err(e) if e.is_missing_table() => {}
+            Err(e) => {
+                tracing::error!(webhook = %name, error = %e, "cannot move the webhook's spooled changes to the dead letters yet; trying again");
+                left.push((name, reason));
+            }
+        }
+    }
+    *to_retire = left;
+}
+
+/// Applies the pauses as they change; logs each pause and resume.
+async fn apply_pauses(mut paused: watch::Receiver<BTreeSet<String>>, pauses: Pauses) {
+    loop {
+        let now = paused.borrow_and_update().clone();
+        let (newly, resumed) = pauses.set(now);
+        for name in newly {
+            tracing::warn!(webhook = %name, "paused: its changes wait in the spool until `leadhook webhooks resume`");
+        }
+        for name in resumed {
+            tracing::info!(webhook = %name, "resumed: delivering what waited in the spool, in order");
+        }
+        if paused.changed().await.is_err() {
+            return;
+        }
+    }
 }

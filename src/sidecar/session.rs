@@ -100,6 +100,8 @@ pub(super) struct Session<'a> {
     pub(super) shutdown: Shutdown,
     /// Change bytes held in memory, all stages together.
     pub(super) memory: MemoryBudget,
+    /// Set when the session winds down for a reload (see `delivery::Ending`).
+    pub(super) ending: tokio::sync::watch::Receiver<crate::delivery::Ending>,
 }
 
 impl Session<'_> {
@@ -192,7 +194,7 @@ impl Session<'_> {
         let checkpoint = Arc::new(Checkpoint::for_outbox(self.webhooks.len()));
         let (changes_tx, changes_rx) = mpsc::channel(CHANGE_BUFFER);
         let (mut stages, dispatcher) = self.spawn_workers(&checkpoint).await?;
-        let lead = LeadStage::for_outbox(dispatcher);
+        let lead = LeadStage::for_outbox(dispatcher, config.source.columns.clone());
         stages.lead = Some(tokio::spawn(lead.run(changes_rx)));
         let source = OutboxSource::new(
             conn,
@@ -255,11 +257,7 @@ impl Session<'_> {
     ) -> Result<(Stages, Dispatcher), SessionError> {
         let schema = &self.config.database.schema;
         let spool_store = Arc::new(SpoolStore::new(self.db.clone(), schema));
-        let spools = self
-            .config
-            .webhooks
-            .iter()
-            .any(|h| h.receives_save_lead() && h.policy.spool);
+        let spools = self.webhooks.iter().any(|h| h.policy.spool);
         // Without a webhook that spools the table may be missing; rows left
         // in one from before are still drained.
         let depths = match spool_store.depths().await {
@@ -279,6 +277,7 @@ impl Session<'_> {
             spool,
             spool_store,
             memory: self.memory.clone(),
+            ending: self.ending.clone(),
         };
         let mut workers = JoinSet::new();
         let caught_up = Arc::new(Notify::new());

@@ -189,8 +189,8 @@ impl OutboxSource {
     async fn read_batch(&mut self) -> Result<usize, OutboxError> {
         let in_flight: Vec<i64> = self.undeleted.iter().map(|(_, seq)| *seq).collect();
         let query = format!(
-            "SELECT seq, op, lead_key, lead, captured FROM (
-                 SELECT seq, op, lead_key, lead::text AS lead,
+            "SELECT seq, op, lead_key, lead, captured, other_columns FROM (
+                 SELECT seq, op, lead_key, lead::text AS lead, other_columns::text,
                         (extract(epoch FROM captured_at) * 1000000)::int8 AS captured,
                         sum(octet_length(lead::text)) OVER (ORDER BY seq) AS upto
                  FROM {} WHERE seq <> ALL($1::int8[]) ORDER BY seq LIMIT $2) batch
@@ -210,6 +210,7 @@ impl OutboxSource {
         for row in &rows {
             let (seq, op, key, lead, captured): (i64, &str, &str, &str, i64) =
                 (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+            let other_columns: Option<String> = row.get(5);
             metrics::counter!("leadhook_changes_total", "op" => if op == "insert" { "insert" } else { "update" }).increment(1);
             self.next_index += 1;
             let index = self.next_index;
@@ -225,6 +226,7 @@ impl OutboxSource {
                 commit_time: captured - PG_EPOCH_OFFSET_MICROS,
                 key: lead_key(key),
                 lead: lead.to_owned(),
+                other_columns,
                 memory: self.budget.reserve(lead.len()).await,
             };
             self.changes

@@ -21,7 +21,21 @@ pub struct SidecarConfig {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<Webhook>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry: Option<Registry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<Log>,
+}
+
+/// `[registry]`: webhooks from a table.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Registry {
+    pub table: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_private_networks: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env_prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "duration")]
+    pub poll_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -117,6 +131,10 @@ pub struct Webhook {
     pub secret: Option<String>,
     #[serde(flatten)]
     pub delivery: Delivery,
+    /// Column → a value or a list of values (strings, numbers, booleans).
+    /// Last: TOML writes it as a table of its own.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub filter: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::store::{SpoolStore, SpooledChange};
-use crate::delivery::deliver::{Delivery, Outgoing};
+use crate::delivery::deliver::{Delivery, Outcome, Outgoing};
 use crate::delivery::lanes::Lanes;
 use crate::memory::{MemoryBudget, Reservation};
 
@@ -61,7 +61,7 @@ impl Drainer {
         let hook = &self.delivery.hook;
         let limit = hook.policy.max_in_flight;
         let mut lanes: Lanes<(SpooledChange, Option<Reservation>)> = Lanes::new();
-        let mut in_flight: JoinSet<(u64, i64, usize)> = JoinSet::new();
+        let mut in_flight: JoinSet<(u64, Option<i64>, usize)> = JoinSet::new();
         let mut held_bytes = 0;
         let mut done = Vec::new();
         let mut cursor = 0;
@@ -142,7 +142,7 @@ impl Drainer {
                 Some(finished) = in_flight.join_next() => {
                     let Ok((key, row, bytes)) = finished else { return };
                     held_bytes -= bytes;
-                    done.push(row);
+                    done.extend(row);
                     if let Some(next) = lanes.finished(key) {
                         self.start(&mut in_flight, next);
                     }
@@ -165,11 +165,12 @@ impl Drainer {
     }
 
     /// Delivers one row; one that waited behind its lead has its payload
-    /// read again first. The task returns the bytes it held of
-    /// `held_bytes` (none for a row read again).
+    /// read again first. The task returns the row to delete (none when the
+    /// delivery was abandoned) and the bytes it held of `held_bytes` (none
+    /// for a row read again).
     fn start(
         &self,
-        in_flight: &mut JoinSet<(u64, i64, usize)>,
+        in_flight: &mut JoinSet<(u64, Option<i64>, usize)>,
         (mut row, memory): (SpooledChange, Option<Reservation>),
     ) {
         let delivery = self.delivery.clone();
@@ -187,7 +188,7 @@ impl Drainer {
                     match reload(&store, &delivery.hook.name, row.row).await {
                         Some(payload) => row.payload = payload,
                         // Gone (deleted by hand): nothing to deliver.
-                        None => return (row.key, row.row, 0),
+                        None => return (row.key, Some(row.row), 0),
                     }
                     budget.reserve(row.payload.len()).await
                 }
@@ -198,9 +199,11 @@ impl Drainer {
                 commit_time: row.commit_time,
                 tried: Some((row.first_attempt, row.attempts)),
             };
-            // Not spooled again: it ends delivered or dead-lettered.
-            delivery.deliver(change, false).await;
-            (row.key, row.row, counted)
+            // Not spooled again: it ends delivered or dead-lettered (or is
+            // left for the next session, when this one winds down).
+            let outcome = delivery.deliver(change, false).await;
+            let done = (outcome != Outcome::Abandoned).then_some(row.row);
+            (row.key, done, counted)
         });
     }
 

@@ -47,6 +47,8 @@ pub(crate) enum Reason {
     Backlog,
     /// The spool already had rows for it when the session started.
     Rows,
+    /// `leadhook webhooks pause`: its changes wait in the spool.
+    Paused,
 }
 
 impl std::fmt::Display for Reason {
@@ -61,6 +63,7 @@ impl std::fmt::Display for Reason {
                 "a change stuck retrying holds back half the unconfirmed changes the stream allows"
             }
             Reason::Rows => "the spool has rows for it from before",
+            Reason::Paused => "it is paused (leadhook webhooks resume NAME delivers what waits)",
         })
     }
 }

@@ -24,6 +24,13 @@ pub(crate) enum SpoolError {
     Sql(#[from] tokio_postgres::Error),
 }
 
+impl SpoolError {
+    /// The spool table does not exist (no webhook ever spooled here).
+    pub(crate) fn is_missing_table(&self) -> bool {
+        matches!(self, SpoolError::Sql(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE))
+    }
+}
+
 /// Says what to do about the failures a person must fix.
 fn explain(e: &tokio_postgres::Error) -> String {
     use tokio_postgres::error::SqlState;
@@ -81,6 +88,34 @@ impl SpoolStore {
         let open = Arc::new(self.db.sql().await?);
         *client = Some(open.clone());
         Ok(open)
+    }
+
+    /// Moves every row of `webhook` to the dead letters (`dead_letters` is
+    /// their table), with `reason` as the last error, in one statement: for
+    /// a webhook that was removed or disabled, whose spooled changes must not
+    /// vanish. Returns how many moved.
+    pub(crate) async fn retire(
+        &self,
+        webhook: &str,
+        reason: &str,
+        dead_letters: &str,
+    ) -> Result<u64, SpoolError> {
+        let sql = self.client().await?;
+        let statement = format!(
+            "WITH moved AS (DELETE FROM {t} WHERE webhook = $1
+                            RETURNING webhook, webhook_id, payload, attempts, first_attempt_at)
+             INSERT INTO {d} (webhook, webhook_id, payload, attempts, last_status, last_error, first_attempt_at, last_attempt_at)
+             SELECT webhook, webhook_id, payload, attempts, NULL, $2, coalesce(first_attempt_at, now()), now() FROM moved
+             ON CONFLICT (webhook, webhook_id) DO UPDATE SET
+                 last_error = EXCLUDED.last_error, last_attempt_at = EXCLUDED.last_attempt_at",
+            t = self.table,
+            d = dead_letters,
+        );
+        let moved = sql.execute(&statement, &[&webhook, &reason]).await;
+        if moved.is_err() {
+            self.reset().await;
+        }
+        Ok(moved?)
     }
 
     /// Forgets the connection after an error, so the next call reconnects.

@@ -19,7 +19,7 @@ fn entries(changes: &[(&'static str, u64, i64, &str)]) -> Vec<Entry> {
         "[database]\nurl = \"postgres://x@h/db\"\n[[webhooks]]\nname = \"a\"\nurl = \"http://h/\"\n",
     )
     .unwrap();
-    let hook = Arc::new(Webhook::new(&config.webhooks[0]));
+    let hook = Arc::new(Webhook::new(&config.webhooks[0], &Default::default()));
     let checkpoint = Checkpoint::for_outbox(1);
     let budget = MemoryBudget::new(1 << 20);
     changes

@@ -14,7 +14,7 @@ use postgres_protocol::escape::escape_identifier;
 
 use crate::setup::objects;
 use crate::setup::outbox::Outbox;
-use crate::setup::table::KeyColumn;
+use crate::setup::table::{KeyColumn, unknown_filter_columns};
 
 pub(crate) mod publication;
 mod tables;
@@ -32,6 +32,7 @@ pub struct Inspection {
     create_publication: bool,
     create_own_tables: bool,
     create_outbox: bool,
+    create_registry: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,17 +93,19 @@ pub(crate) async fn prepare(
         tracing::info!(outbox = %Outbox::new(config).table(), "installed the outbox and its capture trigger");
     }
     if report.create_own_tables {
-        let mut statements = objects::dead_letter_statements(&config.database.schema);
-        statements.push('\n');
-        statements.push_str(&objects::spool_statement(&config.database.schema));
-        if config.source.mode == SourceMode::Replication {
-            statements.push('\n');
-            statements.push_str(&objects::slots_statement(&config.database.schema));
-        }
+        let replication = config.source.mode == SourceMode::Replication;
+        let statements = objects::own_table_statements(&config.database.schema, replication);
         sql.batch_execute(&statements)
             .await
             .or_else(ignore_duplicate)?;
         tracing::info!(schema = %config.database.schema, "created leadhook's own tables");
+    }
+    if let Some(registry) = config.registry.as_ref().filter(|_| report.create_registry) {
+        let statements = super::registry::statements(&registry.table, &config.database.schema);
+        sql.batch_execute(&statements)
+            .await
+            .or_else(ignore_duplicate)?;
+        tracing::info!(table = %registry.table, "created the registry table");
     }
     Ok(report)
 }
@@ -293,6 +296,13 @@ async fn check_columns(
         mapped.push(format!("{field} = {column} ({type_name})"));
     }
     report.found.push(format!("columns: {}", mapped.join(", ")));
+    let names = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+    for (i, hook) in config.webhooks.iter().enumerate() {
+        let key = format!("webhooks[{i}]");
+        report
+            .problems
+            .extend(unknown_filter_columns(&key, hook, &names, &table));
+    }
     Ok(())
 }
 

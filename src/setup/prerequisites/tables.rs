@@ -6,7 +6,9 @@ use tokio_postgres::Client;
 
 use super::Inspection;
 use crate::config::{Config, SourceMode};
-use crate::setup::objects::{dead_letter_table, slots_table, spool_table};
+use crate::setup::objects::{
+    dead_letter_table, pauses_table, slots_table, spool_table, status_table,
+};
 
 /// One of leadhook's tables, as `check` describes it.
 struct OwnTable {
@@ -47,6 +49,18 @@ pub(super) async fn check(
             )),
         });
     }
+    tables.push(OwnTable {
+        what: "webhook pause table",
+        table: pauses_table(schema),
+        rights: "SELECT, INSERT, DELETE",
+        extra_grant: None,
+    });
+    tables.push(OwnTable {
+        what: "webhook status table",
+        table: status_table(schema),
+        rights: "SELECT, INSERT, UPDATE, DELETE",
+        extra_grant: None,
+    });
     if config.source.mode == SourceMode::Replication {
         tables.push(OwnTable {
             what: "slot record table",
@@ -56,17 +70,27 @@ pub(super) async fn check(
         });
     }
     for own in tables {
-        check_one(sql, schema, &own, report).await?;
+        report.create_own_tables |= check_one(sql, schema, &own, report).await?;
+    }
+    if let Some(registry) = &config.registry {
+        let own = OwnTable {
+            what: "registry table",
+            table: registry.table.quoted(),
+            rights: "SELECT",
+            extra_grant: None,
+        };
+        report.create_registry = check_one(sql, &registry.table.schema, &own, report).await?;
     }
     Ok(())
 }
 
+/// Reports on one table; true when it is missing and will be created.
 async fn check_one(
     sql: &Client,
     schema: &str,
     own: &OwnTable,
     report: &mut Inspection,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<bool, tokio_postgres::Error> {
     let OwnTable {
         what,
         table,
@@ -91,14 +115,14 @@ async fn check_one(
             own.extra_grant.as_deref().map(|g| format!(" and {g}")).unwrap_or_default()
         )),
         (false, _, true) => {
-            report.create_own_tables = true;
             report
                 .found
                 .push(format!("{what} {table} is missing and will be created"));
+            return Ok(true);
         }
         (false, _, false) => report.problems.push(format!(
             "the {what} {table} is missing and the role may not create it (database.schema = {schema:?}): have a DBA run sql/setup.sql"
         )),
     }
-    Ok(())
+    Ok(false)
 }

@@ -1,0 +1,50 @@
+//! Paused webhooks, kept in `<schema>.webhook_pauses` so that a pause
+//! survives restarts and is seen by a standby that takes over.
+//! `leadhook webhooks pause NAME` adds a row and rings the registry's
+//! channel; the running sidecar reads the table again (and polls it).
+
+use std::collections::BTreeSet;
+
+use tokio_postgres::Client;
+
+use crate::setup::objects::pauses_table as table;
+use crate::setup::registry::channel;
+
+/// The names paused now.
+pub(crate) async fn read(
+    sql: &Client,
+    schema: &str,
+) -> Result<BTreeSet<String>, tokio_postgres::Error> {
+    let rows = sql
+        .query(&format!("SELECT name FROM {}", table(schema)), &[])
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Pauses (`true`) or resumes `name`; false if it already was so.
+pub(crate) async fn set(
+    sql: &Client,
+    schema: &str,
+    name: &str,
+    paused: bool,
+) -> Result<bool, tokio_postgres::Error> {
+    let changed = if paused {
+        sql.execute(
+            &format!(
+                "INSERT INTO {} (name) VALUES ($1) ON CONFLICT DO NOTHING",
+                table(schema)
+            ),
+            &[&name],
+        )
+        .await?
+    } else {
+        sql.execute(
+            &format!("DELETE FROM {} WHERE name = $1", table(schema)),
+            &[&name],
+        )
+        .await?
+    };
+    sql.execute("SELECT pg_notify($1, '')", &[&channel(schema)])
+        .await?;
+    Ok(changed > 0)
+}

@@ -101,6 +101,11 @@ impl Worker {
                         open = false;
                         continue;
                     };
+                    if hook.is_paused() {
+                        // At once, not at the next check: nothing is sent
+                        // once the pause is known.
+                        hook.start_spooling(Reason::Paused);
+                    }
                     if hook.spool.is_spooling() && !run.lanes.is_busy(event.key) {
                         self.forward(&mut run, event, None).await;
                     } else if let Some(event) = run.lanes.arrive(event.key, event) {

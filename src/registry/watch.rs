@@ -55,6 +55,8 @@ pub(crate) fn start(config: Config, path: Option<PathBuf>, db: Database) -> Regi
         pauses: pauses_tx,
         reported: BTreeMap::new(),
         invalid_rows,
+        looked: false,
+        announced: false,
     };
     tokio::spawn(combiner.run(fetched, path));
     Registry {
@@ -73,6 +75,10 @@ struct Combiner {
     /// Invalid rows already reported, so each is logged once.
     reported: BTreeMap<String, Vec<String>>,
     invalid_rows: metrics::Counter,
+    /// Whether the database was looked at yet, and whether that was
+    /// announced (see [`Self::publish`]).
+    looked: bool,
+    announced: bool,
 }
 
 impl Combiner {
@@ -90,6 +96,7 @@ impl Combiner {
                         self.rows = rows;
                     }
                     self.columns = looked.columns.or(self.columns.take());
+                    self.looked = true;
                     config
                 }
                 Some(()) = next_hangup(&mut hangups) => match &path {
@@ -152,8 +159,11 @@ impl Combiner {
             rows,
             invalid,
         };
+        // The first look is announced even unchanged: the sidecar's first
+        // session waits for it.
+        let first_look = self.looked && !std::mem::replace(&mut self.announced, self.looked);
         self.wanted.send_if_modified(|wanted| {
-            let differs = next.differs_from(wanted) || next.invalid != wanted.invalid;
+            let differs = next.differs_from(wanted) || next.invalid != wanted.invalid || first_look;
             if differs {
                 *wanted = Arc::new(next);
             }
@@ -215,11 +225,22 @@ async fn fetch(config: Config, db: Database, looked: mpsc::Sender<Fetched>) {
                         return;
                     }
                 }
-                Err(Look::Table(e @ TableError::Missing(_))) if !warned => {
+                Err(Look::Table(e @ TableError::Missing(_))) => {
+                    // Created by the first session when the role may: until
+                    // then there are no rows (said once).
+                    if !warned {
+                        tracing::warn!("{e}");
+                    }
                     warned = true;
-                    tracing::error!("{e}");
+                    let empty = Fetched {
+                        rows: Some(Vec::new()),
+                        pauses: BTreeSet::new(),
+                        columns: None,
+                    };
+                    if looked.send(empty).await.is_err() {
+                        return;
+                    }
                 }
-                Err(Look::Table(TableError::Missing(_))) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "registry: reading failed; reconnecting");
                     break;

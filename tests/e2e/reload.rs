@@ -1,0 +1,184 @@
+//! SIGHUP: the config file read again while the sidecar runs. Webhooks
+//! added, disabled and changed take effect; an untouched webhook neither
+//! loses nor repeats a change; an invalid file is rejected and the running
+//! config stays; what a removed webhook still held becomes dead letters.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::support::*;
+
+/// Scores as they arrived at `path`, repeats included.
+pub(crate) fn arrived_scores(receiver: &Receiver, path: &str) -> Vec<i64> {
+    let mut scores: Vec<i64> = receiver
+        .requests_to(path)
+        .iter()
+        .map(|r| data(r)["score"].as_i64().expect("score"))
+        .collect();
+    scores.sort_unstable();
+    scores
+}
+
+/// Rewrites the sidecar's config and sends SIGHUP; waits until it applied
+/// new webhooks (`log` is what it logs then).
+async fn reload(run: &Running, config: &SidecarConfig, log: &str) {
+    run.sidecar.rewrite_config(&config.to_toml());
+    run.sidecar.hang_up();
+    run.sidecar.wait_log(log).await;
+}
+
+#[tokio::test]
+async fn sighup_adds_disables_and_moves_webhooks_while_an_untouched_one_loses_and_repeats_nothing()
+{
+    let run = Scenario::new("sighup")
+        .webhook("keep", "/keep")
+        .webhook("gone", "/gone")
+        .webhook("moved", "/old")
+        .start(&leadhook())
+        .await;
+    run.db.insert_leads(1..=20).await;
+    for path in ["/keep", "/gone", "/old"] {
+        wait_for_scores(&run.receiver, path, 20, &run.sidecar).await;
+    }
+    let mut config = run.config.clone();
+    config.webhooks[1].enabled = Some(false);
+    config.webhooks[2].url = run.receiver.url("/new");
+    config.webhooks[2]
+        .headers
+        .insert("Authorization".into(), "Bearer n3w-t0ken".into());
+    config
+        .webhooks
+        .push(Webhook::to(&run.receiver, "added", "/added"));
+    reload(&run, &config, "applying the new webhooks").await;
+    run.db.insert_leads(21..=40).await;
+    wait_for_scores(&run.receiver, "/keep", 40, &run.sidecar).await;
+    wait_for_these_scores(&run.receiver, "/new", 21..=40, &run.sidecar).await;
+    wait_for_these_scores(&run.receiver, "/added", 21..=40, &run.sidecar).await;
+    run.db.wait_confirmed("every lead", &run.sidecar).await;
+
+    let all: Vec<i64> = (1..=40).collect();
+    let later: Vec<i64> = (21..=40).collect();
+    assert_eq!(
+        arrived_scores(&run.receiver, "/keep"),
+        all,
+        "untouched: each lead exactly once"
+    );
+    assert_eq!(
+        arrived_scores(&run.receiver, "/gone"),
+        (1..=20).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        arrived_scores(&run.receiver, "/old"),
+        (1..=20).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        arrived_scores(&run.receiver, "/new"),
+        later,
+        "the new URL gets what followed"
+    );
+    assert_eq!(
+        arrived_scores(&run.receiver, "/added"),
+        later,
+        "from its cut-over on"
+    );
+    let moved = run.receiver.requests_to("/new");
+    assert_eq!(moved[0].header("authorization"), Some("Bearer n3w-t0ken"));
+    run.sidecar.assert_running();
+    let log = run.sidecar.log();
+    assert!(
+        log.contains("webhook added") && log.contains("cut_over="),
+        "{log}"
+    );
+    assert!(log.contains("the webhook was disabled"), "{log}");
+    assert!(log.contains("changed=url, headers"), "{log}");
+    assert!(!log.contains("n3w-t0ken"), "a header value reached the log");
+}
+
+#[tokio::test]
+async fn an_invalid_file_on_sighup_is_rejected_with_the_key_named_and_the_running_config_stays() {
+    let run = Scenario::new("badreload").start(&leadhook()).await;
+    let mut broken = run.config.clone();
+    broken.webhooks[0].url = "ftp://leads.example.com/hook".into();
+    run.sidecar.rewrite_config(&broken.to_toml());
+    run.sidecar.hang_up();
+    run.sidecar.wait_log("the new config is invalid").await;
+    assert!(
+        run.sidecar.log().contains("webhooks[0].url"),
+        "{}",
+        run.sidecar.log()
+    );
+
+    let mut admin_moved = run.config.clone();
+    admin_moved.admin.listen = Some("127.0.0.1:1".into());
+    admin_moved.database.url = format!("{}?application_name=other", run.db.url);
+    run.sidecar.rewrite_config(&admin_moved.to_toml());
+    run.sidecar.hang_up();
+    run.sidecar
+        .wait_log("take effect only after a restart")
+        .await;
+    let log = run.sidecar.log();
+    assert!(
+        log.contains("section=[admin]") && log.contains("section=[database]"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("applying the new webhooks"),
+        "nothing to apply: no restart"
+    );
+
+    run.db.insert_leads(1..=5).await;
+    wait_for_scores(&run.receiver, "/leads", 5, &run.sidecar).await;
+    run.sidecar.assert_running();
+}
+
+#[tokio::test]
+async fn removing_a_failing_webhook_turns_what_it_held_into_dead_letters_with_the_reason() {
+    let run = Scenario::new("retire")
+        .webhook("healthy", "/ok")
+        .webhook_with("doomed", "/down", |w| {
+            w.delivery.initial_backoff = Some(Duration::from_millis(200));
+            w.delivery.max_backoff = Some(Duration::from_millis(400));
+        })
+        .start(&leadhook())
+        .await;
+    run.receiver
+        .set_responder(|request, _| match request.path.as_str() {
+            "/down" => Reply::status(503),
+            _ => Reply::ok(),
+        });
+    run.db.insert_leads(1..=10).await;
+    wait_for_scores(&run.receiver, "/ok", 10, &run.sidecar).await;
+    run.receiver
+        .wait_for("/down", 10, WAIT)
+        .await
+        .expect("attempts");
+
+    let mut config = run.config.clone();
+    config.webhooks.remove(1);
+    reload(&run, &config, "applying the new webhooks").await;
+    let letters = dead_letters(&run.db).await;
+    assert_eq!(letters.len(), 10, "every change it held: {letters:?}");
+    assert!(
+        letters.values().all(|reason| reason.contains("removed")),
+        "{letters:?}"
+    );
+    run.db.insert_leads(11..=12).await;
+    wait_for_these_scores(&run.receiver, "/ok", 11..=12, &run.sidecar).await;
+    run.db
+        .wait_confirmed("the slot past the removed webhook", &run.sidecar)
+        .await;
+}
+
+/// `webhook_id → last_error` of webhook `doomed`'s dead letters.
+async fn dead_letters(db: &TestDb) -> HashMap<String, String> {
+    db.sql
+        .query(
+            "SELECT webhook_id, last_error FROM leadhook.dead_letters WHERE webhook = 'doomed'",
+            &[],
+        )
+        .await
+        .expect("read dead letters")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}

@@ -37,52 +37,79 @@ fn per_lead(receiver: &Receiver, path: &str) -> BTreeMap<String, Vec<i64>> {
     leads
 }
 
-/// 20 leads, each inserted then updated twice: 60 changes, scores rising
-/// per lead (n, n + 100, n + 200).
-async fn leads_with_updates(db: &TestDb) {
-    db.insert_leads(1..=20).await;
+/// 20 leads, each inserted then updated twice, one transaction each and
+/// 20 ms apart (a load that lasts over a second): 60 changes, scores
+/// rising per lead (n, n + 100, n + 200).
+async fn leads_with_updates(sql: &tokio_postgres::Client) {
+    for n in 1..=20 {
+        insert_leads(sql, n..=n).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for step in [100, 200] {
-        db.sql
-            .execute("UPDATE leads SET score = (score % 100) + $1", &[&step])
+        for n in 1..=20 {
+            sql.execute(
+                "UPDATE leads SET score = $1 WHERE score = $2",
+                &[&(n + step), &(n + step - 100)],
+            )
             .await
-            .expect("update leads");
+            .expect("update a lead");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
 #[tokio::test]
-async fn a_paused_webhook_holds_its_changes_in_the_spool_and_delivers_them_in_order_on_resume() {
+async fn a_webhook_paused_under_load_holds_its_changes_in_the_spool_and_delivers_them_in_order_on_resume()
+ {
     let run = Scenario::new("pause")
         .webhook("paused", "/paused")
         .webhook("other", "/other")
         .start(&leadhook())
         .await;
+    let writer = connect(&run.db.url).await;
+    let load = tokio::spawn(async move { leads_with_updates(&writer).await });
+    run.receiver
+        .wait_for("/paused", 5, WAIT)
+        .await
+        .expect("deliveries under way");
     let done = cli(&run, &["webhooks", "pause", "paused"]);
     assert!(done.stdout.contains("paused"), "{}", done.stdout);
     run.sidecar
         .wait_log("paused: its changes wait in the spool")
         .await;
-    leads_with_updates(&run.db).await;
+    let before_pause = run.receiver.count_to("/paused");
+    load.await.expect("the load");
     run.receiver
         .wait_for("/other", 60, WAIT)
         .await
         .expect("the other webhook goes on");
-    eventually(
-        "the paused webhook's changes are spooled",
-        || run.sidecar.log(),
-        async || run.db.spool_rows("paused").await == 60,
-    )
-    .await;
     run.db
         .wait_confirmed("the slot past the spooled changes", &run.sidecar)
         .await;
+    let spooled = run.db.spool_rows("paused").await;
+    let sent = run.receiver.count_to("/paused");
+    assert!(
+        sent < 60 && spooled > 0,
+        "paused mid-load: {sent} sent, {spooled} spooled"
+    );
+    assert!(
+        sent <= before_pause + 64,
+        "at most what was in flight finished after the pause"
+    );
+    assert_eq!(
+        sent as i64 + spooled,
+        60,
+        "every change sent or waiting, none twice"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         run.receiver.count_to("/paused"),
-        0,
-        "nothing is sent while paused"
+        sent,
+        "nothing more is sent while paused"
     );
     assert_eq!(
         eventually_listed(&run, "paused", "paused").await["spooled"],
-        60
+        spooled
     );
 
     cli(&run, &["webhooks", "resume", "paused"]);

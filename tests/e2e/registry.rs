@@ -61,6 +61,20 @@ async fn rows_inserted_updated_disabled_and_deleted_take_effect_within_two_secon
     .await;
     run.db.insert_leads(1..=3).await;
     wait_for_scores(&run.receiver, "/crm", 3, &run.sidecar).await;
+    // Off this thread: the receiver answering it runs here.
+    let config = run.config.to_toml();
+    let tested = tokio::task::spawn_blocking(move || {
+        leadhook().run(&config, &["webhooks", "test", "crm"], &[])
+    })
+    .await
+    .expect("run webhooks test");
+    assert_eq!(
+        tested.code,
+        Some(0),
+        "a row can be tested too: {}{}",
+        tested.stdout,
+        tested.stderr
+    );
 
     let at = Instant::now();
     sql(
@@ -103,7 +117,12 @@ async fn rows_inserted_updated_disabled_and_deleted_take_effect_within_two_secon
     wait_for_scores(&run.receiver, "/file", 12, &run.sidecar).await;
     run.db.wait_confirmed("every lead", &run.sidecar).await;
 
-    assert_eq!(arrived_scores(&run.receiver, "/crm"), vec![1, 2, 3]);
+    assert_eq!(
+        arrived_scores(&run.receiver, "/crm"),
+        vec![1, 2, 3],
+        "and the test event"
+    );
+    assert_eq!(run.receiver.count_to("/crm"), 4);
     assert_eq!(
         arrived_scores(&run.receiver, "/crm2"),
         vec![4, 5, 6],

@@ -35,6 +35,14 @@
 //! - [`dead_letter`]: changes a webhook gave up on, kept in the database.
 //! - `checkpoint`: the hub above: which changes every webhook has handled.
 //!
+//! Beside the pipeline, what says where it delivers:
+//! - [`registry`]: the webhooks wanted now, kept current while running:
+//!   the config file again on SIGHUP, the `[registry]` table's rows
+//!   (untrusted: checked, private networks refused by `delivery::guard`),
+//!   the durable pauses, the status table, and `leadhook webhooks list`,
+//!   `test`, `pause` and `resume`. The sidecar restarts its session when
+//!   the webhooks change; a pause only switches a webhook to the spool.
+//!
 //! What the pipeline stands on (these import no stage):
 //! - [`config`]: `sidecar.toml` and `LEADHOOK_…` overrides, strictly checked
 //!   and parsed once into typed values.

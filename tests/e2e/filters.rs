@@ -25,7 +25,8 @@ fn filtered(scenario: Scenario<'static>) -> Scenario<'static> {
         .webhook("everyone", "/everyone")
 }
 
-/// Four leads (score: account, region), then lead 1 moves to account 7.
+/// Four leads (score: account, region), then lead 1 moves out of account 42
+/// (to 7, score 11) and lead 3 into it (score 13).
 async fn tenants_and_a_move(db: &TestDb) {
     db.sql
         .batch_execute(
@@ -34,7 +35,8 @@ async fn tenants_and_a_move(db: &TestDb) {
                  ('b@example.com', 2, 42, 'us'),
                  ('c@example.com', 3, 7, 'uk'),
                  ('d@example.com', 4, NULL, 'eu');
-             UPDATE leads SET account_id = 7, score = 11 WHERE score = 1;",
+             UPDATE leads SET account_id = 7, score = 11 WHERE score = 1;
+             UPDATE leads SET account_id = 42, score = 13 WHERE score = 3;",
         )
         .await
         .expect("insert tenants' leads");
@@ -42,7 +44,13 @@ async fn tenants_and_a_move(db: &TestDb) {
 
 async fn each_webhook_gets_only_its_tenants_leads(run: Running, notify: bool) {
     tenants_and_a_move(&run.db).await;
-    wait_for_these_scores(&run.receiver, "/everyone", [1, 2, 3, 4, 11], &run.sidecar).await;
+    wait_for_these_scores(
+        &run.receiver,
+        "/everyone",
+        [1, 2, 3, 4, 11, 13],
+        &run.sidecar,
+    )
+    .await;
     if notify {
         eventually(
             "every outbox row handled",
@@ -55,13 +63,13 @@ async fn each_webhook_gets_only_its_tenants_leads(run: Running, notify: bool) {
     }
     assert_eq!(
         arrived_scores(&run.receiver, "/account42"),
-        vec![1, 2],
-        "the move out is not sent"
+        vec![1, 2, 13],
+        "the move out is not sent, the move in is"
     );
     assert_eq!(
         arrived_scores(&run.receiver, "/europe"),
-        vec![1, 3, 4, 11],
-        "still in eu after the move"
+        vec![1, 3, 4, 11, 13],
+        "in eu or uk throughout"
     );
     assert_eq!(arrived_scores(&run.receiver, "/account42_eu"), vec![1]);
     let admin = run.sidecar.admin_url().await;

@@ -147,6 +147,7 @@ async fn an_invalid_row_is_reported_and_skipped_while_the_rows_beside_it_deliver
         &format!(
             "INSERT INTO {TABLE} (name, url, method, filter) VALUES
                  ('wrong_method', $1, 'GET', NULL),
+                 ('numeric_header', $1, 'POST', NULL),
                  ('unknown_column', $1, 'POST', '{{\"tenant\": 1}}'),
                  ('hook', $1, 'POST', NULL),
                  ('good', $1, 'POST', NULL)"
@@ -154,6 +155,13 @@ async fn an_invalid_row_is_reported_and_skipped_while_the_rows_beside_it_deliver
         &url,
     )
     .await;
+    run.db
+        .sql
+        .batch_execute(&format!(
+            "UPDATE {TABLE} SET headers = '{{\"X-Tenant\": 7}}' WHERE name = 'numeric_header'"
+        ))
+        .await
+        .expect("a header that is not a string");
     run.sidecar.wait_log("webhook=good cut_over=").await;
     run.db.insert_leads(1..=3).await;
     wait_for_scores(&run.receiver, "/good", 3, &run.sidecar).await;
@@ -162,6 +170,7 @@ async fn an_invalid_row_is_reported_and_skipped_while_the_rows_beside_it_deliver
         "registry row \"wrong_method\".method: unsupported method \"GET\"",
         "registry row \"unknown_column\".filter: column \"tenant\" not found",
         "registry row \"hook\".name: duplicate webhook name \"hook\"",
+        "registry row \"numeric_header\".headers: must be a JSON object of strings",
     ] {
         assert!(log.contains(problem), "{problem} not in:\n{log}");
     }
@@ -171,7 +180,7 @@ async fn an_invalid_row_is_reported_and_skipped_while_the_rows_beside_it_deliver
         "the file's \"hook\" keeps its name and its deliveries"
     );
     let admin = run.sidecar.admin_url().await;
-    assert!(metric(&admin, "leadhook_registry_invalid_rows_total", &[]).await >= 3.0);
+    assert!(metric(&admin, "leadhook_registry_invalid_rows_total", &[]).await >= 4.0);
 
     let listed = eventually_listed(&run, "wrong_method", "invalid").await;
     assert!(

@@ -126,6 +126,7 @@ async fn an_invalid_file_on_sighup_is_rejected_with_the_key_named_and_the_runnin
     let mut admin_moved = run.config.clone();
     admin_moved.admin.listen = Some("127.0.0.1:1".into());
     admin_moved.database.url = format!("{}?application_name=other", run.db.url);
+    admin_moved.source.poll_interval = Some(Duration::from_secs(3));
     run.sidecar.rewrite_config(&admin_moved.to_toml());
     run.sidecar.hang_up();
     run.sidecar

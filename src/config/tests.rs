@@ -306,3 +306,46 @@ fn bad_sizes_and_zero_windows_are_refused_with_the_key_named() {
         );
     }
 }
+
+#[test]
+fn a_reload_applies_webhooks_and_delivery_and_names_the_sections_that_need_a_restart() {
+    let running = Config::from_toml(FULL).unwrap();
+    let edited = FULL
+        .replace("timeout = \"250ms\"", "timeout = \"1s\"")
+        .replace("127.0.0.1:9187", "127.0.0.1:9999")
+        .replace("slot = \"leadhook\"", "slot = \"other\"")
+        .replace("name = \"CRM\"", "name = \"ERP\"");
+    let new = Config::from_toml(&edited).unwrap();
+    assert_eq!(running.restart_needed(&new), vec!["[source]", "[admin]"]);
+    let applied = running.reload(new);
+    assert_eq!(applied.webhooks[1].name, "ERP");
+    assert_eq!(applied.delivery.timeout, Duration::from_secs(1));
+    assert_eq!(applied.source.slot, "leadhook", "kept until a restart");
+    assert_eq!(applied.admin.listen.port(), 9187);
+}
+
+#[test]
+fn a_registry_needs_a_table_and_a_non_empty_prefix() {
+    let problems = problems(
+        "[database]\nurl = \"postgres://x@h/db\"\n[registry]\ntable = \"leadhook.webhooks\"\nenv_prefix = \"\"\n",
+    );
+    assert!(problems[0].contains("registry.env_prefix"), "{problems:?}");
+    let missing =
+        "[database]\nurl = \"postgres://x@h/db\"\n[registry]\nallow_private_networks = true\n";
+    let problems = Config::from_toml(missing).unwrap_err().problems().to_vec();
+    assert!(
+        problems[0].starts_with("registry: missing field `table`"),
+        "{problems:?}"
+    );
+}
+
+#[test]
+fn a_webhook_filter_is_checked_with_its_key_named() {
+    let problems = problems(
+        "[database]\nurl = \"postgres://x@h/db\"\n[[webhooks]]\nname = \"a\"\nurl = \"https://a.example.com/\"\nfilter = { region = [] }\n",
+    );
+    assert!(
+        problems[0].starts_with("webhooks[0].filter: region"),
+        "{problems:?}"
+    );
+}

@@ -254,14 +254,7 @@ async fn dead_letters(command: DeadLettersCommand) -> ExitCode {
             (config, result)
         }
     };
-    match result {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("error: {e} (config {})", arg.config.display());
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(result, &arg)
 }
 
 async fn webhooks(command: WebhooksCommand) -> ExitCode {
@@ -285,15 +278,20 @@ async fn webhooks(command: WebhooksCommand) -> ExitCode {
         WebhooksCommand::Test { name, .. } => registry::test(&config, name, &mut out)
             .await
             .map_err(|e| e.to_string()),
-        WebhooksCommand::Pause { name, .. } => registry::pause(&config, name, true, &mut out)
-            .await
-            .map(|()| true)
-            .map_err(|e| e.to_string()),
-        WebhooksCommand::Resume { name, .. } => registry::pause(&config, name, false, &mut out)
-            .await
-            .map(|()| true)
-            .map_err(|e| e.to_string()),
+        WebhooksCommand::Pause { name, .. } | WebhooksCommand::Resume { name, .. } => {
+            let paused = matches!(command, WebhooksCommand::Pause { .. });
+            registry::pause(&config, name, paused, &mut out)
+                .await
+                .map(|()| true)
+                .map_err(|e| e.to_string())
+        }
     };
+    exit_code(result, arg)
+}
+
+/// 0 when the command succeeded, 1 when it found something wrong or failed
+/// (the error printed, with the config it ran on).
+fn exit_code<E: std::fmt::Display>(result: Result<bool, E>, arg: &ConfigArg) -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

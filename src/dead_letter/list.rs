@@ -64,7 +64,8 @@ pub async fn list(
     Ok(rows.len())
 }
 
-pub(super) fn write_table(
+/// Writes `rows` under `header`, columns aligned: the tables of the CLI.
+pub(crate) fn write_table(
     out: &mut impl Write,
     header: &[&str],
     rows: &[Vec<String>],

@@ -16,7 +16,7 @@ use crate::database::DatabaseError;
 pub(crate) use crate::setup::objects::dead_letter_table as table;
 
 pub use list::list;
-pub(crate) use list::select;
+pub(crate) use list::{select, write_table};
 pub(crate) use store::DeadLetterStore;
 
 /// One change a webhook gave up on.

@@ -225,7 +225,7 @@ fn print_table(listing: &Listing, out: &mut impl Write) -> io::Result<()> {
         "SPOOLED",
         "DEAD LETTERS",
     ];
-    let rows: Vec<[String; 9]> = listing
+    let rows: Vec<Vec<String>> = listing
         .webhooks
         .iter()
         .map(|e| {
@@ -233,7 +233,7 @@ fn print_table(listing: &Listing, out: &mut impl Write) -> io::Result<()> {
                 (Some(at), Some(what)) => format!("{at} {what}"),
                 _ => "-".to_owned(),
             };
-            [
+            vec![
                 e.name.clone(),
                 e.origin.clone(),
                 match (e.enabled, e.paused) {
@@ -250,27 +250,7 @@ fn print_table(listing: &Listing, out: &mut impl Write) -> io::Result<()> {
             ]
         })
         .collect();
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].chars().count())
-                .chain([header[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        padded.join("  ").trim_end().to_owned()
-    };
-    writeln!(out, "{}", line(header.to_vec()))?;
-    for row in &rows {
-        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
-    }
+    crate::dead_letter::write_table(out, &header, &rows)?;
     for e in listing.webhooks.iter().filter(|e| e.problem.is_some()) {
         writeln!(
             out,

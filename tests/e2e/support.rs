@@ -31,3 +31,27 @@ pub(crate) fn leadhook() -> Leadhook {
 pub(crate) fn repo_file(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
 }
+
+/// Checks `request`'s Standard Webhooks signature with `key`, by an HMAC
+/// independent of leadhook's, and that its timestamp is the sending time.
+pub(crate) fn assert_signed(request: &ReceivedRequest, key: &[u8]) {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    let id = request.header("webhook-id").expect("webhook-id");
+    let timestamp = request
+        .header("webhook-timestamp")
+        .expect("webhook-timestamp");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64;
+    let sent: i64 = timestamp.parse().expect("a Unix time");
+    assert!((now - sent).abs() < 60, "timestamp is the sending time");
+    let mut signed = format!("{id}.{timestamp}.").into_bytes();
+    signed.extend_from_slice(&request.body);
+    let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), &signed);
+    assert_eq!(
+        request.header("webhook-signature"),
+        Some(format!("v1,{}", STANDARD.encode(tag.as_ref())).as_str())
+    );
+}

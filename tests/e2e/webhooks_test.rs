@@ -4,7 +4,6 @@
 
 use std::io::ErrorKind;
 use std::net::TcpListener;
-use std::time::SystemTime;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -83,34 +82,12 @@ async fn a_test_event_reaches_a_disabled_webhook_once_with_its_method_headers_si
         "{stdout}"
     );
     assert_eq!(std::str::from_utf8(&request.body).unwrap(), SAMPLE);
-    assert_signed(request);
+    let key = STANDARD.decode(&SECRET["whsec_".len()..]).unwrap();
+    assert_signed(request, &key);
     assert_eq!(
         database.accept().map(|_| ()).map_err(|e| e.kind()),
         Err(ErrorKind::WouldBlock),
         "the command connected to the database"
-    );
-}
-
-/// The Standard Webhooks signature of `request`, checked with an
-/// independent HMAC.
-fn assert_signed(request: &ReceivedRequest) {
-    let id = request.header("webhook-id").unwrap();
-    let timestamp = request.header("webhook-timestamp").unwrap();
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    assert!((now - timestamp.parse::<i64>().unwrap()).abs() < 60);
-    let key = STANDARD.decode(&SECRET["whsec_".len()..]).unwrap();
-    let mut signed = format!("{id}.{timestamp}.").into_bytes();
-    signed.extend_from_slice(&request.body);
-    let tag = ring::hmac::sign(
-        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
-        &signed,
-    );
-    assert_eq!(
-        request.header("webhook-signature"),
-        Some(format!("v1,{}", STANDARD.encode(tag.as_ref())).as_str())
     );
 }
 

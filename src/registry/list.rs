@@ -159,7 +159,12 @@ async fn configured(
         .map(|h| (h.name.clone(), "file", h.enabled, None))
         .collect();
     if let Some(registry) = &config.registry {
-        let rows = table::read(sql, &registry.table).await?;
+        let rows = match table::read(sql, &registry.table).await {
+            Ok(rows) => rows,
+            // Not created yet: no rows to list.
+            Err(table::TableError::Missing(_)) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
         let env = |name: &str| std::env::var(name).ok();
         let (valid, invalid) = check_rows(config, &rows, None, &env);
         found.extend(

@@ -150,10 +150,6 @@ impl Changes {
         }
         changes
     }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.retired.is_empty() && self.changed.is_empty()
-    }
 }
 
 fn find<'a>(list: &'a [WebhookConfig], name: &str) -> Option<&'a WebhookConfig> {

@@ -98,14 +98,12 @@ pub async fn run(
     let mut to_retire = Vec::new();
     let mut memory = MemoryBudget::new(config.memory);
     let mut positions = Positions::at(Lsn::ZERO, 0);
-    let (view, shown) = watch::channel(status::View {
-        webhooks: webhooks.clone(),
-        wanted: wanted.borrow().clone(),
-    });
+    let (shown, active) = watch::channel(webhooks.clone());
     let status = tokio::spawn(status::report(
         db.clone(),
         config.database.schema.clone(),
-        shown,
+        active,
+        registry.wanted.clone(),
     ));
     let mut delay = FIRST_RETRY;
     let result = loop {
@@ -126,13 +124,9 @@ pub async fn run(
             (webhooks, positions) = (next, remapped);
             applied = Some(now.clone());
         }
-        view.send_replace(status::View {
-            webhooks: webhooks.clone(),
-            wanted: now.clone(),
-        });
+        shown.send_replace(webhooks.clone());
         retire_spooled(&db, &now.config, &mut to_retire).await;
-        let (session_stop, ending, forwarder) =
-            session_stop(&shutdown, &wanted, now.webhooks().cloned().collect());
+        let (session_stop, ending, forwarder) = session_stop(&shutdown, &wanted, now.clone());
         let ctx = Session {
             config: &now.config,
             db: &db,
@@ -204,12 +198,13 @@ pub async fn run(
 }
 
 /// A session's own stop: requested when the process is asked to stop, or
-/// when the wanted webhooks change (then `Ending::Reload` first says which
-/// webhooks retire). The task must be aborted when the session ends.
+/// when the wanted webhooks differ from those the session runs with
+/// (`running`); then `Ending::Reload` first says which webhooks retire.
+/// The task must be aborted when the session ends.
 fn session_stop(
     process: &Shutdown,
     wanted: &watch::Receiver<Arc<Wanted>>,
-    running: Vec<WebhookConfig>,
+    running: Arc<Wanted>,
 ) -> (Shutdown, watch::Receiver<Ending>, JoinHandle<()>) {
     let (trigger, stop) = Shutdown::new();
     let (ending_tx, ending) = watch::channel(Ending::Running);
@@ -223,13 +218,13 @@ fn session_stop(
                         return std::future::pending().await;
                     }
                     let now = wanted.borrow_and_update().clone();
-                    let after: Vec<_> = now.webhooks().cloned().collect();
-                    let changes = Changes::between(&running, &after);
-                    if changes.is_empty() && after == running {
-                        // Only webhooks that receive nothing changed.
+                    if !now.differs_from(&running) {
+                        // Only invalid rows changed: the status shows them.
                         continue;
                     }
-                    let retire = changes.retired.into_iter().collect();
+                    let before: Vec<_> = running.webhooks().cloned().collect();
+                    let after: Vec<_> = now.webhooks().cloned().collect();
+                    let retire = Changes::between(&before, &after).retired.into_iter().collect();
                     ending_tx.send_replace(Ending::Reload { retire: Arc::new(retire) });
                     break;
                 }

@@ -11,22 +11,21 @@ use crate::delivery::Webhooks;
 use crate::registry::Wanted;
 use crate::registry::status::{REFRESH_EVERY, StatusRow, refresh};
 
-/// What the status is made of; replaced at every reload.
-#[derive(Clone)]
-pub(super) struct View {
-    pub(super) webhooks: Webhooks,
-    pub(super) wanted: Arc<Wanted>,
-}
-
-/// Refreshes the table until aborted; a failure is retried at the next
-/// refresh (and logged once until it works again).
-pub(super) async fn report(db: Database, schema: String, view: watch::Receiver<View>) {
+/// Refreshes the table until aborted from the webhooks running (replaced at
+/// every reload) and those wanted (with the invalid rows); a failure is
+/// retried at the next refresh (and logged once until it works again).
+pub(super) async fn report(
+    db: Database,
+    schema: String,
+    running: watch::Receiver<Webhooks>,
+    wanted: watch::Receiver<Arc<Wanted>>,
+) {
     let mut sql = None;
     let mut warned = false;
     let mut every = tokio::time::interval(REFRESH_EVERY);
     loop {
         every.tick().await;
-        let rows = rows(&view.borrow());
+        let rows = rows(&running.borrow(), &wanted.borrow());
         if sql.is_none() {
             sql = db.sql().await.ok();
         }
@@ -45,12 +44,11 @@ pub(super) async fn report(db: Database, schema: String, view: watch::Receiver<V
     }
 }
 
-fn rows(view: &View) -> Vec<StatusRow> {
-    let mut rows: Vec<StatusRow> = view
-        .wanted
+fn rows(running: &Webhooks, wanted: &Wanted) -> Vec<StatusRow> {
+    let mut rows: Vec<StatusRow> = wanted
         .webhooks()
         .map(|config| {
-            let active = view.webhooks.iter().find(|h| h.name == config.name);
+            let active = running.iter().find(|h| h.name == config.name);
             let (state, in_flight, last) = match active {
                 Some(hook) => {
                     let (state, in_flight) = hook.gate.snapshot();
@@ -76,7 +74,7 @@ fn rows(view: &View) -> Vec<StatusRow> {
             }
         })
         .collect();
-    for (name, problems) in &view.wanted.invalid {
+    for (name, problems) in &wanted.invalid {
         rows.push(StatusRow {
             name: name.clone(),
             origin: "table",

@@ -46,6 +46,21 @@ pub async fn check(config: &Config, out: &mut impl Write) -> io::Result<bool> {
         }
         Err(problem) => problems.push(problem),
     }
+    if config.registry.is_some() {
+        match crate::registry::check_table(config).await {
+            Ok((valid, invalid)) => {
+                for hook in &valid {
+                    let state = if hook.enabled { "enabled" } else { "disabled" };
+                    writeln!(out, "ok       registry row {:?} ({state})", hook.name)?;
+                }
+                // Skipped at run time, never stopping the others: a warning.
+                for problem in invalid.values().flatten() {
+                    writeln!(out, "warning  {problem} (the row is skipped)")?;
+                }
+            }
+            Err(problem) => problems.push(problem),
+        }
+    }
     for problem in &problems {
         writeln!(out, "problem  {problem}")?;
     }

@@ -108,6 +108,32 @@ pub(crate) fn check_rows(
     (valid, invalid)
 }
 
+/// `leadhook check`'s look at the registry table: its rows checked as the
+/// running sidecar checks them (with this process's environment), or why
+/// the table cannot be read.
+pub(crate) async fn check_table(
+    config: &Config,
+) -> Result<(Vec<WebhookConfig>, BTreeMap<String, Vec<String>>), String> {
+    let Some(registry) = &config.registry else {
+        return Ok(Default::default());
+    };
+    let db = crate::database::Database::from_url(config.database.url.expose())
+        .map_err(|e| e.to_string())?;
+    let sql = db.sql().await.map_err(|e| e.to_string())?;
+    let rows = match table::read(&sql, &registry.table).await {
+        Ok(rows) => rows,
+        Err(e @ table::TableError::Missing(_)) => {
+            return Err(format!("{e}; or let leadhook run create it"));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let columns = crate::setup::table::column_names(&sql, &config.table())
+        .await
+        .map_err(|e| crate::database::with_causes(&e))?;
+    let env = |name: &str| std::env::var(name).ok();
+    Ok(check_rows(config, &rows, columns.as_ref(), &env))
+}
+
 /// What a reload changes, by webhook name, for the log and for retiring
 /// what the removed ones still hold.
 #[derive(Debug, Default, PartialEq, Eq)]

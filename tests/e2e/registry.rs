@@ -182,6 +182,28 @@ async fn an_invalid_row_is_reported_and_skipped_while_the_rows_beside_it_deliver
     let admin = run.sidecar.admin_url().await;
     assert!(metric(&admin, "leadhook_registry_invalid_rows_total", &[]).await >= 4.0);
 
+    let checked = leadhook().run(&run.config.to_toml(), &["check"], &[]);
+    assert_eq!(
+        checked.code,
+        Some(0),
+        "invalid rows are warnings: {}",
+        checked.stdout
+    );
+    assert!(
+        checked
+            .stdout
+            .contains("ok       registry row \"good\" (enabled)"),
+        "{}",
+        checked.stdout
+    );
+    assert!(
+        checked
+            .stdout
+            .contains("warning  registry row \"wrong_method\".method"),
+        "{}",
+        checked.stdout
+    );
+
     let listed = eventually_listed(&run, "wrong_method", "invalid").await;
     assert!(
         listed["problem"]

@@ -55,6 +55,11 @@ impl Health {
         metrics::gauge!("leadhook_source_connected").set(0.0);
     }
 
+    /// Streaming (or delivering from the outbox): the active instance.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.lock().is_none()
+    }
+
     fn reason(&self) -> Option<String> {
         self.lock().clone()
     }

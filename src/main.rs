@@ -233,7 +233,8 @@ async fn dead_letters(command: DeadLettersCommand) -> ExitCode {
             let result = match load(&config) {
                 Ok(loaded) => leadhook::dead_letter::list(&loaded, webhook.as_deref(), &mut out)
                     .await
-                    .map(|_| true),
+                    .map(|_| true)
+                    .map_err(|e| e.to_string()),
                 Err(code) => return code,
             };
             (config, result)
@@ -245,9 +246,10 @@ async fn dead_letters(command: DeadLettersCommand) -> ExitCode {
         } => {
             let result = match load(&config) {
                 Ok(loaded) => {
-                    leadhook::replay::replay(&loaded, webhook.as_deref(), id.as_deref(), &mut out)
+                    leadhook::registry::replay(&loaded, webhook.as_deref(), id.as_deref(), &mut out)
                         .await
                         .map(|report| report.failed == 0 && report.skipped == 0)
+                        .map_err(|e| e.to_string())
                 }
                 Err(code) => return code,
             };

@@ -132,7 +132,9 @@ impl Checkpoint {
                     OUTBOX_MAX_OPEN
                 },
                 safe_wal: None,
-                head: positions.resume(),
+                // Where the last session got to: a webhook a later reload
+                // adds starts there, even before this session catches up.
+                head: positions.head.max(positions.resume()),
                 origin: positions.origin,
                 reported: positions.reported,
             }),

@@ -33,7 +33,10 @@ pub(crate) fn expand_prefixed(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, ExpandError> {
     substitute(text, &|name| {
-        if !name.starts_with(prefix) {
+        // `LEADHOOK_SECTION__KEY` variables are the sidecar's own config
+        // (the database URL among them), whatever the prefix says.
+        let config_key = name.starts_with("LEADHOOK_") && name.contains("__");
+        if !name.starts_with(prefix) || config_key {
             return Err(ExpandError::NotAllowed {
                 name: name.to_owned(),
                 prefix: prefix.to_owned(),
@@ -105,6 +108,11 @@ mod tests {
         assert_eq!(
             expand_prefixed("Bearer ${LEADHOOK_WEBHOOK_T}", "LEADHOOK_WEBHOOK_", &env).unwrap(),
             "Bearer value of LEADHOOK_WEBHOOK_T"
+        );
+        let wide = expand_prefixed("${LEADHOOK_DATABASE__URL}", "LEADHOOK_", &env);
+        assert!(
+            matches!(wide, Err(ExpandError::NotAllowed { .. })),
+            "config variables stay out of reach even under a wide prefix"
         );
     }
 

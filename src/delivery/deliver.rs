@@ -63,11 +63,17 @@ impl Delivery {
             Some((at, attempts)) => (Some(at), attempts),
             None => (None, 0),
         };
+        // Whether an attempt of this delivery failed: a session winding
+        // down for a reload still sends every change once (cutting off
+        // untried ones would make the webhook see later changes it had
+        // already acknowledged again), but does not wait to retry.
+        let mut failed = false;
         let outcome = loop {
             let verdict = self.ending.borrow().verdict(&hook.name);
             match verdict {
                 Verdict::Continue => {}
-                Verdict::Abandon => break Outcome::Abandoned,
+                Verdict::Abandon if failed => break Outcome::Abandoned,
+                Verdict::Abandon => {}
                 Verdict::Retire(reason) => {
                     drop(pending);
                     let first = first_attempt.unwrap_or_else(SystemTime::now);
@@ -75,6 +81,10 @@ impl Delivery {
                     self.dead_letter(&change, first, attempt, &failure).await;
                     break Outcome::DeadLettered;
                 }
+            }
+            if spool.is_none() && hook.is_paused() {
+                // A drainer's row: it stays in the spool until the resume.
+                break Outcome::Abandoned;
             }
             let admission = tokio::select! {
                 // Admission first: when it is granted at once, as it mostly
@@ -84,7 +94,7 @@ impl Delivery {
                 () = spooling_started(spool) => {
                     break Outcome::Spool(first_attempt.map(|at| (at, attempt)));
                 }
-                () = winding_down(&self.ending) => continue,
+                () = winding_down(&self.ending), if failed => continue,
             };
             attempt = attempt.saturating_add(1);
             let first = *first_attempt.get_or_insert_with(SystemTime::now);
@@ -105,6 +115,7 @@ impl Delivery {
                         }
                         Err(failure) => failure,
                     };
+                    failed = true;
                     let next = retry::next(&hook.policy, &failure, tried, fastrand::f64());
                     if let Next::RetryAfter(wait) = next {
                         tracing::warn!(
@@ -115,6 +126,7 @@ impl Delivery {
                     (next, failure)
                 }
                 Admission::Skip(failure) => {
+                    failed = true;
                     hook.metrics.skipped.increment(1);
                     let next = retry::next_skipped(&hook.policy, &failure, tried, fastrand::f64());
                     (next, failure)

@@ -252,8 +252,14 @@ impl Webhooks {
         self.hooks.len()
     }
 
-    pub(crate) fn names(&self) -> Vec<String> {
-        self.hooks.iter().map(|h| h.name.clone()).collect()
+    /// Who each webhook is, for carrying positions across a reload: its
+    /// origin and name (a file webhook and a table row of the same name
+    /// are different webhooks).
+    pub(crate) fn identities(&self) -> Vec<String> {
+        self.hooks
+            .iter()
+            .map(|h| format!("{}:{}", h.config.origin, h.name))
+            .collect()
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<Webhook>> {

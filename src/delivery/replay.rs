@@ -1,13 +1,14 @@
 //! `leadhook dead-letters replay`: dead letters delivered once more, to the
-//! webhook of the same name as configured now.
+//! webhook of the same name as configured now (in the file or, through
+//! `registry::replay`, the registry table), unless it is paused.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 
 use bytes::Bytes;
 
 use super::{Webhook, request};
-use crate::config::Config;
+use crate::config::{Config, WebhookConfig};
 use crate::dead_letter::{DeadLetterError, select, table};
 
 /// What a replay did.
@@ -18,17 +19,30 @@ pub struct ReplayReport {
     pub skipped: usize,
 }
 
+/// Where letters may go back to now, beside the file's webhooks.
+#[derive(Debug, Default)]
+pub(crate) struct Targets {
+    /// The registry table's valid rows.
+    pub(crate) rows: Vec<WebhookConfig>,
+    /// Paused webhooks: their letters are skipped until they are resumed.
+    pub(crate) paused: BTreeSet<String>,
+}
+
 /// `leadhook dead-letters replay`: sends each matching letter once more,
 /// with its original `webhook-id`, and deletes it only once delivered.
-pub async fn replay(
+pub(crate) async fn replay(
     config: &Config,
+    targets: &Targets,
     webhook: Option<&str>,
     id: Option<&str>,
     out: &mut impl Write,
 ) -> Result<ReplayReport, DeadLetterError> {
     let (sql, rows) = select(config, "id, webhook, webhook_id, payload", webhook, id).await?;
     let table = table(&config.database.schema);
-    let client = crate::delivery::http_client()?;
+    let clients = (
+        crate::delivery::http_client()?,
+        super::guard::public_only_client()?,
+    );
     let mut hooks: HashMap<String, Result<Webhook, String>> = HashMap::new();
     let mut report = ReplayReport::default();
     for row in rows {
@@ -36,7 +50,7 @@ pub async fn replay(
             (row.get(0), row.get(1), row.get(2), row.get(3));
         let hook = hooks
             .entry(name.clone())
-            .or_insert_with(|| replay_target(config, &name));
+            .or_insert_with(|| replay_target(config, targets, &name));
         let hook = match hook {
             Ok(hook) => hook,
             Err(why) => {
@@ -47,7 +61,12 @@ pub async fn replay(
         };
         let header = reqwest::header::HeaderValue::from_str(&webhook_id)
             .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("invalid"));
-        match request::attempt(hook, &client, &header, &Bytes::from(payload)).await {
+        let client = if hook.config.public_only {
+            &clients.1
+        } else {
+            &clients.0
+        };
+        match request::attempt(hook, client, &header, &Bytes::from(payload)).await {
             Ok(()) => {
                 sql.execute(&format!("DELETE FROM {table} WHERE id = $1"), &[&row_id])
                     .await?;
@@ -69,14 +88,18 @@ pub async fn replay(
 }
 
 /// The webhook a letter goes back to, by name, as configured now.
-fn replay_target(config: &Config, name: &str) -> Result<Webhook, String> {
+fn replay_target(config: &Config, targets: &Targets, name: &str) -> Result<Webhook, String> {
     let hook = config
         .webhooks
         .iter()
+        .chain(&targets.rows)
         .find(|h| h.name == name)
-        .ok_or_else(|| "no webhook of that name in the config".to_owned())?;
+        .ok_or_else(|| "no webhook of that name in the config or the registry".to_owned())?;
     if !hook.receives_save_lead() {
         return Err("the webhook is disabled or not subscribed to save_lead".to_owned());
+    }
+    if targets.paused.contains(name) {
+        return Err("the webhook is paused (leadhook webhooks resume NAME first)".to_owned());
     }
     Ok(Webhook::new(hook, &super::pause::Pauses::default()))
 }

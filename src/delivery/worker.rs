@@ -8,6 +8,7 @@
 //! every change to the spool's writer (a lead's changes behind the one
 //! still out, if any) and runs the drainer that delivers the rows back.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
@@ -65,6 +66,9 @@ struct Running {
     /// worker takes no new changes for a moment (at most [`HANDOVER`]) and
     /// the drainer's next look can find the spool empty for good.
     handover: Option<tokio::time::Instant>,
+    /// Leads with a change abandoned as the session winds down: their later
+    /// changes are left for the next session too, so none overtakes it.
+    abandoned: HashSet<u64>,
     /// Changes handed to the writer this session…
     forwarded: u64,
     /// …and those it has written: equal when nothing is on its way in.
@@ -84,6 +88,7 @@ impl Worker {
             drained_tx,
             spent_checks: 0,
             handover: None,
+            abandoned: HashSet::new(),
             forwarded: 0,
             written: Arc::new(AtomicU64::new(0)),
         };
@@ -105,6 +110,9 @@ impl Worker {
                         // At once, not at the next check: nothing is sent
                         // once the pause is known.
                         hook.start_spooling(Reason::Paused);
+                    }
+                    if run.abandoned.contains(&event.key) {
+                        continue;
                     }
                     if hook.spool.is_spooling() && !run.lanes.is_busy(event.key) {
                         self.forward(&mut run, event, None).await;
@@ -138,10 +146,9 @@ impl Worker {
                     if let Some(reason) = self.should_spool(&mut run) {
                         hook.start_spooling(reason);
                     }
-                    if hook.is_paused() {
-                        // Rows a drainer had out are delivered after the resume.
-                        run.drainer.abort_all();
-                    } else if hook.spool.is_spooling() && run.drainer.is_empty() {
+                    // A paused webhook's drainer stops by itself once what
+                    // it had on the wire is answered.
+                    if !hook.is_paused() && hook.spool.is_spooling() && run.drainer.is_empty() {
                         self.start_draining(&mut run);
                     }
                 }
@@ -204,8 +211,8 @@ impl Worker {
                 commit_time: event.commit_time,
                 tried,
             };
-            let may_spool = delivery.hook.policy.spool;
-            let outcome = delivery.deliver(change, may_spool).await;
+            // Also without `spool`: a pause sends the webhook to the spool.
+            let outcome = delivery.deliver(change, true).await;
             (event, outcome)
         });
     }
@@ -219,9 +226,13 @@ impl Worker {
             Outcome::Delivered | Outcome::DeadLettered => {
                 self.checkpoint.handled(self.index, event.tx);
             }
-            // The session winds down: the next one sends it again (and,
-            // in turn, the lead's later changes, which abandon at once).
-            Outcome::Abandoned => {}
+            // The session winds down: the next one sends it again, and the
+            // lead's later changes after it.
+            Outcome::Abandoned => {
+                run.abandoned.insert(key);
+                run.lanes.close(key);
+                return;
+            }
             Outcome::Spool(tried) if spooling => self.forward(run, event, tried).await,
             // The spool drained before this change got there: it stays live,
             // still the one out for its lead.

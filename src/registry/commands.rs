@@ -5,7 +5,9 @@ use std::io::Write;
 
 use crate::config::{Config, WebhookConfig};
 use crate::database::{Database, DatabaseError};
+use crate::dead_letter::DeadLetterError;
 use crate::delivery::probe::{self, ProbeError};
+use crate::delivery::replay::{ReplayReport, Targets};
 
 use super::{check_rows, pauses, table};
 
@@ -23,6 +25,8 @@ pub enum WebhookError {
     Sql(#[from] tokio_postgres::Error),
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
+    #[error(transparent)]
+    DeadLetters(#[from] DeadLetterError),
 }
 
 /// `leadhook webhooks test NAME`: sends one sample event (see `delivery::probe`).
@@ -58,6 +62,37 @@ pub async fn pause(
         false => writeln!(out, "webhook {name:?} {already}")?,
     }
     Ok(())
+}
+
+/// `leadhook dead-letters replay`, to the file's webhooks and the registry
+/// table's, skipping paused ones (see `delivery::replay`).
+pub async fn replay(
+    config: &Config,
+    webhook: Option<&str>,
+    id: Option<&str>,
+    out: &mut impl Write,
+) -> Result<ReplayReport, WebhookError> {
+    let db = Database::from_url(config.database.url.expose())?;
+    let sql = db.sql().await?;
+    let rows = match &config.registry {
+        Some(registry) => match table::read(&sql, &registry.table).await {
+            Ok(rows) => rows,
+            Err(table::TableError::Missing(_)) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        },
+        None => Vec::new(),
+    };
+    let env = |name: &str| std::env::var(name).ok();
+    let (rows, _) = check_rows(config, &rows, None, &env);
+    let paused = match pauses::read(&sql, &config.database.schema).await {
+        Ok(paused) => paused,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+            Default::default()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let targets = Targets { rows, paused };
+    Ok(crate::delivery::replay::replay(config, &targets, webhook, id, out).await?)
 }
 
 /// The webhook called `name`: the file's, else a registry row (read now).

@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use crate::config::{Config, WebhookConfig};
 use table::RawRow;
 
-pub use commands::{WebhookError, pause, test};
+pub use commands::{WebhookError, pause, replay, test};
 pub use list::{ListError, list};
 pub use table::TableError;
 
@@ -43,6 +43,9 @@ pub(crate) struct Wanted {
     pub(crate) rows: Vec<WebhookConfig>,
     /// The rows that are not, by name, with what is wrong.
     pub(crate) invalid: BTreeMap<String, Vec<String>>,
+    /// Whether the database was read yet (the table's rows and the pauses):
+    /// until then the rows are unknown, not absent.
+    pub(crate) looked: bool,
 }
 
 impl Wanted {
@@ -151,6 +154,15 @@ impl Changes {
         let mut changes = Changes::default();
         for old in before.iter().filter(|h| h.receives_save_lead()) {
             match find(after, &old.name) {
+                // The same name from elsewhere is another webhook: it must
+                // not inherit this one's place or spooled changes.
+                Some(new) if new.origin != old.origin => changes.retired.push((
+                    old.name.clone(),
+                    format!(
+                        "the webhook was replaced by one of the same name in the {}",
+                        origin_place(new)
+                    ),
+                )),
                 Some(new) if new.receives_save_lead() => {
                     let changed = new.changes_from(old);
                     if !changed.is_empty() {
@@ -170,7 +182,9 @@ impl Changes {
             }
         }
         for new in after.iter().filter(|h| h.receives_save_lead()) {
-            if !find(before, &new.name).is_some_and(|old| old.receives_save_lead()) {
+            let kept = find(before, &new.name)
+                .is_some_and(|old| old.receives_save_lead() && old.origin == new.origin);
+            if !kept {
                 changes.added.push(new.name.clone());
             }
         }

@@ -26,7 +26,8 @@ pub enum TableError {
 /// row's problem (see [`RawRow::parse`]), never as a failed read.
 pub(crate) async fn read(sql: &Client, table: &TableName) -> Result<Vec<RawRow>, TableError> {
     let query = format!(
-        "SELECT name, url, method, headers::text, enabled, secret, filter::text FROM {} ORDER BY name",
+        "SELECT name::text, url::text, method::text, headers::text, enabled::boolean, secret::text, filter::text
+         FROM {} ORDER BY name",
         table.quoted()
     );
     let rows = sql.query(&query, &[]).await.map_err(|source| {
@@ -41,14 +42,23 @@ pub(crate) async fn read(sql: &Client, table: &TableName) -> Result<Vec<RawRow>,
     })?;
     Ok(rows
         .iter()
-        .map(|row| RawRow {
-            name: row.get(0),
-            url: row.get(1),
-            method: row.get(2),
-            headers: row.get(3),
-            enabled: row.get(4),
-            secret: row.get(5),
-            filter: row.get(6),
+        .map(|row| {
+            // A table the product made itself may allow NULLs the checks
+            // then report (never a panic that would stop the watcher).
+            let text = |i| row.try_get::<_, Option<String>>(i).ok().flatten();
+            RawRow {
+                name: text(0).unwrap_or_default(),
+                url: text(1).unwrap_or_default(),
+                method: text(2).unwrap_or_else(|| "POST".into()),
+                headers: text(3).unwrap_or_else(|| "{}".into()),
+                enabled: row
+                    .try_get::<_, Option<bool>>(4)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(false),
+                secret: text(5),
+                filter: text(6),
+            }
         })
         .collect())
 }

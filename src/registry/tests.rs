@@ -113,3 +113,18 @@ fn changes_name_what_was_added_retired_and_changed() {
     let changes = Changes::between(&after.webhooks, &disabled);
     assert_eq!(changes.retired[0].1, "the webhook was disabled");
 }
+
+#[test]
+fn a_row_taking_over_a_file_webhooks_name_is_another_webhook() {
+    let before = config("");
+    let mut row = before.webhooks[0].clone();
+    row.origin = crate::config::Origin::Table;
+    let changes = Changes::between(&before.webhooks, std::slice::from_ref(&row));
+    assert_eq!(changes.added, vec!["file".to_owned()], "added afresh");
+    assert_eq!(
+        changes.retired[0].1,
+        "the webhook was replaced by one of the same name in the registry table",
+        "the file's webhook retires: its spooled changes become dead letters"
+    );
+    assert!(changes.changed.is_empty());
+}

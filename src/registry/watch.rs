@@ -44,6 +44,7 @@ pub(crate) fn start(config: Config, path: Option<PathBuf>, db: Database) -> Regi
         config,
         rows: Vec::new(),
         invalid: BTreeMap::new(),
+        looked: false,
     };
     let (wanted_tx, wanted_rx) = watch::channel(Arc::new(wanted));
     let (pauses_tx, pauses_rx) = watch::channel(BTreeSet::new());
@@ -56,7 +57,6 @@ pub(crate) fn start(config: Config, path: Option<PathBuf>, db: Database) -> Regi
         reported: BTreeMap::new(),
         invalid_rows,
         looked: false,
-        announced: false,
     };
     tokio::spawn(combiner.run(fetched, path));
     Registry {
@@ -75,10 +75,8 @@ struct Combiner {
     /// Invalid rows already reported, so each is logged once.
     reported: BTreeMap<String, Vec<String>>,
     invalid_rows: metrics::Counter,
-    /// Whether the database was looked at yet, and whether that was
-    /// announced (see [`Self::publish`]).
+    /// Whether the database was looked at yet (see [`Wanted::looked`]).
     looked: bool,
-    announced: bool,
 }
 
 impl Combiner {
@@ -158,12 +156,12 @@ impl Combiner {
             config,
             rows,
             invalid,
+            looked: self.looked,
         };
-        // The first look is announced even unchanged: the sidecar's first
-        // session waits for it.
-        let first_look = self.looked && !std::mem::replace(&mut self.announced, self.looked);
         self.wanted.send_if_modified(|wanted| {
-            let differs = next.differs_from(wanted) || next.invalid != wanted.invalid || first_look;
+            let differs = next.differs_from(wanted)
+                || next.invalid != wanted.invalid
+                || next.looked != wanted.looked;
             if differs {
                 *wanted = Arc::new(next);
             }
@@ -203,7 +201,8 @@ async fn fetch(config: Config, db: Database, looked: mpsc::Sender<Fetched>) {
         let (sql, doorbell) = match db.sql_with_doorbell().await {
             Ok(connected) => connected,
             Err(e) => {
-                tracing::debug!(error = %e, "registry: cannot connect yet");
+                tracing::warn!(error = %e, retry_in = ?delay,
+                    "cannot read the webhooks and pauses from the database; reconnecting");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(MAX_RETRY);
                 continue;
@@ -215,34 +214,19 @@ async fn fetch(config: Config, db: Database, looked: mpsc::Sender<Fetched>) {
             tokio::time::sleep(delay).await;
             continue;
         }
-        delay = Duration::from_millis(500);
         let mut warned = false;
         loop {
-            match look(&sql, &config).await {
+            match look(&sql, &config, &mut warned).await {
                 Ok(fetched) => {
-                    warned = false;
+                    delay = Duration::from_millis(500);
                     if looked.send(fetched).await.is_err() {
                         return;
                     }
                 }
-                Err(Look::Table(e @ TableError::Missing(_))) => {
-                    // Created by the first session when the role may: until
-                    // then there are no rows (said once).
-                    if !warned {
-                        tracing::warn!("{e}");
-                    }
-                    warned = true;
-                    let empty = Fetched {
-                        rows: Some(Vec::new()),
-                        pauses: BTreeSet::new(),
-                        columns: None,
-                    };
-                    if looked.send(empty).await.is_err() {
-                        return;
-                    }
-                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "registry: reading failed; reconnecting");
+                    tracing::warn!(error = %e, retry_in = ?delay, "registry: reading failed; reconnecting");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_RETRY);
                     break;
                 }
             }
@@ -262,9 +246,25 @@ enum Look {
     Sql(#[from] tokio_postgres::Error),
 }
 
-async fn look(sql: &tokio_postgres::Client, config: &Config) -> Result<Fetched, Look> {
+/// One look: the table's rows (none while the table is missing, which is
+/// said once: the first session creates it when the role may), the pauses
+/// and the leads table's columns.
+async fn look(
+    sql: &tokio_postgres::Client,
+    config: &Config,
+    warned: &mut bool,
+) -> Result<Fetched, Look> {
     let rows = match &config.registry {
-        Some(registry) => Some(table::read(sql, &registry.table).await?),
+        Some(registry) => match table::read(sql, &registry.table).await {
+            Ok(rows) => Some(rows),
+            Err(e @ TableError::Missing(_)) => {
+                if !std::mem::replace(warned, true) {
+                    tracing::warn!("{e}");
+                }
+                Some(Vec::new())
+            }
+            Err(e) => return Err(e.into()),
+        },
         None => None,
     };
     let pauses = match pauses::read(sql, &config.database.schema).await {

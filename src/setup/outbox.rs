@@ -149,7 +149,10 @@ DROP TABLE IF EXISTS {outbox};
         )
     }
 
-    /// Whether the trigger and the outbox exist.
+    /// Whether the outbox exists, and whether the capture trigger does in
+    /// its current form: one installed before filters existed does not
+    /// capture the unmapped columns (`other_columns`), so it counts as
+    /// missing and is installed again.
     pub(crate) async fn installed(
         &self,
         sql: &tokio_postgres::Client,
@@ -157,8 +160,10 @@ DROP TABLE IF EXISTS {outbox};
         let row = sql
             .query_one(
                 "SELECT to_regclass($1) IS NOT NULL,
-                        EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = $2 AND tgrelid = to_regclass($3) AND NOT tgisinternal)",
-                &[&self.table(), &self.trigger(), &self.leads()],
+                        EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = $2 AND tgrelid = to_regclass($3) AND NOT tgisinternal)
+                        AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'other_columns' AND NOT attisdropped)
+                        AND coalesce((SELECT prosrc LIKE '%other_columns%' FROM pg_proc WHERE oid = to_regproc($4)), false)",
+                &[&self.table(), &self.trigger(), &self.leads(), &self.function()],
             )
             .await?;
         Ok((row.get(0), row.get(1)))

@@ -43,8 +43,6 @@ const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(30);
 /// A standby polls the slot this often, so it takes over within seconds.
 const STANDBY_RETRY: Duration = Duration::from_secs(1);
-/// How long the first session waits for the registry table's webhooks.
-const FIRST_LOOK: Duration = Duration::from_secs(5);
 
 /// Carried by [`SidecarError::Refused`]; named here so callers can match on it.
 pub use crate::source::replication::ReplicationError;
@@ -84,15 +82,22 @@ pub async fn run(
     let registry = registry::start(config.clone(), config_path, db.clone());
     let follow_pauses = tokio::spawn(apply_pauses(registry.pauses.clone(), pauses));
     let mut wanted = registry.wanted.clone();
-    if config.registry.is_some() {
-        // The table's webhooks belong to the first session too.
-        let _ = tokio::time::timeout(FIRST_LOOK, wanted.changed()).await;
-    }
     let (trigger, mut shutdown) = Shutdown::new();
     let watcher = tokio::spawn(async move {
         stop.await;
         trigger.request();
     });
+    // The table's webhooks and the pauses belong to the first session too:
+    // without them it would confirm changes a table webhook never got, or
+    // send to a paused one.
+    health.not_ready("reading the webhooks and pauses from the database");
+    tokio::select! {
+        _ = wanted.wait_for(|w| w.looked) => {}
+        () = shutdown.requested() => {
+            watcher.abort();
+            return Ok(());
+        }
+    }
     let dead_letters = Arc::new(DeadLetterStore::new(db.clone(), &config.database.schema));
     let mut applied: Option<Arc<Wanted>> = None;
     let mut to_retire = Vec::new();
@@ -102,18 +107,24 @@ pub async fn run(
     let status = tokio::spawn(status::report(
         db.clone(),
         config.database.schema.clone(),
+        health.clone(),
         active,
         registry.wanted.clone(),
     ));
     let mut delay = FIRST_RETRY;
+    // What the last session ended to apply: exactly that is applied (its
+    // retirements were dead-lettered against it); anything newer makes the
+    // next session restart again at once.
+    let reloaded_to = Arc::new(std::sync::Mutex::new(None::<Arc<Wanted>>));
     let result = loop {
-        let now = wanted.borrow_and_update().clone();
+        let pending = reloaded_to.lock().ok().and_then(|mut to| to.take());
+        let now = pending.unwrap_or_else(|| wanted.borrow_and_update().clone());
         if applied.as_ref().is_none_or(|was| now.differs_from(was)) {
             let before: Option<Vec<_>> = applied
                 .as_ref()
                 .map(|was| was.webhooks().cloned().collect());
             let next = webhooks.rebuilt(&now.webhooks().cloned().collect::<Vec<_>>());
-            let (remapped, cut_over) = positions.remap(&webhooks.names(), &next.names());
+            let (remapped, cut_over) = positions.remap(&webhooks.identities(), &next.identities());
             report_changes(before.as_deref(), &now, &next, cut_over, &mut to_retire);
             if applied
                 .as_ref()
@@ -126,7 +137,18 @@ pub async fn run(
         }
         shown.send_replace(webhooks.clone());
         retire_spooled(&db, &now.config, &mut to_retire).await;
-        let (session_stop, ending, forwarder) = session_stop(&shutdown, &wanted, now.clone());
+        if !to_retire.is_empty() {
+            // A webhook of the same name must not drain them: wait until moved.
+            health.not_ready("moving a retired webhook's spooled changes to the dead letters");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = shutdown.requested() => break Ok(()),
+            }
+            delay = (delay * 2).min(MAX_RETRY);
+            continue;
+        }
+        let (session_stop, ending, forwarder) =
+            session_stop(&shutdown, &wanted, now.clone(), reloaded_to.clone());
         let ctx = Session {
             config: &now.config,
             db: &db,
@@ -199,36 +221,43 @@ pub async fn run(
 
 /// A session's own stop: requested when the process is asked to stop, or
 /// when the wanted webhooks differ from those the session runs with
-/// (`running`); then `Ending::Reload` first says which webhooks retire.
-/// The task must be aborted when the session ends.
+/// (`running`, checked at once too); then `Ending::Reload` first says which
+/// webhooks retire, and `reloaded_to` keeps what the session ends for. The
+/// task must be aborted when the session ends.
 fn session_stop(
     process: &Shutdown,
     wanted: &watch::Receiver<Arc<Wanted>>,
     running: Arc<Wanted>,
+    reloaded_to: Arc<std::sync::Mutex<Option<Arc<Wanted>>>>,
 ) -> (Shutdown, watch::Receiver<Ending>, JoinHandle<()>) {
     let (trigger, stop) = Shutdown::new();
     let (ending_tx, ending) = watch::channel(Ending::Running);
     let (mut process, mut wanted) = (process.clone(), wanted.clone());
     let forwarder = tokio::spawn(async move {
-        loop {
+        let mut now = wanted.borrow_and_update().clone();
+        // Only invalid rows changed: the status shows them.
+        while !now.differs_from(&running) {
             tokio::select! {
-                () = process.requested() => break,
+                () = process.requested() => return trigger.request(),
                 changed = wanted.changed() => {
                     if changed.is_err() {
                         return std::future::pending().await;
                     }
-                    let now = wanted.borrow_and_update().clone();
-                    if !now.differs_from(&running) {
-                        // Only invalid rows changed: the status shows them.
-                        continue;
-                    }
-                    let before: Vec<_> = running.webhooks().cloned().collect();
-                    let after: Vec<_> = now.webhooks().cloned().collect();
-                    let retire = Changes::between(&before, &after).retired.into_iter().collect();
-                    ending_tx.send_replace(Ending::Reload { retire: Arc::new(retire) });
-                    break;
+                    now = wanted.borrow_and_update().clone();
                 }
             }
+        }
+        let before: Vec<_> = running.webhooks().cloned().collect();
+        let after: Vec<_> = now.webhooks().cloned().collect();
+        let retire = Changes::between(&before, &after)
+            .retired
+            .into_iter()
+            .collect();
+        ending_tx.send_replace(Ending::Reload {
+            retire: Arc::new(retire),
+        });
+        if let Ok(mut to) = reloaded_to.lock() {
+            *to = Some(now);
         }
         trigger.request();
     });

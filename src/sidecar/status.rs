@@ -6,17 +6,21 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::admin::Health;
 use crate::database::Database;
 use crate::delivery::Webhooks;
 use crate::registry::Wanted;
 use crate::registry::status::{REFRESH_EVERY, StatusRow, refresh};
 
 /// Refreshes the table until aborted from the webhooks running (replaced at
-/// every reload) and those wanted (with the invalid rows); a failure is
-/// retried at the next refresh (and logged once until it works again).
+/// every reload) and those wanted (with the invalid rows), while this
+/// instance is the active one (`health` ready: a standby's view would
+/// overwrite the active one's); a failure is retried at the next refresh
+/// (and logged once until it works again).
 pub(super) async fn report(
     db: Database,
     schema: String,
+    health: Arc<Health>,
     running: watch::Receiver<Webhooks>,
     wanted: watch::Receiver<Arc<Wanted>>,
 ) {
@@ -25,6 +29,9 @@ pub(super) async fn report(
     let mut every = tokio::time::interval(REFRESH_EVERY);
     loop {
         every.tick().await;
+        if !health.is_ready() {
+            continue;
+        }
         let rows = rows(&running.borrow(), &wanted.borrow());
         if sql.is_none() {
             sql = db.sql().await.ok();

@@ -192,9 +192,10 @@ impl OutboxSource {
             "SELECT seq, op, lead_key, lead, captured, other_columns FROM (
                  SELECT seq, op, lead_key, lead::text AS lead, other_columns::text,
                         (extract(epoch FROM captured_at) * 1000000)::int8 AS captured,
-                        sum(octet_length(lead::text)) OVER (ORDER BY seq) AS upto
+                        sum(octet_length(lead::text) + coalesce(octet_length(other_columns::text), 0))
+                            OVER (ORDER BY seq) AS upto
                  FROM {} WHERE seq <> ALL($1::int8[]) ORDER BY seq LIMIT $2) batch
-             WHERE upto - octet_length(lead) < $3::int8 ORDER BY seq",
+             WHERE upto - octet_length(lead) - coalesce(octet_length(other_columns), 0) < $3::int8 ORDER BY seq",
             self.conn.outbox.table()
         );
         let rows = self
@@ -211,6 +212,7 @@ impl OutboxSource {
             let (seq, op, key, lead, captured): (i64, &str, &str, &str, i64) =
                 (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
             let other_columns: Option<String> = row.get(5);
+            let bytes = lead.len() + other_columns.as_ref().map_or(0, String::len);
             metrics::counter!("leadhook_changes_total", "op" => if op == "insert" { "insert" } else { "update" }).increment(1);
             self.next_index += 1;
             let index = self.next_index;
@@ -227,7 +229,7 @@ impl OutboxSource {
                 key: lead_key(key),
                 lead: lead.to_owned(),
                 other_columns,
-                memory: self.budget.reserve(lead.len()).await,
+                memory: self.budget.reserve(bytes).await,
             };
             self.changes
                 .send(SourceMessage::Captured(lead))

@@ -145,15 +145,29 @@ async fn a_pause_survives_a_restart_and_a_standby_that_takes_over() {
         .await;
     cli(&run, &["webhooks", "pause", "paused"]);
     run.sidecar.wait_log("paused: its changes wait").await;
+    run.db.insert_leads(1..=3).await;
+    eventually(
+        "spooled before the restart",
+        || run.sidecar.log(),
+        async || run.db.spool_rows("paused").await == 3,
+    )
+    .await;
+    // It restarts with rows in the spool: it must not drain them.
     run.sidecar.restart();
     run.db.wait_streaming(&run.sidecar).await;
-    run.db.insert_leads(1..=5).await;
+    run.db.insert_leads(4..=5).await;
     eventually(
         "spooled after the restart",
         || run.sidecar.log(),
         async || run.db.spool_rows("paused").await == 5,
     )
     .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        run.receiver.count_to("/paused"),
+        0,
+        "nothing drained after the restart"
+    );
 
     let standby = leadhook().start(&run.config.to_toml());
     standby.wait_log("standing by").await;

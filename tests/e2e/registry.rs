@@ -298,3 +298,50 @@ pub(crate) fn listed(run: &Running, name: &str) -> serde_json::Value {
         .and_then(|all| all.iter().find(|w| w["name"] == name).cloned())
         .unwrap_or_default()
 }
+
+#[tokio::test]
+async fn dead_letters_of_a_registry_webhook_replay_to_it_unless_it_is_paused() {
+    let run = Scenario::new("rowreplay")
+        .configure(registry(true))
+        .start(&leadhook())
+        .await;
+    let url = run.receiver.url("/crm");
+    sql(
+        &run,
+        &format!("INSERT INTO {TABLE} (name, url) VALUES ('crm', $1)"),
+        &url,
+    )
+    .await;
+    run.sidecar.wait_log("webhook=crm cut_over=").await;
+    run.db
+        .sql
+        .batch_execute(
+            "INSERT INTO leadhook.dead_letters (webhook, webhook_id, payload, attempts, last_error, first_attempt_at, last_attempt_at)
+             VALUES ('crm', 'letter-1', '{\"data\":{}}', 3, 'HTTP 500', now(), now())",
+        )
+        .await
+        .expect("a dead letter");
+    let config = run.config.to_toml();
+    let replay = move |config: String| {
+        tokio::task::spawn_blocking(move || {
+            leadhook().run(
+                &config,
+                &["dead-letters", "replay", "--webhook", "crm"],
+                &[],
+            )
+        })
+    };
+    let pause = leadhook().run(&config, &["webhooks", "pause", "crm"], &[]);
+    assert_eq!(pause.code, Some(0), "{}", pause.stderr);
+    let skipped = replay(config.clone()).await.expect("replay");
+    assert!(skipped.stdout.contains("paused"), "{}", skipped.stdout);
+    assert_eq!(run.receiver.count_to("/crm"), 0);
+    leadhook().run(&config, &["webhooks", "resume", "crm"], &[]);
+    let done = replay(config).await.expect("replay");
+    assert_eq!(done.code, Some(0), "{}{}", done.stdout, done.stderr);
+    assert_eq!(run.receiver.count_to("/crm"), 1, "{}", done.stdout);
+    assert_eq!(
+        run.receiver.requests_to("/crm")[0].header("webhook-id"),
+        Some("letter-1")
+    );
+}

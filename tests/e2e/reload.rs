@@ -100,6 +100,51 @@ async fn sighup_adds_disables_and_moves_webhooks_while_an_untouched_one_loses_an
 }
 
 #[tokio::test]
+async fn reloads_under_load_leave_an_untouched_webhook_every_lead_exactly_once() {
+    let run = Scenario::new("reloadload")
+        .webhook("steady", "/steady")
+        .webhook("other", "/other")
+        .start(&leadhook())
+        .await;
+    // Slow answers, so that reloads find changes queued and on the wire.
+    run.receiver
+        .set_responder(|_, _| Reply::ok().after(Duration::from_millis(15)));
+    let writer = connect(&run.db.url).await;
+    let load = tokio::spawn(async move {
+        for n in 1..=300 {
+            insert_leads(&writer, n..=n).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    run.receiver
+        .wait_for("/steady", 30, WAIT)
+        .await
+        .expect("deliveries under way");
+    let mut config = run.config.clone();
+    config
+        .webhooks
+        .push(Webhook::to(&run.receiver, "added", "/added"));
+    reload(&run, &config, "applying the new webhooks").await;
+    run.receiver
+        .wait_for("/added", 10, WAIT)
+        .await
+        .expect("the added webhook delivers");
+    config.webhooks[1].enabled = Some(false);
+    run.sidecar.rewrite_config(&config.to_toml());
+    run.sidecar.hang_up();
+    run.sidecar.wait_log("the webhook was disabled").await;
+    load.await.expect("the load");
+    wait_for_scores(&run.receiver, "/steady", 300, &run.sidecar).await;
+    run.db.wait_confirmed("every lead", &run.sidecar).await;
+    assert_eq!(
+        arrived_scores(&run.receiver, "/steady"),
+        (1..=300).collect::<Vec<_>>(),
+        "through two reloads under load: each lead exactly once"
+    );
+    run.sidecar.assert_running();
+}
+
+#[tokio::test]
 async fn an_invalid_file_on_sighup_is_rejected_with_the_key_named_and_the_running_config_stays() {
     let run = Scenario::new("badreload").start(&leadhook()).await;
     let mut broken = run.config.clone();

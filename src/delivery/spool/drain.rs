@@ -73,9 +73,16 @@ impl Drainer {
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if hook.is_paused() && in_flight.is_empty() {
+                // Paused: what was on the wire is answered; the rest waits
+                // for the resume (the worker starts a drainer again).
+                self.delete(&mut done).await;
+                return;
+            }
             // Refilled by the half, not row by row: one look per row would
             // cap the drain at one database round trip per delivery.
-            let room = in_flight.len() <= limit / 2
+            let room = !hook.is_paused()
+                && in_flight.len() <= limit / 2
                 && held_bytes < HELD_BYTES
                 && lanes.held() < MAX_HELD_ROWS;
             if !idle && room {

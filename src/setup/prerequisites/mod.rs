@@ -386,11 +386,11 @@ async fn check_outbox(
     if config.source.create && owner && creatable {
         report.create_outbox = true;
         report.found.push(format!(
-            "outbox {table} and its capture trigger are missing and will be installed"
+            "outbox {table} and its capture trigger are missing (or from an older leadhook) and will be installed"
         ));
     } else {
         report.problems.push(format!(
-            "notify mode needs the outbox {table} and a capture trigger on {}: have the table owner run `leadhook setup --apply` (or sql/notify.sql), or set source.create = true as the owner",
+            "notify mode needs the outbox {table} and a current capture trigger on {} (one from before webhook filters does not capture the unmapped columns): have the table owner run `leadhook setup --apply` (or sql/notify.sql), or set source.create = true as the owner",
             config.table()
         ));
     }

@@ -183,6 +183,7 @@ impl Checkpoint {
             origin: state.origin,
             reported: state.reported,
             head: state.head,
+            outbox_handled: vec![Default::default(); state.webhooks.len()],
         }
     }
 
@@ -247,6 +248,24 @@ impl Checkpoint {
         if let Some(track) = state.webhooks.get_mut(webhook) {
             track.progress.handled(tx);
         }
+    }
+
+    /// Whether `webhook` has handled the transaction that ends at `end`
+    /// (notify mode: the outbox row read as `Lsn(index)`), though others
+    /// may not have: what a later session must not send it again.
+    pub(crate) fn has_handled(&self, webhook: usize, end: Lsn) -> bool {
+        let state = self.lock();
+        let Some(progress) = state.webhooks.get(webhook).map(|t| &t.progress) else {
+            return false;
+        };
+        if end <= progress.confirmed {
+            return true;
+        }
+        // Open transactions are in stream order, so their ends ascend.
+        let found = progress
+            .open
+            .binary_search_by(|tx| tx.end.unwrap_or(Lsn(u64::MAX)).cmp(&end));
+        found.is_ok_and(|at| progress.open[at].outstanding == 0)
     }
 
     /// Whether a webhook keeping up has so many unconfirmed transactions

@@ -1,6 +1,8 @@
 //! Where each webhook stood when a session ended, and whether that still
 //! holds for the next session's server and slot.
 
+use std::collections::BTreeSet;
+
 use crate::history::ServerIdentity;
 use crate::lsn::Lsn;
 
@@ -23,6 +25,10 @@ pub(crate) struct Positions {
     /// How far the stream had come: where a webhook added by a reload
     /// starts (it receives what commits after it was applied).
     pub(super) head: Lsn,
+    /// Notify mode, per webhook: outbox rows (by `seq`) it handled while
+    /// another webhook had not, so they are still in the outbox; the next
+    /// session does not send them to it again.
+    pub(crate) outbox_handled: Vec<BTreeSet<i64>>,
 }
 
 /// Which WAL history a position belongs to.
@@ -81,6 +87,7 @@ impl Positions {
             origin: None,
             reported: Lsn::ZERO,
             head: start,
+            outbox_handled: vec![BTreeSet::new(); webhooks],
         }
     }
 
@@ -91,6 +98,7 @@ impl Positions {
         let mut next = Positions {
             webhooks: Vec::with_capacity(to.len()),
             may_lag: Vec::with_capacity(to.len()),
+            outbox_handled: Vec::with_capacity(to.len()),
             ..self.clone()
         };
         for name in to {
@@ -98,10 +106,13 @@ impl Positions {
                 Some(i) => {
                     next.webhooks.push(self.webhooks[i]);
                     next.may_lag.push(self.may_lag[i]);
+                    let handled = self.outbox_handled.get(i).cloned().unwrap_or_default();
+                    next.outbox_handled.push(handled);
                 }
                 None => {
                     next.webhooks.push(self.head);
                     next.may_lag.push(true);
+                    next.outbox_handled.push(BTreeSet::new());
                 }
             }
         }

@@ -32,6 +32,18 @@ impl Targets {
         targets
     }
 
+    pub(crate) fn remove(&mut self, webhook: usize) {
+        let (word, bit) = (webhook / 64, webhook % 64);
+        match word {
+            0 => self.first &= !(1 << bit),
+            n => {
+                if let Some(bits) = self.rest.get_mut(n - 1) {
+                    *bits &= !(1 << bit);
+                }
+            }
+        }
+    }
+
     pub(super) fn insert(&mut self, webhook: usize) {
         let (word, bit) = (webhook / 64, webhook % 64);
         if word == 0 {

@@ -109,6 +109,7 @@ fn a_lagging_webhook_holds_the_position_while_the_others_go_on() {
             origin: None,
             reported: Lsn::ZERO,
             head: Lsn(400),
+            outbox_handled: vec![Default::default(); 2],
         },
         "it still moves over what it was given"
     );
@@ -145,6 +146,7 @@ fn a_new_session_skips_what_each_webhook_already_handled() {
         origin: None,
         reported: Lsn::ZERO,
         head: Lsn(300),
+        outbox_handled: vec![Default::default(); 2],
     };
     assert_eq!(positions.resume(), Lsn(10));
     let cp = Checkpoint::new(&positions);
@@ -340,14 +342,31 @@ fn a_reload_keeps_each_webhooks_place_and_starts_a_new_one_at_the_head() {
         origin: None,
         reported: Lsn::ZERO,
         head: Lsn(500),
+        outbox_handled: vec![[7].into(), [9].into()],
     };
     let (next, cut_over) = positions.remap(&names(&["a", "b"]), &names(&["b", "new"]));
     assert_eq!(cut_over, Lsn(500));
     assert_eq!(next.webhooks, vec![Lsn(300), Lsn(500)]);
     assert_eq!(next.may_lag, vec![false, true]);
+    assert_eq!(next.outbox_handled, vec![[9].into(), Default::default()]);
     assert_eq!(
         next.resume(),
         Lsn(300),
         "the removed webhook holds nothing back"
     );
+}
+
+#[test]
+fn a_webhook_has_handled_an_outbox_row_once_its_change_is_done_even_if_others_are_not() {
+    let cp = Checkpoint::for_outbox(2);
+    let tx = cp.begin(Lsn(1));
+    cp.track(tx);
+    cp.commit(tx, Lsn(1));
+    cp.handled(0, tx);
+    assert!(cp.has_handled(0, Lsn(1)));
+    assert!(
+        !cp.has_handled(1, Lsn(1)),
+        "the other webhook still holds it"
+    );
+    assert!(!cp.has_handled(0, Lsn(2)), "a row not read");
 }

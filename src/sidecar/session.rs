@@ -111,14 +111,14 @@ impl Session<'_> {
     pub(super) async fn run(&self, positions: &mut Positions) -> Result<SessionEnd, SessionError> {
         self.health.not_ready(format!("connecting to {}", self.db));
         if self.config.source.mode == SourceMode::Notify {
-            return self.drain_outbox().await;
+            return self.drain_outbox(positions).await;
         }
         let Some(started) = self.unless_stopped(self.start_stream(positions)).await else {
             return Ok(SessionEnd::Stopped);
         };
         let started = started?;
         let checkpoint = started.checkpoint.clone();
-        let end = self.stream(started).await;
+        let end = self.stream(started, positions).await;
         *positions = checkpoint.positions();
         end
     }
@@ -177,7 +177,9 @@ impl Session<'_> {
     }
 
     /// Notify mode: deliver from the trigger outbox (see `source::notify`).
-    async fn drain_outbox(&self) -> Result<SessionEnd, SessionError> {
+    /// `positions` carries the rows each webhook handled while another had
+    /// not, from one session to the next.
+    async fn drain_outbox(&self, positions: &mut Positions) -> Result<SessionEnd, SessionError> {
         let config = self.config;
         let setup = async {
             let (sql, doorbell) = self.db.sql_with_doorbell().await?;
@@ -202,13 +204,18 @@ impl Session<'_> {
             changes_tx,
             config.source.poll_interval,
             self.memory.clone(),
+            handled_before(positions, self.webhooks.len()),
         );
-        self.deliver(source, stages).await
+        self.deliver(source, stages, positions).await
     }
 
     /// Replication mode: the started stream feeds the source, the lead
     /// stage and delivery.
-    async fn stream(&self, started: Started) -> Result<SessionEnd, SessionError> {
+    async fn stream(
+        &self,
+        started: Started,
+        positions: &mut Positions,
+    ) -> Result<SessionEnd, SessionError> {
         let (config, source) = (self.config, &self.config.source);
         let Started {
             sql,
@@ -245,7 +252,7 @@ impl Session<'_> {
             heartbeat,
             self.memory.clone(),
         );
-        self.deliver(source, stages).await
+        self.deliver(source, stages, positions).await
     }
 
     /// Starts the spool's writer and one delivery worker per webhook (those
@@ -301,6 +308,7 @@ impl Session<'_> {
         &self,
         mut source: impl SessionSource,
         mut stages: Stages,
+        positions: &mut Positions,
     ) -> Result<SessionEnd, SessionError> {
         let mut shutdown = self.shutdown.clone();
         let ended = tokio::select! {
@@ -312,12 +320,15 @@ impl Session<'_> {
         };
         stages.stop_monitor();
         let end = match ended {
-            Some(end) => end,
+            Some(end) => {
+                source.keep(positions);
+                end
+            }
             None => {
                 self.health.not_ready("shutting down");
                 let grace = self.config.admin.shutdown_grace;
                 source
-                    .finish(stages.drained(), grace)
+                    .finish(stages.drained(), grace, positions)
                     .await
                     .map(|()| SessionEnd::Stopped)
             }
@@ -335,12 +346,18 @@ trait SessionSource {
     async fn run(&mut self, shutdown: &mut Shutdown) -> Result<(), SessionError>;
 
     /// After `run` stopped: lets the later stages finish (`drained`) for at
-    /// most `grace`, then settles what they handled.
+    /// most `grace`, then settles what they handled (and keeps in
+    /// `positions` what the next session needs of it).
     async fn finish(
         self,
         drained: impl Future<Output = ()>,
         grace: Duration,
+        positions: &mut Positions,
     ) -> Result<(), SessionError>;
+
+    /// The session failed: keeps in `positions` what the next one needs
+    /// (replication mode reads it from the checkpoint instead).
+    fn keep(&self, _positions: &mut Positions) {}
 }
 
 impl SessionSource for Source {
@@ -352,6 +369,7 @@ impl SessionSource for Source {
         self,
         drained: impl Future<Output = ()>,
         grace: Duration,
+        _positions: &mut Positions,
     ) -> Result<(), SessionError> {
         let confirmed = Source::finish(self, drained, grace).await;
         tracing::info!(%confirmed, "confirmed everything handled; replication stream closed");
@@ -368,10 +386,16 @@ impl SessionSource for OutboxSource {
         self,
         drained: impl Future<Output = ()>,
         grace: Duration,
+        positions: &mut Positions,
     ) -> Result<(), SessionError> {
-        let left = OutboxSource::finish(self, drained, grace).await?;
+        let (left, handled) = OutboxSource::finish(self, drained, grace).await?;
+        positions.outbox_handled = handled;
         tracing::info!(left_in_outbox = left, "deleted every handled row; stopped");
         Ok(())
+    }
+
+    fn keep(&self, positions: &mut Positions) {
+        positions.outbox_handled = self.handled_rows();
     }
 }
 
@@ -441,6 +465,13 @@ impl Drop for Stages {
         self.workers.abort_all();
         self.writer.abort();
     }
+}
+
+/// What each of `webhooks` handled of the outbox in earlier sessions.
+fn handled_before(positions: &Positions, webhooks: usize) -> Vec<std::collections::BTreeSet<i64>> {
+    let mut handled = positions.outbox_handled.clone();
+    handled.resize(webhooks, Default::default());
+    handled
 }
 
 /// A started replication session, ready to stream.

@@ -8,7 +8,7 @@
 //! advisory lock, and others stand by. That keeps each lead's changes in
 //! order, which `FOR UPDATE SKIP LOCKED` sharing would not.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +17,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_postgres::Client;
 
 use crate::change::{CapturedLead, SourceMessage};
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, Targets, TxSeq};
 use crate::lsn::{Lsn, PG_EPOCH_OFFSET_MICROS};
 use crate::memory::MemoryBudget;
 use crate::setup::outbox::Outbox;
@@ -107,6 +107,9 @@ pub(crate) struct OutboxSource {
     /// Rows read but not yet deleted, in read order: (read index, seq).
     undeleted: VecDeque<(u64, i64)>,
     next_index: u64,
+    /// Per webhook: rows it handled in an earlier session (by seq), not to
+    /// be sent to it again; an entry is taken when its row is read.
+    skip: Vec<BTreeSet<i64>>,
 }
 
 impl OutboxSource {
@@ -117,6 +120,7 @@ impl OutboxSource {
         changes: mpsc::Sender<SourceMessage>,
         poll_interval: Duration,
         budget: MemoryBudget,
+        skip: Vec<BTreeSet<i64>>,
     ) -> OutboxSource {
         OutboxSource {
             conn,
@@ -126,7 +130,37 @@ impl OutboxSource {
             budget,
             undeleted: VecDeque::new(),
             next_index: 0,
+            skip,
         }
+    }
+
+    /// Per webhook, the rows still in the outbox that it has handled (those
+    /// of earlier sessions it was not given again included): for the next
+    /// session, so that a webhook that kept up is not sent them twice
+    /// because another one had not.
+    pub(crate) fn handled_rows(&self) -> Vec<BTreeSet<i64>> {
+        let mut handled = self.skip.clone();
+        for (webhook, rows) in handled.iter_mut().enumerate() {
+            let done = self
+                .undeleted
+                .iter()
+                .filter(|(index, _)| self.checkpoint.has_handled(webhook, Lsn(*index)))
+                .map(|(_, seq)| *seq);
+            rows.extend(done);
+        }
+        handled
+    }
+
+    /// `targets` without the webhooks that handled row `seq` in an earlier
+    /// session (it counts as handled for them at once).
+    fn not_again(&mut self, mut targets: Targets, seq: i64, tx: TxSeq) -> Targets {
+        for (webhook, done) in self.skip.iter_mut().enumerate() {
+            if done.remove(&seq) && targets.contains(webhook) {
+                targets.remove(webhook);
+                self.checkpoint.handled(webhook, tx);
+            }
+        }
+        targets
     }
 
     /// Delivers until a shutdown is requested (`Ok`) or something fails.
@@ -160,28 +194,23 @@ impl OutboxSource {
 
     /// After `run` stopped: lets deliveries in flight finish (`drained`) for
     /// at most `grace`, then deletes what was handled.
+    /// Returns the rows left and [`Self::handled_rows`].
     pub(crate) async fn finish(
-        self,
+        mut self,
         drained: impl Future<Output = ()>,
         grace: Duration,
-    ) -> Result<usize, OutboxError> {
-        let OutboxSource {
-            conn,
-            checkpoint,
-            changes,
-            mut undeleted,
-            ..
-        } = self;
-        drop(changes); // the lead stage, then the workers, finish what they have and stop
+    ) -> Result<(usize, Vec<BTreeSet<i64>>), OutboxError> {
+        // The lead stage, then the workers, finish what they have and stop.
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.changes, closed));
         if tokio::time::timeout(grace, drained).await.is_err() {
             tracing::warn!(
                 ?grace,
                 "shutdown grace period over; abandoning deliveries still in flight (their rows stay in the outbox)"
             );
         }
-        let seqs = take_handled(&mut undeleted, checkpoint.confirmed());
-        delete(&conn.sql, &conn.outbox, &seqs).await?;
-        Ok(undeleted.len())
+        self.delete_handled().await?;
+        Ok((self.undeleted.len(), self.handled_rows()))
     }
 
     /// Reads the next rows (in sequence order, skipping those in flight) and
@@ -218,6 +247,7 @@ impl OutboxSource {
             let index = self.next_index;
             let tx = self.checkpoint.begin(Lsn(index));
             let targets = self.checkpoint.track(tx);
+            let targets = self.not_again(targets, seq, tx);
             self.checkpoint.commit(tx, Lsn(index));
             self.undeleted.push_back((index, seq));
             let lead = CapturedLead {

@@ -145,6 +145,55 @@ async fn reloads_under_load_leave_an_untouched_webhook_every_lead_exactly_once()
 }
 
 #[tokio::test]
+async fn in_notify_mode_a_reload_sends_a_healthy_webhook_nothing_a_failing_one_still_held() {
+    let run = Scenario::new("notifyreload")
+        .notify()
+        .webhook("healthy", "/healthy")
+        .webhook_with("failing", "/failing", |w| {
+            w.delivery.initial_backoff = Some(Duration::from_millis(200));
+            w.delivery.max_backoff = Some(Duration::from_millis(400));
+        })
+        .start(&leadhook())
+        .await;
+    run.receiver
+        .set_responder(|request, _| match request.path.as_str() {
+            "/failing" => Reply::status(503),
+            _ => Reply::ok(),
+        });
+    run.db.insert_leads(1..=10).await;
+    wait_for_scores(&run.receiver, "/healthy", 10, &run.sidecar).await;
+    run.receiver
+        .wait_for("/failing", 10, WAIT)
+        .await
+        .expect("attempts");
+    assert_eq!(
+        run.db.outbox_rows().await,
+        10,
+        "the failing webhook holds them"
+    );
+
+    let mut config = run.config.clone();
+    config
+        .webhooks
+        .push(Webhook::to(&run.receiver, "added", "/added"));
+    reload(&run, &config, "applying the new webhooks").await;
+    run.sidecar
+        .wait_log_within(DELIVERING_FROM_OUTBOX, WAIT)
+        .await;
+    run.db.insert_leads(11..=15).await;
+    wait_for_scores(&run.receiver, "/healthy", 15, &run.sidecar).await;
+    run.receiver
+        .wait_for("/failing", 20, WAIT)
+        .await
+        .expect("retried after the reload");
+    assert_eq!(
+        arrived_scores(&run.receiver, "/healthy"),
+        (1..=15).collect::<Vec<_>>(),
+        "the rows the failing webhook held are not sent to the healthy one again"
+    );
+}
+
+#[tokio::test]
 async fn an_invalid_file_on_sighup_is_rejected_with_the_key_named_and_the_running_config_stays() {
     let run = Scenario::new("badreload").start(&leadhook()).await;
     let mut broken = run.config.clone();

@@ -9,7 +9,7 @@ use crate::dead_letter::DeadLetterError;
 use crate::delivery::probe::{self, ProbeError};
 use crate::delivery::replay::{ReplayReport, Targets};
 
-use super::{check_rows, pauses, table};
+use super::{pauses, read_rows, table};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
@@ -74,23 +74,8 @@ pub async fn replay(
 ) -> Result<ReplayReport, WebhookError> {
     let db = Database::from_url(config.database.url.expose())?;
     let sql = db.sql().await?;
-    let rows = match &config.registry {
-        Some(registry) => match table::read(&sql, &registry.table).await {
-            Ok(rows) => rows,
-            Err(table::TableError::Missing(_)) => Vec::new(),
-            Err(e) => return Err(e.into()),
-        },
-        None => Vec::new(),
-    };
-    let env = |name: &str| std::env::var(name).ok();
-    let (rows, _) = check_rows(config, &rows, None, &env);
-    let paused = match pauses::read(&sql, &config.database.schema).await {
-        Ok(paused) => paused,
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
-            Default::default()
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let (rows, _) = read_rows(&sql, config, None).await?;
+    let paused = pauses::read(&sql, &config.database.schema).await?;
     let targets = Targets { rows, paused };
     Ok(crate::delivery::replay::replay(config, &targets, webhook, id, out).await?)
 }
@@ -101,14 +86,12 @@ async fn find(config: &Config, name: &str) -> Result<WebhookConfig, WebhookError
         Ok(hook) => return Ok(hook.clone()),
         Err(e) => e,
     };
-    let Some(registry) = &config.registry else {
+    if config.registry.is_none() {
         return Err(in_file.into());
-    };
+    }
     let db = Database::from_url(config.database.url.expose())?;
     let sql = db.sql().await?;
-    let rows = table::read(&sql, &registry.table).await?;
-    let env = |name: &str| std::env::var(name).ok();
-    let (valid, mut invalid) = check_rows(config, &rows, None, &env);
+    let (valid, mut invalid) = read_rows(&sql, config, None).await?;
     if let Some(problems) = invalid.remove(name) {
         return Err(WebhookError::InvalidRow {
             name: name.to_owned(),

@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio_postgres::Client;
 
 use super::status::STALE_AFTER;
-use super::{check_rows, pauses, table};
+use super::{pauses, read_rows, table};
 use crate::config::Config;
 use crate::database::{Database, DatabaseError};
 use crate::setup::objects::{dead_letter_table, spool_table, status_table};
@@ -87,7 +87,7 @@ async fn read(sql: &Client, config: &Config) -> Result<Listing, ListError> {
         )
         .await
         .or_else(missing_is_empty)?;
-    let paused = pauses::read(sql, schema).await.or_else(missing_is_empty)?;
+    let paused = pauses::read(sql, schema).await?;
     let spooled = counts(sql, &spool_table(schema)).await?;
     let dead = counts(sql, &dead_letter_table(schema)).await?;
     let age = status.iter().map(|r| r.get::<_, f64>(10)).reduce(f64::min);
@@ -158,26 +158,17 @@ async fn configured(
         .iter()
         .map(|h| (h.name.clone(), "file", h.enabled, None))
         .collect();
-    if let Some(registry) = &config.registry {
-        let rows = match table::read(sql, &registry.table).await {
-            Ok(rows) => rows,
-            // Not created yet: no rows to list.
-            Err(table::TableError::Missing(_)) => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
-        let env = |name: &str| std::env::var(name).ok();
-        let (valid, invalid) = check_rows(config, &rows, None, &env);
-        found.extend(
-            valid
-                .into_iter()
-                .map(|h| (h.name, "table", h.enabled, None)),
-        );
-        found.extend(
-            invalid
-                .into_iter()
-                .map(|(name, problems)| (name, "table", false, Some(problems.join("; ")))),
-        );
-    }
+    let (valid, invalid) = read_rows(sql, config, None).await?;
+    found.extend(
+        valid
+            .into_iter()
+            .map(|h| (h.name, "table", h.enabled, None)),
+    );
+    found.extend(
+        invalid
+            .into_iter()
+            .map(|(name, problems)| (name, "table", false, Some(problems.join("; ")))),
+    );
     Ok(found)
 }
 

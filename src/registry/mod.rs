@@ -111,30 +111,45 @@ pub(crate) fn check_rows(
     (valid, invalid)
 }
 
-/// `leadhook check`'s look at the registry table: its rows checked as the
-/// running sidecar checks them (with this process's environment), or why
-/// the table cannot be read.
-pub(crate) async fn check_table(
+/// Registry rows and what is wrong with the invalid ones.
+pub(crate) type Checked = (Vec<WebhookConfig>, BTreeMap<String, Vec<String>>);
+
+/// Reads the registry table now and checks its rows as the running sidecar
+/// does, though with this process's environment (a command's, which may
+/// not be the sidecar's), against `columns` when given. No `[registry]`,
+/// or no table yet (the sidecar creates it), is no rows.
+pub(crate) async fn read_rows(
+    sql: &tokio_postgres::Client,
     config: &Config,
-) -> Result<(Vec<WebhookConfig>, BTreeMap<String, Vec<String>>), String> {
+    columns: Option<&BTreeSet<String>>,
+) -> Result<Checked, table::TableError> {
     let Some(registry) = &config.registry else {
         return Ok(Default::default());
     };
+    let rows = match table::read(sql, &registry.table).await {
+        Ok(rows) => rows,
+        Err(table::TableError::Missing(_)) => return Ok(Default::default()),
+        Err(e) => return Err(e),
+    };
+    let env = |name: &str| std::env::var(name).ok();
+    Ok(check_rows(config, &rows, columns, &env))
+}
+
+/// `leadhook check`'s look at the registry table (see [`read_rows`]), its
+/// rows' filters checked against the leads table's columns.
+pub(crate) async fn check_table(config: &Config) -> Result<Checked, String> {
+    if config.registry.is_none() {
+        return Ok(Default::default());
+    }
     let db = crate::database::Database::from_url(config.database.url.expose())
         .map_err(|e| e.to_string())?;
     let sql = db.sql().await.map_err(|e| e.to_string())?;
-    let rows = match table::read(&sql, &registry.table).await {
-        Ok(rows) => rows,
-        Err(e @ table::TableError::Missing(_)) => {
-            return Err(format!("{e}; or let leadhook run create it"));
-        }
-        Err(e) => return Err(e.to_string()),
-    };
     let columns = crate::setup::table::column_names(&sql, &config.table())
         .await
         .map_err(|e| crate::database::with_causes(&e))?;
-    let env = |name: &str| std::env::var(name).ok();
-    Ok(check_rows(config, &rows, columns.as_ref(), &env))
+    read_rows(&sql, config, columns.as_ref())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// What a reload changes, by webhook name, for the log and for retiring

@@ -10,15 +10,22 @@ use tokio_postgres::Client;
 use crate::setup::objects::pauses_table as table;
 use crate::setup::registry::channel;
 
-/// The names paused now.
+/// The names paused now: none before the table exists (the sidecar
+/// creates it with its other tables).
 pub(crate) async fn read(
     sql: &Client,
     schema: &str,
 ) -> Result<BTreeSet<String>, tokio_postgres::Error> {
-    let rows = sql
+    match sql
         .query(&format!("SELECT name FROM {}", table(schema)), &[])
-        .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+        .await
+    {
+        Ok(rows) => Ok(rows.iter().map(|r| r.get(0)).collect()),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+            Ok(BTreeSet::new())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Pauses (`true`) or resumes `name`; false if it already was so.

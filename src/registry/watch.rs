@@ -267,14 +267,7 @@ async fn look(
         },
         None => None,
     };
-    let pauses = match pauses::read(sql, &config.database.schema).await {
-        Ok(paused) => paused,
-        // Not created yet (the sidecar creates it with its other tables).
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
-            BTreeSet::new()
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let pauses = pauses::read(sql, &config.database.schema).await?;
     let columns = crate::setup::table::column_names(sql, &config.table()).await?;
     Ok(Fetched {
         rows,

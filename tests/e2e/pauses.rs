@@ -206,11 +206,7 @@ async fn webhooks_list_shows_a_healthy_a_failing_and_a_paused_webhook_and_when_n
         .webhook("paused", "/paused")
         .start(&leadhook())
         .await;
-    run.receiver
-        .set_responder(|request, _| match request.path.as_str() {
-            "/failing" => Reply::status(500),
-            _ => Reply::ok(),
-        });
+    fails_at(&run.receiver, "/failing", 500);
     cli(&run, &["webhooks", "pause", "paused"]);
     run.db.insert_leads(1..=3).await;
     wait_for_scores(&run.receiver, "/healthy", 3, &run.sidecar).await;

@@ -149,17 +149,10 @@ async fn in_notify_mode_a_reload_sends_a_healthy_webhook_nothing_a_failing_one_s
     let run = Scenario::new("notifyreload")
         .notify()
         .webhook("healthy", "/healthy")
-        .webhook_with("failing", "/failing", |w| {
-            w.delivery.initial_backoff = Some(Duration::from_millis(200));
-            w.delivery.max_backoff = Some(Duration::from_millis(400));
-        })
+        .webhook_with("failing", "/failing", quick_retries)
         .start(&leadhook())
         .await;
-    run.receiver
-        .set_responder(|request, _| match request.path.as_str() {
-            "/failing" => Reply::status(503),
-            _ => Reply::ok(),
-        });
+    fails_at(&run.receiver, "/failing", 503);
     run.db.insert_leads(1..=10).await;
     wait_for_scores(&run.receiver, "/healthy", 10, &run.sidecar).await;
     run.receiver
@@ -245,17 +238,10 @@ async fn an_invalid_file_on_sighup_is_rejected_with_the_key_named_and_the_runnin
 async fn removing_a_failing_webhook_turns_what_it_held_into_dead_letters_with_the_reason() {
     let run = Scenario::new("retire")
         .webhook("healthy", "/ok")
-        .webhook_with("doomed", "/down", |w| {
-            w.delivery.initial_backoff = Some(Duration::from_millis(200));
-            w.delivery.max_backoff = Some(Duration::from_millis(400));
-        })
+        .webhook_with("doomed", "/down", quick_retries)
         .start(&leadhook())
         .await;
-    run.receiver
-        .set_responder(|request, _| match request.path.as_str() {
-            "/down" => Reply::status(503),
-            _ => Reply::ok(),
-        });
+    fails_at(&run.receiver, "/down", 503);
     run.db.insert_leads(1..=10).await;
     wait_for_scores(&run.receiver, "/ok", 10, &run.sidecar).await;
     run.receiver

@@ -51,12 +51,6 @@ async fn eventually_connect(url: &str) -> tokio_postgres::Client {
     }
 }
 
-/// Short backoff, so a recovered endpoint is noticed within a second.
-fn quick_retries(w: &mut Webhook) {
-    w.delivery.initial_backoff = Some(Duration::from_millis(100));
-    w.delivery.max_backoff = Some(Duration::from_millis(500));
-}
-
 async fn state_is(admin: &str, webhook: &str, state: &str) -> bool {
     metric(
         admin,

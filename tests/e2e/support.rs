@@ -55,3 +55,17 @@ pub(crate) fn assert_signed(request: &ReceivedRequest, key: &[u8]) {
         Some(format!("v1,{}", STANDARD.encode(tag.as_ref())).as_str())
     );
 }
+
+/// Short backoff, so a recovered endpoint is noticed within a second.
+pub(crate) fn quick_retries(w: &mut Webhook) {
+    w.delivery.initial_backoff = Some(std::time::Duration::from_millis(100));
+    w.delivery.max_backoff = Some(std::time::Duration::from_millis(500));
+}
+
+/// The receiver answers `status` at `path` and 200 everywhere else.
+pub(crate) fn fails_at(receiver: &Receiver, path: &'static str, status: u16) {
+    receiver.set_responder(move |request, _| match request.path == path {
+        true => Reply::status(status),
+        false => Reply::ok(),
+    });
+}

@@ -405,7 +405,7 @@ struct Stages {
     /// One delivery worker per webhook.
     workers: JoinSet<()>,
     /// Writes the spooling webhooks' changes; ends when the workers do.
-    writer: JoinHandle<()>,
+    writer: JoinHandle<Result<(), SpoolError>>,
     /// Rung when a lagging webhook has drained its queue (only replication
     /// mode sets webhooks lagging).
     caught_up: Arc<Notify>,
@@ -433,8 +433,14 @@ impl Stages {
             // With no webhooks the set is empty and this branch stays off.
             Some(_) = workers.join_next() => Err(SourceError::Downstream.into()),
             // It ends by itself only without webhooks (nothing feeds it); a
-            // writer that failed ends the session.
-            Err(_) = writer => Err(SourceError::Downstream.into()),
+            // writer that failed (the server going away) ends the session.
+            Some(failed) = async {
+                match writer.await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(SessionError::from(e)),
+                    Err(_) => Some(SourceError::Downstream.into()),
+                }
+            } => Err(failed),
             () = caught_up.notified() => Ok(SessionEnd::CaughtUp),
         }
     }

@@ -25,6 +25,29 @@ pub(crate) enum SpoolError {
 }
 
 impl SpoolError {
+    /// The server is shutting down (or starting up, or crashed): retrying
+    /// within this session would hold the replication stream, and a
+    /// PostgreSQL fast shutdown waits for its walsender until the stream's
+    /// client lets go. Only a new session can write again.
+    pub(crate) fn is_server_going_away(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        let code = match self {
+            SpoolError::Sql(e) => e.code(),
+            SpoolError::Connect(crate::database::DatabaseError::Connect { source, .. }) => {
+                source.code()
+            }
+            SpoolError::Connect(_) => None,
+        };
+        code.is_some_and(|code| {
+            [
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+            ]
+            .contains(code)
+        })
+    }
+
     /// The spool table does not exist (no webhook ever spooled here).
     pub(crate) fn is_missing_table(&self) -> bool {
         matches!(self, SpoolError::Sql(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE))

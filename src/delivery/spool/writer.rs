@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::Entry;
-use super::store::SpoolStore;
+use super::store::{SpoolError, SpoolStore};
 use crate::checkpoint::Checkpoint;
 
 /// Entries waiting for the writer; a full channel makes the workers wait.
@@ -52,8 +52,10 @@ impl Writer {
         (writer, SpoolSender(sender))
     }
 
-    /// Writes until every sender is gone (the session ends).
-    pub(crate) async fn run(mut self) {
+    /// Writes until every sender is gone (the session ends), or until the
+    /// server goes away, which ends the session (its changes not written
+    /// are not handled: the next session streams them again).
+    pub(crate) async fn run(mut self) -> Result<(), SpoolError> {
         let mut batch = Vec::new();
         while let Some(first) = self.entries.recv().await {
             let mut bytes = first.event.payload.len();
@@ -67,18 +69,20 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.write(&batch).await;
+            self.write(&batch).await?;
             batch.clear();
         }
+        Ok(())
     }
 
     /// Writes one batch, retrying until it is written: until then its
     /// changes are not handled, so the position stays and nothing is lost.
-    async fn write(&self, batch: &[Entry]) {
+    async fn write(&self, batch: &[Entry]) -> Result<(), SpoolError> {
         let mut delay = Duration::from_secs(1);
         let added = loop {
             match self.store.insert(batch).await {
                 Ok(added) => break added,
+                Err(e) if e.is_server_going_away() => return Err(e),
                 Err(e) => {
                     tracing::error!(spool = %self.store.table(), rows = batch.len(), error = %e, retry_in = ?delay,
                         "cannot write to the spool; the position is held until it is written");
@@ -100,5 +104,6 @@ impl Writer {
             entry.written.fetch_add(1, Ordering::Release);
             self.checkpoint.handled(entry.index, entry.event.tx);
         }
+        Ok(())
     }
 }

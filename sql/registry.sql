@@ -15,9 +15,11 @@ CREATE TABLE IF NOT EXISTS "leadhook"."webhooks" (
     enabled    boolean     NOT NULL DEFAULT true,
     secret     text,
     filter     jsonb,
+    backfill   boolean     NOT NULL DEFAULT false,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE "leadhook"."webhooks" ADD COLUMN IF NOT EXISTS backfill boolean NOT NULL DEFAULT false;
 CREATE SCHEMA IF NOT EXISTS "leadhook";
 CREATE OR REPLACE FUNCTION "leadhook".registry_touch() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

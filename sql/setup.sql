@@ -38,7 +38,9 @@ SELECT pg_create_logical_replication_slot('leadhook', 'pgoutput');
 --    the changes a webhook gave up on (see README, "Delivery"), the spool,
 --    where a failing webhook's backlog waits so the slot moves on, the paused
 --    webhooks and the webhook status (see README, "Managing webhooks"), and
---    slots, what leadhook knows of its slot (so a lost slot is noticed and reported).
+--    slots, what leadhook knows of its slot (so a lost slot is noticed and
+--    reported), and backfills, the runs that deliver existing leads (see
+--    README, "Backfill").
 --    leadhook creates them at startup when the role may; otherwise create
 --    them here.
 CREATE SCHEMA IF NOT EXISTS "leadhook";
@@ -102,6 +104,35 @@ CREATE TABLE IF NOT EXISTS "leadhook".slots (
     confirmed_lsn     pg_lsn      NOT NULL,
     confirmed_at      timestamptz NOT NULL
 );
+ALTER TABLE "leadhook".slots ADD COLUMN IF NOT EXISTS confirmed_commit_at timestamptz;
 GRANT SELECT, INSERT, UPDATE ON "leadhook".slots TO leadhook;
+CREATE TABLE IF NOT EXISTS "leadhook".backfills (
+    id           bigserial   PRIMARY KEY,
+    webhooks     text[],
+    where_sql    text,
+    batch        integer     NOT NULL,
+    rate         integer,
+    shards       integer     NOT NULL DEFAULT 1,
+    reason       text        NOT NULL,
+    auto_for     text,
+    requested_at timestamptz NOT NULL DEFAULT now(),
+    cancelled_at timestamptz
+);
+CREATE UNIQUE INDEX IF NOT EXISTS backfills_auto_for ON "leadhook".backfills (auto_for) WHERE auto_for IS NOT NULL;
+CREATE TABLE IF NOT EXISTS "leadhook".backfill_progress (
+    run          bigint      NOT NULL REFERENCES "leadhook".backfills (id) ON DELETE CASCADE,
+    shard        integer     NOT NULL,
+    state        text        NOT NULL,
+    last_key     text[],
+    rows_done    bigint      NOT NULL DEFAULT 0,
+    rows_total   bigint,
+    error        text,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    finished_at  timestamptz,
+    PRIMARY KEY (run, shard)
+);
+GRANT SELECT, INSERT, UPDATE ON "leadhook".backfills, "leadhook".backfill_progress TO leadhook;
+GRANT USAGE ON SEQUENCE "leadhook".backfills_id_seq TO leadhook;
 
 -- With all of the above in place, set `create = false` in [source].

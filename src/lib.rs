@@ -67,6 +67,7 @@
 //! The binary (`src/main.rs`) is the command line: it parses arguments and
 //! calls into these modules.
 
+pub mod backfill;
 mod source;
 
 mod change;

@@ -47,6 +47,63 @@ enum Command {
     /// Work with the configured webhooks.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
+    /// Deliver existing leads as save_lead, through the running sidecar;
+    /// follows the run (a progress bar on a terminal). See `backfill status`.
+    Backfill(BackfillCli),
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct BackfillCli {
+    #[command(subcommand)]
+    command: Option<BackfillCommand>,
+    /// Only this webhook (repeat for more); every webhook when left out.
+    #[arg(long = "webhook", value_name = "NAME")]
+    webhooks: Vec<String>,
+    /// Only the leads this SQL condition holds for, e.g. "updated_at > now() - interval '1 day'".
+    #[arg(long = "where", value_name = "SQL")]
+    where_sql: Option<String>,
+    /// Leads per batch (each batch is recorded once every webhook handled it).
+    #[arg(long, value_name = "N")]
+    batch: Option<i32>,
+    /// At most this many leads per second, e.g. 200 or 200/s.
+    #[arg(long, value_name = "N/s", value_parser = parse_rate)]
+    rate: Option<i32>,
+    /// File the run and return at once instead of following it.
+    #[arg(long)]
+    detach: bool,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+#[derive(Subcommand)]
+enum BackfillCommand {
+    /// Every backfill run (or RUN): state, leads done of total, reason.
+    Status {
+        run: Option<i64>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Stop run RUN after the batch in hand.
+    Cancel {
+        run: i64,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+/// `200` or `200/s`.
+fn parse_rate(text: &str) -> Result<i32, String> {
+    let number = text.strip_suffix("/s").unwrap_or(text);
+    match number.trim().parse::<i32>() {
+        Ok(rate) if rate > 0 => Ok(rate),
+        _ => Err(format!(
+            "{text:?} is not a rate: write leads per second, e.g. 200/s"
+        )),
+    }
 }
 
 #[derive(Subcommand)]
@@ -137,6 +194,7 @@ fn main() -> ExitCode {
             Command::Demo => demo().await,
             Command::DeadLetters(command) => dead_letters(command).await,
             Command::Webhooks(command) => webhooks(command).await,
+            Command::Backfill(command) => backfill(command).await,
             Command::Setup {
                 apply,
                 uninstall,
@@ -287,6 +345,42 @@ async fn webhooks(command: WebhooksCommand) -> ExitCode {
                 .map(|()| true)
                 .map_err(|e| e.to_string())
         }
+    };
+    exit_code(result, arg)
+}
+
+async fn backfill(cli: BackfillCli) -> ExitCode {
+    use leadhook::backfill;
+    let mut out = std::io::stdout();
+    let arg = match &cli.command {
+        None => &cli.config,
+        Some(BackfillCommand::Status { config, .. } | BackfillCommand::Cancel { config, .. }) => {
+            config
+        }
+    };
+    let config = match load(arg) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let result = match &cli.command {
+        None => {
+            let args = backfill::BackfillArgs {
+                webhooks: cli.webhooks.clone(),
+                where_sql: cli.where_sql.clone(),
+                batch: cli.batch,
+                rate: cli.rate,
+                detach: cli.detach,
+            };
+            backfill::file_and_follow(&config, &args, &mut out).await
+        }
+        Some(BackfillCommand::Status { run, json, .. }) => {
+            backfill::status(&config, *run, *json, &mut out)
+                .await
+                .map(|()| true)
+        }
+        Some(BackfillCommand::Cancel { run, .. }) => backfill::cancel(&config, *run, &mut out)
+            .await
+            .map(|()| true),
     };
     exit_code(result, arg)
 }

@@ -2,9 +2,11 @@
 //! of the leads table (replication mode) or leads the trigger captured
 //! (notify mode). Both modes meet here.
 
+pub(crate) mod backfill;
 pub(crate) mod row;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::checkpoint::{Targets, TxSeq};
@@ -22,6 +24,15 @@ pub(crate) enum SourceMessage {
     Change(RowChange),
     /// Notify mode: a lead as the capture trigger wrote it.
     Captured(CapturedLead),
+    /// A backfill chunk's low watermark: the lead stage notes from here
+    /// which leads change (see `backfill`).
+    Window(Arc<backfill::Chunk>),
+    /// A lead deleted while a window is open: its key, as the old tuple.
+    Deleted(OldTuple),
+    /// The table truncated while a window is open.
+    Truncated,
+    /// A chunk's rows, at its high watermark.
+    Backfill(backfill::BackfillBatch),
 }
 
 /// An outbox row: the trigger already mapped the columns to the payload's
@@ -100,6 +111,22 @@ impl fmt::Display for ChangeId {
             self.system, self.commit_lsn, self.commit_time, self.index
         )
     }
+}
+
+/// Orders a lead's changes: a hash of its primary-key values in text form,
+/// as pgoutput streams them (`None`: a value the change did not carry).
+/// Everything that hands a lead on (the stream, a backfill) derives it
+/// here, so all changes of one lead share one delivery lane.
+pub(crate) fn lead_key<'a>(key: impl IntoIterator<Item = Option<&'a [u8]>>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    for value in key {
+        match value {
+            Some(bytes) => bytes.hash(&mut hasher),
+            None => 0u8.hash(&mut hasher),
+        }
+    }
+    hasher.finish()
 }
 
 /// How long ago a transaction committed (zero if the clocks disagree).

@@ -35,6 +35,15 @@ pub(crate) enum OldTuple {
     Full(Tuple),
 }
 
+impl OldTuple {
+    /// The values, one per column (either image has the key's).
+    pub(crate) fn tuple(&self) -> &Tuple {
+        match self {
+            OldTuple::Key(tuple) | OldTuple::Full(tuple) => tuple,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Tuple {
     /// One per column of the relation, in column order.

@@ -78,6 +78,9 @@ struct Progress {
     confirmed: Lsn,
     /// The end of the last transaction handled (keepalives move `confirmed`, not this).
     last_commit: Lsn,
+    /// Its commit time (µs since 2000-01-01 UTC; 0 when not known): where
+    /// a lost slot's gap begins in time.
+    last_commit_time: i64,
     open: VecDeque<Tx>,
     /// The sequence number of `open[0]`.
     front: u64,
@@ -90,6 +93,8 @@ struct Tx {
     first: Lsn,
     /// Known once the Commit message arrived.
     end: Option<Lsn>,
+    /// Commit time, µs since 2000-01-01 UTC (0 when not known).
+    commit_time: i64,
     /// Changes sent on but not yet handled.
     outstanding: usize,
     /// False when this consumer handled the transaction in an earlier session.
@@ -155,13 +160,20 @@ impl Checkpoint {
     /// The end of the last lead transaction every webhook has handled:
     /// what is worth recording, since keepalives alone move `confirmed`.
     pub(crate) fn confirmed_commit(&self) -> Lsn {
+        self.confirmed_commit_at().0
+    }
+
+    /// [`Self::confirmed_commit`] and that transaction's commit time (µs
+    /// since 2000-01-01 UTC, 0 when not known).
+    pub(crate) fn confirmed_commit_at(&self) -> (Lsn, i64) {
         let state = self.lock();
+        let last = |p: &Progress| (p.last_commit, p.last_commit_time);
         state
             .webhooks
             .iter()
-            .map(|t| t.progress.last_commit)
+            .map(|t| last(&t.progress))
             .min()
-            .unwrap_or(state.stream.last_commit)
+            .unwrap_or_else(|| last(&state.stream))
     }
 
     /// Each webhook's position, for the next session.
@@ -229,15 +241,37 @@ impl Checkpoint {
         targets
     }
 
+    /// [`Self::track`] for a change only `among` may get (a backfill run
+    /// for some webhooks): the others are not held for it.
+    pub(crate) fn track_among(&self, tx: TxSeq, among: &Targets) -> Targets {
+        let mut state = self.lock();
+        let mut targets = Targets::default();
+        for (i, track) in state.webhooks.iter_mut().enumerate() {
+            if track.lagging || !among.contains(i) {
+                continue;
+            }
+            if let Some(t) = track.progress.get(tx).filter(|t| t.deliver) {
+                t.outstanding += 1;
+                targets.insert(i);
+            }
+        }
+        targets
+    }
+
     /// The Commit of `tx` arrived; its end LSN is what gets confirmed.
     /// (A lagging webhook only tracks transactions it was given before it
     /// fell behind; for later ones `get` finds nothing.)
     pub(crate) fn commit(&self, tx: TxSeq, end: Lsn) {
+        self.commit_at(tx, end, 0);
+    }
+
+    /// [`Self::commit`], with the commit time the stream reported.
+    pub(crate) fn commit_at(&self, tx: TxSeq, end: Lsn, commit_time: i64) {
         let mut state = self.lock();
         state.head = state.head.max(end);
-        state.stream.commit(tx, end);
+        state.stream.commit(tx, end, commit_time);
         for track in &mut state.webhooks {
-            track.progress.commit(tx, end);
+            track.progress.commit(tx, end, commit_time);
         }
     }
 
@@ -373,6 +407,7 @@ impl Progress {
         Progress {
             confirmed,
             last_commit: confirmed,
+            last_commit_time: 0,
             open: VecDeque::new(),
             front: 0,
         }
@@ -382,6 +417,7 @@ impl Progress {
         self.open.push_back(Tx {
             first,
             end: None,
+            commit_time: 0,
             outstanding: 0,
             deliver,
         });
@@ -408,9 +444,10 @@ impl Progress {
             .truncate(usize::try_from(keep).unwrap_or(usize::MAX));
     }
 
-    fn commit(&mut self, tx: TxSeq, end: Lsn) {
+    fn commit(&mut self, tx: TxSeq, end: Lsn, commit_time: i64) {
         if let Some(t) = self.get(tx) {
             t.end = Some(end);
+            t.commit_time = commit_time;
         }
         self.advance();
     }
@@ -429,14 +466,17 @@ impl Progress {
     }
 
     fn advance(&mut self) {
-        while let Some(Tx {
+        while let Some(&Tx {
             end: Some(end),
             outstanding: 0,
+            commit_time,
             ..
         }) = self.open.front()
         {
-            self.confirmed = self.confirmed.max(*end);
-            self.last_commit = self.last_commit.max(*end);
+            self.confirmed = self.confirmed.max(end);
+            if end > self.last_commit {
+                (self.last_commit, self.last_commit_time) = (end, commit_time);
+            }
             self.open.pop_front();
             self.front += 1;
         }

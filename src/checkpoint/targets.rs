@@ -44,7 +44,7 @@ impl Targets {
         }
     }
 
-    pub(super) fn insert(&mut self, webhook: usize) {
+    pub(crate) fn insert(&mut self, webhook: usize) {
         let (word, bit) = (webhook / 64, webhook % 64);
         if word == 0 {
             self.first |= 1 << bit;

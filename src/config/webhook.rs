@@ -44,6 +44,9 @@ pub(crate) struct WebhookConfig {
     /// Refuse to connect to loopback, link-local, private and unique-local
     /// addresses: set for registry rows (untrusted) unless allowed.
     pub(crate) public_only: bool,
+    /// Gets every existing lead when it is first configured (a backfill
+    /// run filed once for its name; see `backfill`).
+    pub(crate) backfill: bool,
 }
 
 /// Where a webhook was configured.
@@ -94,6 +97,7 @@ impl WebhookConfig {
         note(self.policy != before.policy, "delivery options");
         note(self.filter != before.filter, "filter");
         note(self.origin != before.origin, "origin");
+        note(self.backfill != before.backfill, "backfill");
         note(
             self.public_only != before.public_only,
             "allow_private_networks",
@@ -136,6 +140,8 @@ pub(super) struct WebhookFile {
     max_retained_wal: Option<u64>,
     /// `{ column = value | [values] }`, see [`Filter`].
     filter: Option<BTreeMap<String, serde_json::Value>>,
+    /// Deliver every existing lead to it once, when it is first configured.
+    backfill: Option<bool>,
 }
 
 impl WebhookFile {
@@ -166,6 +172,7 @@ impl WebhookFile {
             spool_after: None,
             max_retained_wal: None,
             filter: row.filter,
+            backfill: Some(row.backfill),
         }
     }
 
@@ -254,6 +261,7 @@ impl WebhookFile {
             policy,
             filter: filter?,
             public_only: false,
+            backfill: self.backfill.unwrap_or(false),
         })
     }
 }
@@ -269,6 +277,7 @@ pub(crate) struct WebhookRow {
     pub(crate) enabled: bool,
     pub(crate) secret: Option<String>,
     pub(crate) filter: Option<BTreeMap<String, serde_json::Value>>,
+    pub(crate) backfill: bool,
 }
 
 /// Checks scheme and host without ever echoing the URL (it may hold credentials).

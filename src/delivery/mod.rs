@@ -448,12 +448,21 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Whether another webhook still keeping up has room in its queue, i.e.
-    /// is being held up rather than slow itself.
+    /// Whether some webhook filters on columns (which must then be read).
     pub(crate) fn reads_columns(&self) -> bool {
         self.filtered
     }
 
+    /// A change `targets` need not get after all (a backfilled row a live
+    /// change superseded): handled for each, as if delivered.
+    pub(crate) fn skip(&self, targets: &Targets, tx: TxSeq) {
+        for index in (0..self.queues.len()).filter(|i| targets.contains(*i)) {
+            self.checkpoint.handled(index, tx);
+        }
+    }
+
+    /// Whether another webhook still keeping up has room in its queue, i.e.
+    /// is being held up rather than slow itself.
     fn others_have_room(&self, index: usize) -> bool {
         self.queues.iter().enumerate().any(|(i, queue)| {
             i != index && !self.checkpoint.is_lagging(i) && queue.capacity() >= QUEUE / 2

@@ -2,7 +2,6 @@
 //! values a change did not carry (unchanged TOAST).
 
 use std::borrow::Cow;
-use std::hash::{Hash, Hasher};
 
 use bytes::Bytes;
 use tokio_postgres::Client;
@@ -156,14 +155,12 @@ impl LeadMapping {
     /// Identifies the lead for ordering: a hash of its primary-key values
     /// (text form, as streamed). Changes of one lead share it.
     pub(crate) fn lead_key(&self, new: &[Value]) -> u64 {
-        let mut hasher = std::hash::DefaultHasher::new();
-        for position in &self.key_positions {
+        crate::change::lead_key(self.key_positions.iter().map(|position| {
             match position.and_then(|at| new.get(at)) {
-                Some(Value::Text(bytes) | Value::Binary(bytes)) => bytes.hash(&mut hasher),
-                _ => 0u8.hash(&mut hasher),
+                Some(Value::Text(bytes) | Value::Binary(bytes)) => Some(bytes.as_ref()),
+                _ => None,
             }
-        }
-        hasher.finish()
+        }))
     }
 
     /// Reads the current values of `fields` for the row that transaction

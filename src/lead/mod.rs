@@ -13,6 +13,7 @@
 
 mod mapping;
 mod payload;
+mod window;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use reqwest::header::HeaderValue;
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
+use crate::change::backfill::BackfillBatch;
 use crate::change::{CapturedLead, RowChange, SourceMessage};
 use crate::delivery::{Dispatcher, Event};
 use crate::field::ColumnMap;
@@ -27,6 +29,7 @@ use crate::field::ColumnMap;
 pub(crate) use mapping::LeadMapping;
 use payload::captured_payload;
 pub(crate) use payload::sample_payload;
+use window::Window;
 
 /// Errors that stop the lead stage (and so the session, which reconnects).
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,8 @@ pub(crate) struct LeadStage {
     /// name columns, the capture names fields).
     captured_columns: ColumnMap,
     dispatcher: Dispatcher,
+    /// Open between a backfill chunk's watermarks.
+    window: Option<Window>,
 }
 
 /// What row changes of the stream need.
@@ -79,6 +84,7 @@ impl LeadStage {
             rows: Some(Rows { mapping, sql }),
             captured_columns: ColumnMap::default(),
             dispatcher,
+            window: None,
         }
     }
 
@@ -88,6 +94,7 @@ impl LeadStage {
             rows: None,
             captured_columns: columns,
             dispatcher,
+            window: None,
         }
     }
 
@@ -105,7 +112,24 @@ impl LeadStage {
                     }
                 }
                 SourceMessage::Change(change) => self.send(change).await?,
-                SourceMessage::Captured(lead) => self.send_captured(lead).await?,
+                SourceMessage::Captured(lead) => {
+                    let position = (lead.seq, 0);
+                    self.send_captured(lead, position).await?
+                }
+                SourceMessage::Window(chunk) => self.window = Some(Window::open(chunk)),
+                SourceMessage::Deleted(old) => {
+                    let rows = self.rows.as_ref().ok_or(LeadError::NotStreaming)?;
+                    let key = rows.mapping.lead_key(&old.tuple().values);
+                    if let Some(window) = &mut self.window {
+                        window.saw(key);
+                    }
+                }
+                SourceMessage::Truncated => {
+                    if let Some(window) = &mut self.window {
+                        window.saw_truncate();
+                    }
+                }
+                SourceMessage::Backfill(batch) => self.merge(batch).await?,
             }
         }
         Ok(())
@@ -124,11 +148,15 @@ impl LeadStage {
             .await?;
         let mut memory = change.memory;
         memory.resize(payload.len());
+        let key = rows.mapping.lead_key(&change.new.values);
+        if let Some(window) = &mut self.window {
+            window.saw(key);
+        }
         let event = Event {
             id: header_value(change.id.to_string())?,
             payload,
             memory,
-            key: rows.mapping.lead_key(&change.new.values),
+            key,
             tx: change.tx,
             position: (change.id.commit_lsn.0 as i64, change.id.index as i32),
             targets: change.targets,
@@ -142,7 +170,50 @@ impl LeadStage {
             .map_err(|_| LeadError::Downstream)
     }
 
-    async fn send_captured(&mut self, lead: CapturedLead) -> Result<(), LeadError> {
+    /// A backfill chunk's rows at its high watermark: those of leads that
+    /// changed since the low one are superseded (handled, not sent); the
+    /// others go out here, in the stream's order. Without the chunk's
+    /// window (cannot happen in one session) none can be ordered: all are
+    /// dropped and the reader reads the batch again.
+    async fn merge(&mut self, batch: BackfillBatch) -> Result<(), LeadError> {
+        let window = self.window.take().filter(|w| w.is_for(&batch.chunk));
+        batch.chunk.set_merged(window.is_some());
+        let sent = metrics::counter!("leadhook_backfill_rows_total", "outcome" => "sent");
+        let superseded =
+            metrics::counter!("leadhook_backfill_rows_total", "outcome" => "superseded");
+        for (index, (row, targets)) in batch.rows.into_iter().enumerate() {
+            if window.as_ref().is_none_or(|w| w.supersedes(row.key)) {
+                self.dispatcher.skip(&targets, batch.tx);
+                superseded.increment(1);
+                continue;
+            }
+            let lead = CapturedLead {
+                id: row.id,
+                seq: 0,
+                tx: batch.tx,
+                targets,
+                commit_time: batch.commit_time,
+                key: row.key,
+                lead: row.lead,
+                other_columns: row.other_columns,
+                memory: row.memory,
+            };
+            let position = (
+                batch.commit_lsn.0 as i64,
+                i32::try_from(index).unwrap_or(i32::MAX),
+            );
+            self.send_captured(lead, position).await?;
+            sent.increment(1);
+        }
+        Ok(())
+    }
+
+    /// `position`: where the lead is in the stream (see `Event::position`).
+    async fn send_captured(
+        &mut self,
+        lead: CapturedLead,
+        position: (i64, i32),
+    ) -> Result<(), LeadError> {
         let payload = captured_payload(&lead.lead)?;
         let columns = match self.dispatcher.reads_columns() {
             true => CapturedColumns::parse(&lead)?,
@@ -156,7 +227,7 @@ impl LeadStage {
             memory,
             key: lead.key,
             tx: lead.tx,
-            position: (lead.seq, 0),
+            position,
             targets: lead.targets,
             commit_time: lead.commit_time,
         };

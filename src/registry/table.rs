@@ -26,8 +26,9 @@ pub enum TableError {
 /// row's problem (see [`RawRow::parse`]), never as a failed read.
 pub(crate) async fn read(sql: &Client, table: &TableName) -> Result<Vec<RawRow>, TableError> {
     let query = format!(
-        "SELECT name::text, url::text, method::text, headers::text, enabled::boolean, secret::text, filter::text
-         FROM {} ORDER BY name",
+        "SELECT name::text, url::text, method::text, headers::text, enabled::boolean, secret::text, filter::text,
+                (to_jsonb(t) ->> 'backfill')::boolean
+         FROM {} t ORDER BY name",
         table.quoted()
     );
     let rows = sql.query(&query, &[]).await.map_err(|source| {
@@ -58,6 +59,12 @@ pub(crate) async fn read(sql: &Client, table: &TableName) -> Result<Vec<RawRow>,
                     .unwrap_or(false),
                 secret: text(5),
                 filter: text(6),
+                // Tables made before the column existed have none.
+                backfill: row
+                    .try_get::<_, Option<bool>>(7)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(false),
             }
         })
         .collect())
@@ -74,6 +81,7 @@ pub(crate) struct RawRow {
     pub(crate) enabled: bool,
     pub(crate) secret: Option<String>,
     pub(crate) filter: Option<String>,
+    pub(crate) backfill: bool,
 }
 
 impl RawRow {
@@ -96,6 +104,7 @@ impl RawRow {
             enabled: self.enabled,
             secret: self.secret.clone(),
             filter,
+            backfill: self.backfill,
         })
     }
 }

@@ -25,6 +25,7 @@ fn row(name: &str, url: &str) -> RawRow {
         enabled: true,
         secret: None,
         filter: None,
+        backfill: false,
     }
 }
 

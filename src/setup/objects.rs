@@ -33,14 +33,15 @@ pub(crate) fn dead_letter_table(schema: &str) -> String {
 /// `sql/setup.sql` carries the same statement.
 pub(crate) fn slots_statement(schema: &str) -> String {
     format!(
-        "CREATE TABLE IF NOT EXISTS {}.slots (
+        "CREATE TABLE IF NOT EXISTS {0}.slots (
     slot_name         text        PRIMARY KEY,
     system_identifier text        NOT NULL,
     created_at        timestamptz NOT NULL,
     created_lsn       pg_lsn      NOT NULL,
     confirmed_lsn     pg_lsn      NOT NULL,
     confirmed_at      timestamptz NOT NULL
-);",
+);
+ALTER TABLE {0}.slots ADD COLUMN IF NOT EXISTS confirmed_commit_at timestamptz;",
         escape_identifier(schema)
     )
 }
@@ -125,6 +126,51 @@ pub(crate) fn status_table(schema: &str) -> String {
     format!("{}.webhook_status", escape_identifier(schema))
 }
 
+/// Backfill runs (`leadhook backfill`, and those leadhook files itself) and
+/// each shard's progress through them (see `backfill::runs`). A run's
+/// `webhooks` NULL means every webhook; `auto_for` names the webhook a
+/// `backfill = true` run was filed for, once. `sql/setup.sql` carries the
+/// same statements.
+pub(crate) fn backfill_statements(schema: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {schema}.backfills (
+    id           bigserial   PRIMARY KEY,
+    webhooks     text[],
+    where_sql    text,
+    batch        integer     NOT NULL,
+    rate         integer,
+    shards       integer     NOT NULL DEFAULT 1,
+    reason       text        NOT NULL,
+    auto_for     text,
+    requested_at timestamptz NOT NULL DEFAULT now(),
+    cancelled_at timestamptz
+);
+CREATE UNIQUE INDEX IF NOT EXISTS backfills_auto_for ON {schema}.backfills (auto_for) WHERE auto_for IS NOT NULL;
+CREATE TABLE IF NOT EXISTS {schema}.backfill_progress (
+    run          bigint      NOT NULL REFERENCES {schema}.backfills (id) ON DELETE CASCADE,
+    shard        integer     NOT NULL,
+    state        text        NOT NULL,
+    last_key     text[],
+    rows_done    bigint      NOT NULL DEFAULT 0,
+    rows_total   bigint,
+    error        text,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    finished_at  timestamptz,
+    PRIMARY KEY (run, shard)
+);",
+        schema = escape_identifier(schema)
+    )
+}
+
+pub(crate) fn backfills_table(schema: &str) -> String {
+    format!("{}.backfills", escape_identifier(schema))
+}
+
+pub(crate) fn backfill_progress_table(schema: &str) -> String {
+    format!("{}.backfill_progress", escape_identifier(schema))
+}
+
 /// Every table of leadhook's own, for creating them at startup.
 pub(crate) fn own_table_statements(schema: &str, replication: bool) -> String {
     let mut statements = vec![
@@ -135,6 +181,7 @@ pub(crate) fn own_table_statements(schema: &str, replication: bool) -> String {
     ];
     if replication {
         statements.push(slots_statement(schema));
+        statements.push(backfill_statements(schema));
     }
     statements.join("\n")
 }
@@ -165,6 +212,14 @@ mod tests {
     fn the_dba_script_creates_the_same_pause_and_status_tables_as_the_sidecar() {
         assert!(SCRIPT.contains(&pauses_statement("leadhook")));
         assert!(SCRIPT.contains(&status_statement("leadhook")));
+    }
+
+    #[test]
+    fn the_dba_script_creates_the_same_backfill_tables_as_the_sidecar() {
+        assert!(
+            SCRIPT.contains(&backfill_statements("leadhook")),
+            "sql/setup.sql is out of date"
+        );
     }
 
     #[test]

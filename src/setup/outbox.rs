@@ -9,6 +9,7 @@
 //! the outbox is byte-identical to one built from the replication stream.
 
 use crate::config::{Config, TableName};
+use crate::field::ColumnMap;
 use crate::setup::table::KeyColumn;
 use postgres_protocol::escape::{escape_identifier, escape_literal};
 
@@ -67,27 +68,10 @@ impl Outbox {
     /// Everything notify mode needs, idempotent (safe to run again after
     /// changing `[source.columns]`).
     pub(crate) fn install_sql(&self, config: &Config, key: &[KeyColumn]) -> String {
-        let row = |name: &str| format!("NEW.{}", escape_identifier(name));
-        let fields: Vec<String> = config
-            .source
-            .columns
-            .iter()
-            .map(|(field, column)| match column {
-                Some(column) => format!("'{field}', {}::text", row(column)),
-                None => format!("'{field}', NULL::text"),
-            })
-            .collect();
+        let columns = &config.source.columns;
         let key: Vec<String> = key
             .iter()
-            .map(|k| format!("{}::text", row(&k.name)))
-            .collect();
-        // The columns no field maps, for webhook filters: as text, under
-        // their own names (mapped columns are in `lead` already).
-        let mapped: Vec<String> = config
-            .source
-            .columns
-            .iter()
-            .filter_map(|(_, column)| column.map(escape_literal))
+            .map(|k| format!("NEW.{}::text", escape_identifier(&k.name)))
             .collect();
         let body = format!(
             "
@@ -95,9 +79,8 @@ BEGIN
     INSERT INTO {outbox} (op, lead_key, lead, other_columns)
     VALUES (lower(TG_OP),
             jsonb_build_array({key})::text,
-            jsonb_build_object({fields}),
-            (SELECT jsonb_object_agg(key, value)
-             FROM jsonb_each_text(to_jsonb(NEW) - ARRAY[{mapped}]::text[])));
+            {fields},
+            {others});
     PERFORM pg_notify('{channel}', '');
     RETURN NULL;
 END
@@ -105,8 +88,8 @@ END
             outbox = self.table(),
             channel = self.channel(),
             key = key.join(", "),
-            fields = fields.join(",\n                               "),
-            mapped = mapped.join(", "),
+            fields = lead_object(columns, "NEW", ",\n                               "),
+            others = other_columns_object(columns, "NEW", "\n             "),
         );
         let tag = dollar_tag(&body);
         format!(
@@ -168,6 +151,34 @@ DROP TABLE IF EXISTS {outbox};
             .await?;
         Ok((row.get(0), row.get(1)))
     }
+}
+
+/// The payload's fields of row `row` (`NEW` in the trigger, a table alias
+/// in a backfill) as a JSON object of text: one definition, so a captured
+/// lead and a backfilled one are the same bytes. `separator` lays out the
+/// trigger's source.
+pub(crate) fn lead_object(columns: &ColumnMap, row: &str, separator: &str) -> String {
+    let fields: Vec<String> = columns
+        .iter()
+        .map(|(field, column)| match column {
+            Some(column) => format!("'{field}', {row}.{}::text", escape_identifier(column)),
+            None => format!("'{field}', NULL::text"),
+        })
+        .collect();
+    format!("jsonb_build_object({})", fields.join(separator))
+}
+
+/// The columns of row `row` that no field maps, as a JSON object of text
+/// under their own names (for webhook filters; mapped ones are in the lead).
+pub(crate) fn other_columns_object(columns: &ColumnMap, row: &str, newline: &str) -> String {
+    let mapped: Vec<String> = columns
+        .iter()
+        .filter_map(|(_, column)| column.map(escape_literal))
+        .collect();
+    format!(
+        "(SELECT jsonb_object_agg(key, value){newline}FROM jsonb_each_text(to_jsonb({row}) - ARRAY[{}]::text[]))",
+        mapped.join(", ")
+    )
 }
 
 /// A dollar-quote tag that does not occur in `body`: names come from the

@@ -32,9 +32,11 @@ CREATE TABLE IF NOT EXISTS {quoted} (
     enabled    boolean     NOT NULL DEFAULT true,
     secret     text,
     filter     jsonb,
+    backfill   boolean     NOT NULL DEFAULT false,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE {quoted} ADD COLUMN IF NOT EXISTS backfill boolean NOT NULL DEFAULT false;
 CREATE SCHEMA IF NOT EXISTS {schema};
 CREATE OR REPLACE FUNCTION {touch}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

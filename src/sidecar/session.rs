@@ -12,6 +12,9 @@ use tokio_postgres::Client;
 
 use super::SidecarError;
 use crate::admin::Health;
+use crate::backfill::ChunkQuery;
+use crate::backfill::reader::Reader;
+use crate::change::backfill::Handoff;
 use crate::checkpoint::{Checkpoint, Positions};
 use crate::config::{Config, SourceMode};
 use crate::database::{Database, DatabaseError};
@@ -233,16 +236,40 @@ impl Session<'_> {
         let quoted = table.quoted();
         let (changes_tx, changes_rx) = mpsc::channel(CHANGE_BUFFER);
         let (mut stages, dispatcher) = self.spawn_workers(checkpoint).await?;
+        let handoff = Arc::new(Handoff::default());
+        let backfill = Reader {
+            db: self.db.clone(),
+            schema: config.database.schema.clone(),
+            query: ChunkQuery::new(
+                quoted.clone(),
+                inspection.key.clone(),
+                source.columns.clone(),
+                self.webhooks.iter().any(|h| !h.config.filter.is_empty()),
+                None,
+            ),
+            handoff: handoff.clone(),
+            checkpoint: checkpoint.clone(),
+            webhooks: self
+                .webhooks
+                .iter()
+                .map(|h| (h.name.clone(), h.config.backfill))
+                .collect(),
+            budget: self.memory.clone(),
+            shard: (0, 1),
+            poll: source.poll_interval,
+            session: fastrand::u64(..),
+        };
         let mapping = LeadMapping::new(&source.columns, inspection.key, quoted);
         let lead = LeadStage::for_stream(mapping, sql.clone(), dispatcher);
         stages.lead = Some(tokio::spawn(lead.run(changes_rx)));
-        stages.monitor = Some(tokio::spawn(slot::monitor(
+        stages.beside.push(tokio::spawn(slot::monitor(
             sql,
             checkpoint.clone(),
             heartbeat,
             config.database.schema.clone(),
             source.slot.clone(),
         )));
+        stages.beside.push(tokio::spawn(backfill.run()));
         let source = Source::new(
             conn,
             checkpoint.clone(),
@@ -251,7 +278,8 @@ impl Session<'_> {
             system,
             heartbeat,
             self.memory.clone(),
-        );
+        )
+        .with_backfill(handoff);
         self.deliver(source, stages, positions).await
     }
 
@@ -294,7 +322,7 @@ impl Session<'_> {
             caught_up,
             writer: tokio::spawn(writer.run()),
             lead: None,
-            monitor: None,
+            beside: Vec::new(),
         };
         Ok((stages, dispatcher))
     }
@@ -318,7 +346,7 @@ impl Session<'_> {
             },
             end = stages.ended() => Some(end),
         };
-        stages.stop_monitor();
+        stages.stop_beside();
         let end = match ended {
             Some(end) => {
                 source.keep(positions);
@@ -411,8 +439,9 @@ struct Stages {
     caught_up: Arc<Notify>,
     /// The lead stage, where both modes' sources hand their changes on.
     lead: Option<JoinHandle<Result<(), LeadError>>>,
-    /// Replication mode's slot monitor, which stops with the source.
-    monitor: Option<JoinHandle<()>>,
+    /// Replication mode's slot monitor and backfill reader, which stop
+    /// with the source.
+    beside: Vec<JoinHandle<()>>,
 }
 
 impl Stages {
@@ -455,9 +484,9 @@ impl Stages {
         let _ = (&mut self.writer).await;
     }
 
-    fn stop_monitor(&mut self) {
-        if let Some(monitor) = self.monitor.take() {
-            monitor.abort();
+    fn stop_beside(&mut self) {
+        for task in self.beside.drain(..) {
+            task.abort();
         }
     }
 }
@@ -467,7 +496,7 @@ impl Drop for Stages {
         if let Some(lead) = &self.lead {
             lead.abort();
         }
-        self.stop_monitor();
+        self.stop_beside();
         self.workers.abort_all();
         self.writer.abort();
     }

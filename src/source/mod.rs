@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
+use crate::change::backfill::{BackfillBatch, Chunk, Handoff, Mark, PREFIX, Watermark};
 use crate::change::{ChangeId, RowChange, SourceMessage};
 use crate::checkpoint::{Checkpoint, TxSeq};
 use crate::config::TableName;
@@ -63,6 +64,8 @@ struct OpenTx {
     xid: u32,
     /// Position of the next change within the transaction (every table).
     next_index: u32,
+    /// The backfill chunk whose high watermark this transaction carries.
+    high: Option<Arc<Chunk>>,
 }
 
 /// One replication session: a started stream and where its output goes.
@@ -84,6 +87,11 @@ pub(crate) struct Source {
     /// The pending change's size, while the budget has no room for it.
     unreserved: Option<usize>,
     heartbeat: Duration,
+    /// The backfill chunk in flight, whose watermarks place its rows.
+    backfill: Arc<Handoff>,
+    /// Between a chunk's watermarks: deletes and truncates are handed on
+    /// too, so the lead stage knows which leads changed.
+    in_window: bool,
     /// Last position reported to the server, to skip redundant updates.
     reported: Lsn,
     last_report: tokio::time::Instant,
@@ -111,9 +119,17 @@ impl Source {
             budget,
             unreserved: None,
             heartbeat,
+            backfill: Arc::default(),
+            in_window: false,
             reported: Lsn::ZERO,
             last_report: tokio::time::Instant::now(),
         }
+    }
+
+    /// Places the rows of `backfill`'s chunks in the stream.
+    pub(crate) fn with_backfill(mut self, backfill: Arc<Handoff>) -> Self {
+        self.backfill = backfill;
+        self
     }
 
     /// Streams until a shutdown is requested (`Ok`), the connection fails
@@ -281,12 +297,17 @@ impl Source {
                     commit_time: begin.commit_time,
                     xid: begin.xid,
                     next_index: 0,
+                    high: None,
                 });
             }
             LogicalMessage::Commit(commit) => {
                 tracing::trace!(end_lsn = %commit.end_lsn, "commit");
                 if let Some(tx) = self.tx.take() {
-                    self.checkpoint.commit(tx.seq, commit.end_lsn);
+                    self.checkpoint
+                        .commit_at(tx.seq, commit.end_lsn, tx.commit_time);
+                    if let Some(chunk) = tx.high {
+                        chunk.set_end(commit.end_lsn);
+                    }
                 }
             }
             LogicalMessage::Relation(relation) => {
@@ -303,7 +324,10 @@ impl Source {
                 self.change(size, update.relation_id, "update", update.new, update.old)
             }
             LogicalMessage::Delete(delete) => {
-                self.count_change(delete.relation_id, "delete");
+                let ours = self.count_change(delete.relation_id, "delete").is_some();
+                if ours && self.in_window {
+                    self.pending = Some(SourceMessage::Deleted(delete.old));
+                }
             }
             LogicalMessage::Truncate(truncate) => {
                 if truncate
@@ -313,9 +337,51 @@ impl Source {
                 {
                     metrics::counter!("leadhook_changes_total", "op" => "truncate").increment(1);
                     self.next_index();
+                    if self.in_window {
+                        self.pending = Some(SourceMessage::Truncated);
+                    }
+                }
+            }
+            LogicalMessage::Message(message) if message.prefix == PREFIX => {
+                if let Some(watermark) = Watermark::parse(&message.content) {
+                    self.watermark(watermark);
                 }
             }
             LogicalMessage::Origin(_) | LogicalMessage::Type(_) | LogicalMessage::Message(_) => {}
+        }
+    }
+
+    /// A backfill watermark: of the chunk in flight, or one streamed again
+    /// (after a restart) or another instance's, which are ignored. At the
+    /// high watermark the chunk's rows are handed on in its transaction.
+    fn watermark(&mut self, watermark: Watermark) {
+        let Some(chunk) = self.backfill.find(&watermark) else {
+            return;
+        };
+        let Some(tx) = self.tx.as_mut() else {
+            return; // watermarks are transactional: always in a transaction
+        };
+        match watermark.mark {
+            Mark::Low => {
+                self.in_window = true;
+                self.pending = Some(SourceMessage::Window(chunk));
+            }
+            Mark::High => {
+                self.in_window = false;
+                let rows = chunk
+                    .take_rows()
+                    .into_iter()
+                    .map(|row| (row, self.checkpoint.track_among(tx.seq, &chunk.targets)))
+                    .collect();
+                tx.high = Some(chunk.clone());
+                self.pending = Some(SourceMessage::Backfill(BackfillBatch {
+                    chunk,
+                    rows,
+                    tx: tx.seq,
+                    commit_lsn: tx.commit_lsn,
+                    commit_time: tx.commit_time,
+                }));
+            }
         }
     }
 

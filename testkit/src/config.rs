@@ -129,6 +129,8 @@ pub struct Webhook {
     pub headers: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<bool>,
     #[serde(flatten)]
     pub delivery: Delivery,
     /// Column → a value or a list of values (strings, numbers, booleans).

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod backfill;
 mod check;
 mod circuit;
 mod config_errors;

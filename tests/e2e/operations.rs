@@ -285,11 +285,15 @@ async fn sigterm_when_idle_confirms_everything_delivered() {
         sidecar,
         ..
     } = Scenario::new("sigterm_idle").start(&leadhook()).await;
+    // Where the transaction's records end, short of its commit record: read
+    // after commit, the position could include WAL that other tests' databases
+    // wrote since, which no keepalive may have reported yet.
     db.sql
-        .batch_execute("INSERT INTO leads (email) VALUES ('x')")
+        .batch_execute("BEGIN; INSERT INTO leads (email) VALUES ('x')")
         .await
         .unwrap();
     let after = db.insert_lsn().await;
+    db.sql.batch_execute("COMMIT").await.unwrap();
     receiver.wait_for("/leads", 1, WAIT).await.unwrap();
     sidecar.terminate();
     assert_eq!(

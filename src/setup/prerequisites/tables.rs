@@ -7,7 +7,8 @@ use tokio_postgres::Client;
 use super::Inspection;
 use crate::config::{Config, SourceMode};
 use crate::setup::objects::{
-    dead_letter_table, pauses_table, slots_table, spool_table, status_table,
+    backfill_progress_table, backfills_table, dead_letter_table, pauses_table, slots_table,
+    spool_table, status_table,
 };
 
 /// One of leadhook's tables, as `check` describes it.
@@ -65,6 +66,20 @@ pub(super) async fn check(
         tables.push(OwnTable {
             what: "slot record table",
             table: slots_table(schema),
+            rights: "SELECT, INSERT, UPDATE",
+            extra_grant: None,
+        });
+        tables.push(OwnTable {
+            what: "backfill table",
+            table: backfills_table(schema),
+            rights: "SELECT, INSERT, UPDATE",
+            extra_grant: Some(format!(
+                "GRANT USAGE ON SEQUENCE {schema}.backfills_id_seq TO <role>;"
+            )),
+        });
+        tables.push(OwnTable {
+            what: "backfill progress table",
+            table: backfill_progress_table(schema),
             rights: "SELECT, INSERT, UPDATE",
             extra_grant: None,
         });

@@ -92,7 +92,7 @@ pub(super) fn status_update(lsn: Lsn, now: i64, ping: bool) -> Bytes {
 pub(super) fn start_replication_command(slot: &str, publication: &str, start: Lsn) -> String {
     let publications = escape_identifier(publication).replace('\'', "''");
     format!(
-        "START_REPLICATION SLOT {} LOGICAL {start} (proto_version '1', publication_names '{publications}')",
+        "START_REPLICATION SLOT {} LOGICAL {start} (proto_version '1', publication_names '{publications}', messages 'true')",
         escape_identifier(slot)
     )
 }

@@ -49,7 +49,8 @@ pub(crate) struct ReplicationConnection {
 
 impl ReplicationConnection {
     /// Starts logical decoding with pgoutput (protocol version 1) from
-    /// `start` (`0/0` means the slot's confirmed position).
+    /// `start` (`0/0` means the slot's confirmed position), with logical
+    /// messages (a backfill's watermarks are those).
     pub(crate) async fn start_replication(
         &mut self,
         slot: &str,

@@ -12,7 +12,7 @@ fn identifiers_and_literals_are_quoted_in_start_replication() {
     let command = start_replication_command("my\"slot", "it's", Lsn(0x1_0000_0010));
     assert_eq!(
         command,
-        "START_REPLICATION SLOT \"my\"\"slot\" LOGICAL 1/10 (proto_version '1', publication_names '\"it''s\"')"
+        "START_REPLICATION SLOT \"my\"\"slot\" LOGICAL 1/10 (proto_version '1', publication_names '\"it''s\"', messages 'true')"
     );
 }
 

@@ -38,7 +38,7 @@ pub use admin::{LogConfig, LogFormat};
 pub(crate) use delivery::{DeliveryConfig, OnExhausted};
 pub(crate) use registry::RegistryConfig;
 pub(crate) use secret::Secret;
-pub(crate) use source::{DatabaseConfig, SourceConfig, SourceMode, TableName};
+pub(crate) use source::{DatabaseConfig, OnSlotLost, SourceConfig, SourceMode, TableName};
 pub(crate) use webhook::{Origin, SigningKey, WebhookConfig, WebhookRow};
 
 use delivery::validate_policy;

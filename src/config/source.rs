@@ -55,6 +55,30 @@ pub(crate) struct SourceConfig {
     /// Notify mode: how often the outbox is read even without a notification.
     #[serde(deserialize_with = "duration")]
     pub(crate) poll_interval: Duration,
+    /// What to do when the slot is lost (invalidated, dropped, gone with a
+    /// failover or a restore).
+    pub(crate) on_slot_lost: OnSlotLost,
+    /// A timestamp column the application sets on every insert and update:
+    /// after a lost slot, the leads changed since the gap began (less
+    /// `changed_at_margin`) are backfilled to every webhook.
+    pub(crate) changed_at: Option<String>,
+    /// How far before the last confirmed commit the recovery backfill
+    /// reaches: a transaction sets `changed_at` when it runs, not when it
+    /// commits.
+    #[serde(deserialize_with = "duration")]
+    pub(crate) changed_at_margin: Duration,
+}
+
+/// `[source] on_slot_lost`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum OnSlotLost {
+    /// Create the slot again at once (nothing more is lost while a person
+    /// reacts), log the gap as an ERROR and, with `changed_at`, backfill it.
+    #[default]
+    Recreate,
+    /// Deliver nothing and stay not ready until a person acts.
+    Stop,
 }
 
 impl SourceConfig {
@@ -67,6 +91,9 @@ impl SourceConfig {
             check_identifier(&self.publication),
         );
         checked(problems, "source.table", self.table.check());
+        if let Some(column) = &self.changed_at {
+            checked(problems, "source.changed_at", check_identifier(column));
+        }
     }
 }
 
@@ -80,6 +107,9 @@ impl Default for SourceConfig {
             create: true,
             columns: ColumnMap::default(),
             poll_interval: Duration::from_secs(1),
+            on_slot_lost: OnSlotLost::default(),
+            changed_at: None,
+            changed_at_margin: Duration::from_secs(600),
         }
     }
 }

@@ -349,3 +349,27 @@ fn a_webhook_filter_is_checked_with_its_key_named() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn a_lost_slot_is_recreated_unless_told_to_stop_and_its_gap_bounded_by_changed_at() {
+    let default = Config::from_toml("[database]\nurl = \"postgres://x@h/db\"\n").unwrap();
+    assert_eq!(default.source.on_slot_lost, super::OnSlotLost::Recreate);
+    assert_eq!(default.source.changed_at, None);
+    assert_eq!(default.source.changed_at_margin, Duration::from_secs(600));
+    let stop = Config::from_toml(
+        "[database]\nurl = \"postgres://x@h/db\"\n[source]\non_slot_lost = \"stop\"\nchanged_at = \"updated_at\"\nchanged_at_margin = \"1m\"\n",
+    )
+    .unwrap();
+    assert_eq!(stop.source.on_slot_lost, super::OnSlotLost::Stop);
+    assert_eq!(stop.source.changed_at.as_deref(), Some("updated_at"));
+    assert_eq!(stop.source.changed_at_margin, Duration::from_secs(60));
+    let wrong = Config::from_toml(
+        "[database]\nurl = \"postgres://x@h/db\"\n[source]\non_slot_lost = \"ignore\"\n",
+    )
+    .unwrap_err();
+    assert!(
+        wrong.problems()[0].starts_with("source.on_slot_lost:"),
+        "{:?}",
+        wrong.problems()
+    );
+}

@@ -201,6 +201,12 @@ pub async fn run(
             });
             tracing::info!(error = %error, "standing by: another instance holds the slot; taking over when it is released");
             STANDBY_RETRY
+        } else if error.is_slot_lost() {
+            // Said as it is: /readyz shows what a person must do.
+            health.not_ready(error.to_string());
+            let wait = delay;
+            delay = (delay * 2).min(MAX_RETRY);
+            wait
         } else {
             health.not_ready(format!("reconnecting: {error}"));
             tracing::warn!(error = %error, retry_in = ?delay, resume_from = %positions.resume(), "replication session ended; reconnecting");

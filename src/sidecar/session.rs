@@ -85,6 +85,11 @@ impl SessionError {
         }
     }
 
+    /// The slot is lost and is not to be re-created (`on_slot_lost = "stop"`).
+    pub(super) fn is_slot_lost(&self) -> bool {
+        matches!(self, SessionError::Slot(e) if e.is_lost())
+    }
+
     /// Another instance holds the slot: this one is a standby.
     pub(super) fn is_standby(&self) -> bool {
         matches!(self, SessionError::Replication(e) if e.is_slot_in_use())
@@ -268,6 +273,7 @@ impl Session<'_> {
             heartbeat,
             config.database.schema.clone(),
             source.slot.clone(),
+            self.health.clone(),
         )));
         stages.beside.push(tokio::spawn(backfill.run()));
         let source = Source::new(

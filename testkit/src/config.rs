@@ -59,6 +59,12 @@ pub struct Source {
     pub create: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "duration")]
     pub poll_interval: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_slot_lost: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "duration")]
+    pub changed_at_margin: Option<Duration>,
     /// Payload field → column; see [`Column`].
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub columns: BTreeMap<String, Column>,

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-async fn http_status(url: &str, method: reqwest::Method) -> (u16, String) {
+pub(crate) async fn http_status(url: &str, method: reqwest::Method) -> (u16, String) {
     let response = reqwest::Client::new()
         .request(method, url)
         .send()

@@ -296,6 +296,21 @@ async fn check_columns(
         mapped.push(format!("{field} = {column} ({type_name})"));
     }
     report.found.push(format!("columns: {}", mapped.join(", ")));
+    if let Some(column) = &config.source.changed_at {
+        match rows.iter().find(|r| r.get::<_, &str>(0) == column) {
+            // timestamp, timestamptz, date
+            Some(row) if [1114u32, 1184, 1082].contains(&row.get(1)) => report.found.push(format!(
+                "source.changed_at: {column} bounds the backfill of a lost slot's gap"
+            )),
+            Some(row) => report.problems.push(format!(
+                "source.changed_at: column {column:?} has type {}; it must be a timestamp the application sets on every save",
+                row.get::<_, String>(2)
+            )),
+            None => report.problems.push(format!(
+                "source.changed_at: column {column:?} not found in {table}; name the timestamp column the application sets on every save"
+            )),
+        }
+    }
     let names = rows.iter().map(|r| r.get::<_, String>(0)).collect();
     for (i, hook) in config.webhooks.iter().enumerate() {
         let key = format!("webhooks[{i}]");

@@ -3,25 +3,36 @@
 //! sometimes lost: dropped by a DBA, absent on a promoted standby
 //! (PostgreSQL 15 has no failover slots), gone with a restore.
 //!
+//! sometimes lost: invalidated by the server (it kept more WAL than
+//! `max_slot_wal_keep_size`), dropped by a DBA, absent on a promoted
+//! standby without failover slots, gone with a restore.
+//!
 //! A lost slot is a data-loss event for the changes committed while it was
 //! missing: they were never decoded and never will be. It is logged as an
-//! ERROR naming the slot and the WAL range that can no longer be read,
-//! counted (`leadhook_slot_recreated_total`), and the slot is re-created at
-//! once, so that no more is lost while a person reacts.
+//! ERROR naming the slot and the WAL and time range that can no longer be
+//! read, counted (`leadhook_slot_recreated_total`), and (with `on_slot_lost
+//! = "recreate"`, the default) the slot is re-created at once, so that no
+//! more is lost while a person reacts; with `[source] changed_at` the leads
+//! changed in the gap are backfilled (`loss`). With `"stop"` nothing is
+//! delivered and `/readyz` says why until a person acts.
 //!
 //! What leadhook knows of each slot is kept in `<schema>.slots`, so a slot
 //! that vanished while the sidecar was stopped, or on the old primary of a
 //! failover (the row reaches the standby with the rest of the WAL), is
-//! noticed too.
+//! noticed too. `monitor` watches the slot while it streams.
 
-use std::sync::Arc;
+mod loss;
+mod monitor;
+
+pub(crate) use monitor::monitor;
+
 use std::time::Duration;
 
 use tokio_postgres::Client;
 
 use crate::admin::Health;
-use crate::checkpoint::{Checkpoint, SlotStart};
-use crate::config::Config;
+use crate::checkpoint::SlotStart;
+use crate::config::{Config, OnSlotLost};
 use crate::database::{Database, DatabaseError};
 use crate::lsn::Lsn;
 use crate::setup::objects::slots_table as table;
@@ -43,6 +54,23 @@ pub(crate) enum SlotError {
     Missing(String),
     #[error("the server answered {0:?} where a WAL position was expected")]
     BadLsn(String),
+    #[error(
+        "slot invalidated: the server invalidated replication slot {0:?} (it retained more WAL than max_slot_wal_keep_size allows), so the changes since its last confirmed position can no longer be read; \
+         with [source] on_slot_lost = \"stop\" (or create = false) leadhook does not re-create it: set on_slot_lost = \"recreate\", or drop it (SELECT pg_drop_replication_slot('<slot>')) and let leadhook create it, then backfill the gap (see the ERROR above)"
+    )]
+    Invalidated(String),
+    #[error(
+        "slot lost: replication slot {0:?} is gone (dropped, or the server was failed over or restored) and [source] on_slot_lost = \"stop\": \
+         set on_slot_lost = \"recreate\", or create the slot (leadhook setup --apply), then backfill the gap (see the ERROR above)"
+    )]
+    Vanished(String),
+}
+
+impl SlotError {
+    /// The slot is lost and leadhook was told not to re-create it.
+    pub(crate) fn is_lost(&self) -> bool {
+        matches!(self, SlotError::Invalidated(_) | SlotError::Vanished(_))
+    }
 }
 
 /// What `<schema>.slots` says of a slot.
@@ -54,6 +82,17 @@ struct Record {
     confirmed_lsn: Lsn,
     /// When `confirmed_lsn` was recorded, UTC.
     confirmed_at: String,
+    /// When the last confirmed transaction committed, UTC: where a gap
+    /// begins in time (unknown for records older than the column).
+    confirmed_commit_at: Option<String>,
+}
+
+/// The slot as `pg_replication_slots` shows it.
+#[derive(Debug, Clone, Copy)]
+struct SlotState {
+    confirmed: Lsn,
+    /// Invalidated: streaming from it fails, forever.
+    invalidated: bool,
 }
 
 /// Makes sure the configured slot exists, re-creating a lost one, and says
@@ -68,27 +107,53 @@ pub(crate) async fn open(
     health: &Health,
 ) -> Result<SlotStart, SlotError> {
     let (name, schema) = (&config.source.slot, &config.database.schema);
+    let source = &config.source;
     let record = read_record(sql, schema, name).await?;
-    if let Some(confirmed) = confirmed_flush(sql, name).await? {
-        if record.is_none() {
-            write_record(sql, schema, name, server, confirmed).await?;
+    let lost = match state(sql, name).await? {
+        Some(slot) if !slot.invalidated => {
+            if record.is_none() {
+                write_record(sql, schema, name, server, slot.confirmed).await?;
+            }
+            return Ok(SlotStart {
+                confirmed: slot.confirmed,
+                created: false,
+            });
         }
-        return Ok(SlotStart {
-            confirmed,
-            created: false,
-        });
-    }
-    if !config.source.create {
+        Some(_) => {
+            let error = SlotError::Invalidated(name.clone());
+            health.not_ready(error.to_string());
+            let gap = loss::Gap::new(record.as_ref(), streamed_before, None, server);
+            if source.on_slot_lost == OnSlotLost::Stop || !source.create {
+                gap.report(name, config, "was invalidated by the server");
+                return Err(error);
+            }
+            drop_slot(sql, name).await?;
+            "was invalidated by the server (it retained more WAL than max_slot_wal_keep_size allows)"
+        }
+        None if record.is_some() || streamed_before.is_some() => {
+            if source.on_slot_lost == OnSlotLost::Stop {
+                let gap = loss::Gap::new(record.as_ref(), streamed_before, None, server);
+                gap.report(name, config, "has vanished");
+                let error = SlotError::Vanished(name.clone());
+                health.not_ready(error.to_string());
+                return Err(error);
+            }
+            "has vanished: it was dropped, or the server was failed over or restored"
+        }
+        None => "",
+    };
+    if !source.create {
         return Err(SlotError::Missing(name.clone()));
     }
-    let lost = record.is_some() || streamed_before.is_some();
     let created = create(sql, db, name, health).await?;
     write_record(sql, schema, name, server, created).await?;
-    if lost {
-        metrics::counter!("leadhook_slot_recreated_total").increment(1);
-        report_loss(name, record.as_ref(), streamed_before, created, server);
-    } else {
+    if lost.is_empty() {
         tracing::info!(slot = %name, at = %created, "created replication slot: changes committed from here on are captured (earlier ones are not)");
+    } else {
+        metrics::counter!("leadhook_slot_recreated_total").increment(1);
+        let gap = loss::Gap::new(record.as_ref(), streamed_before, Some(created), server);
+        gap.report(name, config, lost);
+        gap.recover(sql, config).await;
     }
     Ok(SlotStart {
         confirmed: created,
@@ -96,49 +161,41 @@ pub(crate) async fn open(
     })
 }
 
-/// The ERROR a person must act on: what was lost, and how to recover it.
-fn report_loss(
-    name: &str,
-    record: Option<&Record>,
-    streamed_before: Option<Lsn>,
-    created: Lsn,
-    server: &ServerIdentity,
-) {
-    let from = record
-        .map(|r| r.confirmed_lsn)
-        .max(streamed_before)
-        .unwrap_or(Lsn::ZERO);
-    let since = record.map_or("unknown", |r| r.confirmed_at.as_str());
-    let known_since = record.map_or("unknown", |r| r.created_at.as_str());
-    let elsewhere = record
-        .filter(|r| r.system_identifier != server.system_id.to_string())
-        .map(|r| {
-            format!(
-                " (it was recorded on database system {}, this is {})",
-                r.system_identifier, server.system_id
-            )
-        })
-        .unwrap_or_default();
-    tracing::error!(
-        slot = %name,
-        lost_from = %from,
-        lost_to = %created,
-        last_confirmed_at = %since,
-        "DATA LOSS: replication slot {name:?} (known since {known_since}) has vanished{elsewhere}: it was dropped, or the server was failed over or restored. \
-         Changes committed between WAL {from} and {created} (from {since} until now) were never decoded and will not be delivered. \
-         The slot was re-created at {created} so that nothing more is lost; deliver the missed leads again by re-saving (or backfilling) the leads changed since {since}"
-    );
-}
-
-/// The slot's `confirmed_flush_lsn`, or `None` if there is no such slot.
-async fn confirmed_flush(sql: &Client, name: &str) -> Result<Option<Lsn>, SlotError> {
+/// The slot's state, or `None` if there is no such slot. Versions differ
+/// in how they say a slot is invalidated (`wal_status = 'lost'`; from 16
+/// `conflicting`; from 17 `invalidation_reason`): read through `to_jsonb`
+/// so the query runs on each.
+async fn state(sql: &Client, name: &str) -> Result<Option<SlotState>, SlotError> {
     let row = sql
         .query_opt(
-            "SELECT coalesce(confirmed_flush_lsn, restart_lsn, '0/0')::text FROM pg_replication_slots WHERE slot_name = $1",
+            "SELECT coalesce(confirmed_flush_lsn, restart_lsn, '0/0')::text,
+                    coalesce(wal_status = 'lost', false)
+                    OR coalesce((to_jsonb(s) ->> 'conflicting')::boolean, false)
+                    OR (to_jsonb(s) ->> 'invalidation_reason') IS NOT NULL,
+                    safe_wal_size
+             FROM pg_replication_slots s WHERE slot_name = $1",
             &[&name],
         )
         .await?;
-    row.map(|r| parse_lsn(r.get(0))).transpose()
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    monitor::show_safe_wal(row.get(2));
+    Ok(Some(SlotState {
+        confirmed: parse_lsn(row.get(0))?,
+        invalidated: row.get(1),
+    }))
+}
+
+/// Drops an invalidated slot, to create it again.
+async fn drop_slot(sql: &Client, name: &str) -> Result<(), SlotError> {
+    match sql
+        .execute("SELECT pg_drop_replication_slot($1)", &[&name])
+        .await
+    {
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT) => Ok(()),
+        other => other.map(drop).map_err(SlotError::from),
+    }
 }
 
 fn parse_lsn(text: String) -> Result<Lsn, SlotError> {
@@ -147,10 +204,14 @@ fn parse_lsn(text: String) -> Result<Lsn, SlotError> {
 
 async fn read_record(sql: &Client, schema: &str, name: &str) -> Result<Option<Record>, SlotError> {
     const UTC: &str = r#"'YYYY-MM-DD"T"HH24:MI:SS"Z"'"#;
+    // To the microsecond: a backfill of a lost slot's gap starts there.
+    const UTC_US: &str = r#"'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"#;
+    // A table from before `confirmed_commit_at` has no such column.
     let query = format!(
         "SELECT system_identifier, to_char(created_at AT TIME ZONE 'UTC', {UTC}),
-                confirmed_lsn::text, to_char(confirmed_at AT TIME ZONE 'UTC', {UTC})
-         FROM {} WHERE slot_name = $1",
+                confirmed_lsn::text, to_char(confirmed_at AT TIME ZONE 'UTC', {UTC}),
+                to_char((to_jsonb(s) ->> 'confirmed_commit_at')::timestamptz AT TIME ZONE 'UTC', {UTC_US})
+         FROM {} s WHERE slot_name = $1",
         table(schema)
     );
     let Some(row) = sql.query_opt(&query, &[&name]).await? else {
@@ -161,6 +222,7 @@ async fn read_record(sql: &Client, schema: &str, name: &str) -> Result<Option<Re
         created_at: row.get(1),
         confirmed_lsn: parse_lsn(row.get(2))?,
         confirmed_at: row.get(3),
+        confirmed_commit_at: row.get(4),
     }))
 }
 
@@ -182,23 +244,6 @@ async fn write_record(
     );
     let (system, at) = (server.system_id.to_string(), at.to_string());
     sql.execute(&statement, &[&name, &system, &at]).await?;
-    Ok(())
-}
-
-/// Records that everything before `lsn` was handled: where a loss of the
-/// slot would start.
-async fn record_confirmed(
-    sql: &Client,
-    schema: &str,
-    name: &str,
-    lsn: Lsn,
-) -> Result<(), tokio_postgres::Error> {
-    let statement = format!(
-        "UPDATE {} SET confirmed_lsn = $2::text::pg_lsn, confirmed_at = now()
-         WHERE slot_name = $1 AND confirmed_lsn < $2::text::pg_lsn",
-        table(schema)
-    );
-    sql.execute(&statement, &[&name, &lsn.to_string()]).await?;
     Ok(())
 }
 
@@ -255,51 +300,4 @@ async fn blocking_sessions(db: &Database, creator: i32) -> Result<String, SlotEr
     } else {
         sessions.join("; ")
     })
-}
-
-/// Runs beside a session: every heartbeat, sets
-/// `leadhook_replication_lag_bytes` (the server's WAL position minus the
-/// confirmed one, asked over SQL so it stays right while the stream is
-/// paused by backpressure), reads the slot's `safe_wal_size` (which caps
-/// `max_retained_wal`), and records in `<schema>.slots` how far the
-/// handled lead transactions reach. Keepalives alone never cause a write,
-/// so an idle database stays idle.
-pub(crate) async fn monitor(
-    sql: Arc<Client>,
-    checkpoint: Arc<Checkpoint>,
-    every: Duration,
-    schema: String,
-    slot: String,
-) {
-    let gauge = metrics::gauge!("leadhook_replication_lag_bytes");
-    let mut recorded = checkpoint.confirmed_commit();
-    loop {
-        match sql
-            .query_one(
-                "SELECT pg_current_wal_lsn()::text,
-                        (SELECT safe_wal_size FROM pg_replication_slots WHERE slot_name = $1)",
-                &[&slot],
-            )
-            .await
-        {
-            Ok(row) => {
-                if let Ok(current) = row.get::<_, String>(0).parse::<Lsn>() {
-                    gauge.set(current.0.saturating_sub(checkpoint.confirmed().0) as f64);
-                }
-                let safe: Option<i64> = row.get(1);
-                checkpoint.set_safe_wal(safe.map(|b| u64::try_from(b).unwrap_or(0)));
-            }
-            Err(e) => tracing::debug!(error = %e, "cannot read the server's WAL position"),
-        }
-        let commit = checkpoint.confirmed_commit();
-        if commit > recorded {
-            match record_confirmed(&sql, &schema, &slot, commit).await {
-                Ok(()) => recorded = commit,
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot record the slot's confirmed position")
-                }
-            }
-        }
-        tokio::time::sleep(every).await;
-    }
 }

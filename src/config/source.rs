@@ -67,6 +67,9 @@ pub(crate) struct SourceConfig {
     /// commits.
     #[serde(deserialize_with = "duration")]
     pub(crate) changed_at_margin: Duration,
+    /// Create the slot as a failover slot (PostgreSQL 17+), which standbys
+    /// keep a copy of; unset: wherever the server has them.
+    pub(crate) failover: Option<bool>,
 }
 
 /// `[source] on_slot_lost`.
@@ -110,6 +113,7 @@ impl Default for SourceConfig {
             on_slot_lost: OnSlotLost::default(),
             changed_at: None,
             changed_at_margin: Duration::from_secs(600),
+            failover: None,
         }
     }
 }

@@ -160,6 +160,7 @@ impl Session<'_> {
             self.health,
         )
         .await?;
+        slot::failover::ensure(&sql, &mut conn, config).await?;
         let (positions, discarded) = positions.start_on(&server, slot);
         match discarded {
             Some(why) if why.is_other_history() => {

@@ -65,6 +65,8 @@ pub struct Source {
     pub changed_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "duration")]
     pub changed_at_margin: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover: Option<bool>,
     /// Payload field → column; see [`Column`].
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub columns: BTreeMap<String, Column>,

@@ -12,6 +12,7 @@ mod dead_letters;
 mod delivery;
 mod demo;
 mod engine;
+mod failover;
 mod filters;
 mod histories;
 mod memory;

@@ -16,6 +16,7 @@ use crate::setup::objects;
 use crate::setup::outbox::Outbox;
 use crate::setup::table::{KeyColumn, unknown_filter_columns};
 
+pub(crate) mod failover;
 pub(crate) mod publication;
 mod tables;
 
@@ -65,6 +66,7 @@ pub async fn inspect(sql: &Client, config: &Config) -> Result<Inspection, tokio_
     }
     if replication {
         check_slot(sql, config, &mut report).await?;
+        failover::check(sql, config, &mut report).await?;
     }
     tables::check(sql, config, &mut report).await?;
     Ok(report)

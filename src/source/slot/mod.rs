@@ -21,6 +21,7 @@
 //! failover (the row reaches the standby with the rest of the WAL), is
 //! noticed too. `monitor` watches the slot while it streams.
 
+pub(crate) mod failover;
 mod loss;
 mod monitor;
 
@@ -64,6 +65,8 @@ pub(crate) enum SlotError {
          set on_slot_lost = \"recreate\", or create the slot (leadhook setup --apply), then backfill the gap (see the ERROR above)"
     )]
     Vanished(String),
+    #[error("cannot make the replication slot a failover slot: {0}")]
+    Failover(String),
 }
 
 impl SlotError {
@@ -145,7 +148,8 @@ pub(crate) async fn open(
     if !source.create {
         return Err(SlotError::Missing(name.clone()));
     }
-    let created = create(sql, db, name, health).await?;
+    let failover = failover::wanted(config, failover::server_version(sql).await?);
+    let created = create(sql, db, name, failover, health).await?;
     write_record(sql, schema, name, server, created).await?;
     if lost.is_empty() {
         tracing::info!(slot = %name, at = %created, "created replication slot: changes committed from here on are captured (earlier ones are not)");
@@ -255,14 +259,19 @@ async fn create(
     sql: &Client,
     db: &Database,
     name: &str,
+    failover: bool,
     health: &Health,
 ) -> Result<Lsn, SlotError> {
     let pid: i32 = sql.query_one("SELECT pg_backend_pid()", &[]).await?.get(0);
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&name];
-    let creating = sql.query_one(
-        "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
-        &params,
-    );
+    // Not temporary, no two-phase decoding; FAILOVER from PostgreSQL 17.
+    let statement = match failover {
+        true => {
+            "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput', false, false, true)"
+        }
+        false => "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+    };
+    let creating = sql.query_one(statement, &params);
     tokio::pin!(creating);
     let started = tokio::time::Instant::now();
     let mut warn = tokio::time::interval_at(started + CREATION_WARNING, CREATION_WARNING);

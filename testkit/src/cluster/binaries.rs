@@ -9,6 +9,10 @@ use super::ClusterError;
 
 /// Environment variable naming the directory with `initdb` and `postgres`.
 pub(super) const PG_BIN_ENV: &str = "LEADHOOK_PG_BIN";
+/// Where a test that needs PostgreSQL 17 looks first.
+pub(super) const PG17_BIN_ENV: &str = "LEADHOOK_PG17_BIN";
+/// Where `.ci/install-pg17` unpacks PostgreSQL 17.
+const PG17_INSTALL_DIR: &str = "/opt/leadhook-pg17/bin";
 /// Debian's layout; the last place [`PgBinaries::find`] looks.
 pub(super) const DEBIAN_INSTALL_ROOT: &str = "/usr/lib/postgresql";
 
@@ -31,6 +35,45 @@ impl PgBinaries {
     /// The directory with `initdb` and `postgres`.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Server binaries of PostgreSQL 17 or later, for what only they have
+    /// (failover slots): `$LEADHOOK_PG17_BIN`, else those [`Self::find`]
+    /// finds if new enough, else where `.ci/install-pg17` puts them.
+    pub fn find_17() -> Result<PgBinaries, ClusterError> {
+        let candidates = std::env::var_os(PG17_BIN_ENV)
+            .filter(|dir| !dir.is_empty())
+            .map(PathBuf::from)
+            .into_iter()
+            .chain(Self::find().ok().map(|b| b.dir))
+            .chain([PathBuf::from(PG17_INSTALL_DIR)]);
+        let mut found = Vec::new();
+        for dir in candidates.filter(|dir| has_server_binaries(dir)) {
+            let bins = PgBinaries { dir };
+            match bins.major_version() {
+                Some(major) if major >= 17 => return Ok(bins),
+                major => found.push(format!("{} ({major:?})", bins.dir.display())),
+            }
+        }
+        Err(ClusterError::NoVersion {
+            wanted: 17,
+            found: if found.is_empty() {
+                "none".into()
+            } else {
+                found.join(", ")
+            },
+        })
+    }
+
+    /// The major version `postgres --version` reports.
+    pub fn major_version(&self) -> Option<u32> {
+        let output = Command::new(self.tool("postgres"))
+            .arg("--version")
+            .output()
+            .ok()?;
+        let text = String::from_utf8(output.stdout).ok()?;
+        let version = text.split_whitespace().last()?;
+        version.split('.').next()?.parse().ok()
     }
 
     /// [`Self::find`] with the environment value passed in, so tests need not

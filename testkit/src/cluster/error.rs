@@ -27,6 +27,11 @@ pub enum ClusterError {
         .0.display()
     )]
     BadBinDir(PathBuf),
+    /// A test needs a newer server than any found (e.g. failover slots: 17).
+    #[error(
+        "PostgreSQL {wanted} or later server binaries not found (found {found}); run          `.ci/install-pg17` (it unpacks them into /opt/leadhook-pg17 and prints the          directory) or set LEADHOOK_PG17_BIN to a directory with initdb and postgres {wanted}+"
+    )]
+    NoVersion { wanted: u32, found: String },
     /// Root, and no `postgres` account to drop privileges to.
     #[error(
         "running as root, but there is no `{SUPERUSER}` system user to run PostgreSQL as \

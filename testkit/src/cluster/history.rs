@@ -41,6 +41,16 @@ impl Cluster {
     /// cold copy of the data directory and streaming from this server.
     /// `SELECT pg_promote()` on it is a failover.
     pub fn start_standby(&mut self) -> Result<Cluster, ClusterError> {
+        self.start_standby_with(&[])
+    }
+
+    /// [`Self::start_standby`] with postgresql.conf `settings` of its own,
+    /// e.g. those of slot synchronisation (`sync_replication_slots`, ...).
+    /// Its `primary_conninfo` names a database, as synchronisation needs.
+    pub fn start_standby_with(
+        &mut self,
+        settings: &[(&str, &str)],
+    ) -> Result<Cluster, ClusterError> {
         self.stop()?;
         let dir = temp_dir("standby")?;
         give_to(dir.path(), self.user)?;
@@ -58,7 +68,7 @@ impl Cluster {
         fs::write(&signal, "").map_err(io_error("write standby.signal"))?;
         give_to(&signal, self.user)?;
         let conninfo = format!(
-            "host=127.0.0.1 port={} user={SUPERUSER} password={PASSWORD} application_name=standby",
+            "host=127.0.0.1 port={} user={SUPERUSER} password={PASSWORD} application_name=standby dbname=postgres",
             self.port
         );
         // Only what differs: a standby refuses to start with lower limits
@@ -69,7 +79,10 @@ impl Cluster {
             ("unix_socket_directories", socket_dir.as_str()),
             ("primary_conninfo", conninfo.as_str()),
             ("hot_standby", "on"),
-        ] {
+        ]
+        .into_iter()
+        .chain(settings.iter().copied())
+        {
             config.push_str(&conf_line(name, value)?);
         }
         let path = standby.data_dir().join("postgresql.conf");

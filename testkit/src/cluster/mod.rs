@@ -98,7 +98,7 @@ impl Cluster {
     /// configures it and starts `postgres` on a free 127.0.0.1 port. Blocks
     /// until the server accepts connections; see the module docs for async use.
     pub fn start(options: ClusterOptions) -> Result<Cluster, ClusterError> {
-        let template = template()?;
+        let template = template(options.binaries.as_ref())?;
         let dir = temp_dir("cluster")?;
         give_to(dir.path(), template.user)?;
         let mut cluster = Cluster {

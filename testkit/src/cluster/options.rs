@@ -30,9 +30,18 @@ pub struct ClusterOptions {
     /// Extra postgresql.conf settings, written after the defaults so they
     /// override them, e.g. `("wal_sender_timeout", "4s")`.
     pub settings: Vec<(String, String)>,
+    /// Other server binaries than the process's default (`PgBinaries::find`),
+    /// e.g. `PgBinaries::find_17()`.
+    pub binaries: Option<super::PgBinaries>,
 }
 
 impl ClusterOptions {
+    /// Runs `binaries` (builder style).
+    pub fn binaries(mut self, binaries: super::PgBinaries) -> Self {
+        self.binaries = Some(binaries);
+        self
+    }
+
     /// Adds one postgresql.conf setting (builder style).
     pub fn setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.settings.push((name.into(), value.into()));

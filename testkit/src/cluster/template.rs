@@ -84,25 +84,29 @@ pub(super) struct Template {
     pub(super) data: PathBuf,
 }
 
-/// Not a OnceLock: a failed initdb is not cached, so the error stays typed
-/// and a later call may retry. The mutex also makes concurrent first starts
-/// wait for one initdb.
-pub(super) static TEMPLATE: Mutex<Option<Template>> = Mutex::new(None);
+/// One per installation used (usually one). Not a OnceLock: a failed initdb
+/// is not cached, so the error stays typed and a later call may retry. The
+/// mutex also makes concurrent first starts wait for one initdb.
+pub(super) static TEMPLATES: Mutex<Vec<Template>> = Mutex::new(Vec::new());
 
-pub(super) fn template() -> Result<Template, ClusterError> {
-    let mut slot = lock(&TEMPLATE);
-    if let Some(template) = slot.as_ref() {
+/// The template of `bins` (`None`: the process's default installation).
+pub(super) fn template(bins: Option<&PgBinaries>) -> Result<Template, ClusterError> {
+    let bins = match bins {
+        Some(bins) => bins.clone(),
+        None => PgBinaries::find()?,
+    };
+    let mut templates = lock(&TEMPLATES);
+    if let Some(template) = templates.iter().find(|t| t.bins == bins) {
         return Ok(template.clone());
     }
-    let template = Template::create()?;
+    let template = Template::create(bins)?;
     register_exit_cleanup();
-    *slot = Some(template.clone());
+    templates.push(template.clone());
     Ok(template)
 }
 
 impl Template {
-    fn create() -> Result<Template, ClusterError> {
-        let bins = PgBinaries::find()?;
+    fn create(bins: PgBinaries) -> Result<Template, ClusterError> {
         let user = server_user()?;
         sweep_stale_dirs();
         let root = temp_dir("template")?.keep();
@@ -187,12 +191,12 @@ pub(super) fn clean_up_now() {
         let _ = cluster.shut_down();
         let _ = fs::remove_dir_all(cluster.dir.path());
     }
-    let template = match TEMPLATE.try_lock() {
-        Ok(mut template) => template.take(),
-        Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner().take(),
-        Err(TryLockError::WouldBlock) => None,
+    let templates = match TEMPLATES.try_lock() {
+        Ok(mut templates) => std::mem::take(&mut *templates),
+        Err(TryLockError::Poisoned(poisoned)) => std::mem::take(&mut *poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => Vec::new(),
     };
-    if let Some(template) = template {
+    for template in templates {
         let _ = fs::remove_dir_all(template.root);
     }
 }

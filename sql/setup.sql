@@ -115,6 +115,7 @@ CREATE TABLE IF NOT EXISTS "leadhook".backfills (
     shards       integer     NOT NULL DEFAULT 1,
     reason       text        NOT NULL,
     auto_for     text,
+    shard        integer,
     requested_at timestamptz NOT NULL DEFAULT now(),
     cancelled_at timestamptz
 );

@@ -82,7 +82,8 @@ pub async fn file_and_follow(
         where_sql: args.where_sql.clone(),
         batch: args.batch.unwrap_or(DEFAULT_BATCH),
         rate: args.rate,
-        shards: 1,
+        shards: config.source.shard_of().1 as i32,
+        only_shard: None,
         reason: "requested".into(),
         auto_for: None,
     };

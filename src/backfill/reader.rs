@@ -40,7 +40,7 @@ pub(crate) struct Reader {
     pub(crate) webhooks: Vec<(String, bool)>,
     pub(crate) budget: MemoryBudget,
     /// This instance's shard and how many there are (0 of 1 unsharded).
-    pub(crate) shard: (i32, i32),
+    pub(crate) shard: (u32, u32),
     /// How often the runs are looked at while there is none.
     pub(crate) poll: Duration,
     /// Tells this session's watermarks from any other's.
@@ -64,7 +64,7 @@ impl Reader {
         let mut sql = self.db.sql().await?;
         self.file_for_new_webhooks(&sql).await?;
         loop {
-            match runs::next(&sql, &self.schema, self.shard.0).await? {
+            match runs::next(&sql, &self.schema, self.shard()).await? {
                 Some(run) => self.backfill(&mut sql, run, chunks).await?,
                 None => tokio::time::sleep(self.poll).await,
             }
@@ -78,7 +78,7 @@ impl Reader {
             let request = Request {
                 webhooks: Some(vec![name.clone()]),
                 batch: DEFAULT_BATCH,
-                shards: self.shard.1,
+                shards: self.shard.1 as i32,
                 reason: format!("new webhook {name:?} (backfill = true)"),
                 auto_for: Some(name.clone()),
                 ..Request::default()
@@ -108,7 +108,7 @@ impl Reader {
         run: Run,
         chunks: &mut u64,
     ) -> Result<(), BackfillError> {
-        let (schema, shard) = (&self.schema, self.shard.0);
+        let (schema, shard) = (&self.schema, self.shard());
         let request = &run.request;
         let targets = self.targets(request.webhooks.as_deref());
         if targets.is_empty() {
@@ -237,7 +237,12 @@ impl Reader {
         let why = crate::database::with_causes(&error);
         tracing::error!(run = run.id, error = %why, "backfill failed");
         metrics::gauge!("leadhook_backfill_remaining").set(0.0);
-        Ok(runs::finish(sql, &self.schema, run.id, self.shard.0, Some(&why)).await?)
+        Ok(runs::finish(sql, &self.schema, run.id, self.shard(), Some(&why)).await?)
+    }
+
+    /// This instance's shard, as the progress table keeps it.
+    fn shard(&self) -> i32 {
+        i32::try_from(self.shard.0).unwrap_or(i32::MAX)
     }
 }
 

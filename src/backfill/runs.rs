@@ -19,6 +19,8 @@ pub(crate) struct Request {
     /// Rows per second, at most.
     pub(crate) rate: Option<i32>,
     pub(crate) shards: i32,
+    /// Only this shard's leads (a lost slot's gap); `None`: every shard's.
+    pub(crate) only_shard: Option<i32>,
     /// Why it was filed, in words (`requested`, `new webhook "x"`, ...).
     pub(crate) reason: String,
     /// The webhook a `backfill = true` run is for (filed once per name).
@@ -63,15 +65,15 @@ pub(crate) async fn file(
 ) -> Result<Option<i64>, tokio_postgres::Error> {
     let statement = format!(
         // NOT EXISTS first, so that a run filed before uses no id.
-        "INSERT INTO {runs} (webhooks, where_sql, batch, rate, shards, reason, auto_for)
-         SELECT $1, $2, $3, $4, $5, $6, $7::text
+        "INSERT INTO {runs} (webhooks, where_sql, batch, rate, shards, reason, auto_for, shard)
+         SELECT $1, $2, $3, $4, $5, $6, $7::text, $8
          WHERE $7 IS NULL OR NOT EXISTS (SELECT 1 FROM {runs} WHERE auto_for = $7)
          ON CONFLICT (auto_for) WHERE auto_for IS NOT NULL DO NOTHING
          RETURNING id",
         runs = backfills_table(schema)
     );
     let r = request;
-    let params: [&(dyn ToSql + Sync); 7] = [
+    let params: [&(dyn ToSql + Sync); 8] = [
         &r.webhooks,
         &r.where_sql,
         &r.batch,
@@ -79,6 +81,7 @@ pub(crate) async fn file(
         &r.shards,
         &r.reason,
         &r.auto_for,
+        &r.only_shard,
     ];
     let row = sql.query_opt(&statement, &params).await?;
     Ok(row.map(|r| r.get(0)))
@@ -92,9 +95,10 @@ pub(crate) async fn next(
 ) -> Result<Option<Run>, tokio_postgres::Error> {
     let query = format!(
         "SELECT b.id, b.webhooks, b.where_sql, b.batch, b.rate, b.shards, b.reason, b.auto_for,
-                p.last_key, coalesce(p.rows_done, 0), p.rows_total
+                p.last_key, coalesce(p.rows_done, 0), p.rows_total, b.shard
          FROM {runs} b LEFT JOIN {progress} p ON p.run = b.id AND p.shard = $1
          WHERE b.cancelled_at IS NULL AND coalesce(p.state, 'pending') IN ('pending', 'running')
+           AND (b.shard IS NULL OR b.shard = $1)
          ORDER BY b.id LIMIT 1",
         runs = backfills_table(schema),
         progress = backfill_progress_table(schema),
@@ -112,6 +116,7 @@ pub(crate) async fn next(
             shards: row.get(5),
             reason: row.get(6),
             auto_for: row.get(7),
+            only_shard: row.get(11),
         },
         last_key: row.get(8),
         rows_done: row.get(9),
@@ -214,9 +219,9 @@ pub(crate) async fn statuses(
                 coalesce(sum(p.rows_done), 0)::int8, sum(p.rows_total)::int8,
                 to_char(b.requested_at AT TIME ZONE 'UTC', {UTC}),
                 to_char(max(p.updated_at) AT TIME ZONE 'UTC', {UTC}),
-                CASE WHEN b.cancelled_at IS NOT NULL AND count(*) FILTER (WHERE p.state = 'done') < b.shards THEN 'cancelled'
+                CASE WHEN b.cancelled_at IS NOT NULL AND count(*) FILTER (WHERE p.state = 'done') < {shards} THEN 'cancelled'
                      WHEN count(*) FILTER (WHERE p.state = 'failed') > 0 THEN 'failed'
-                     WHEN count(*) FILTER (WHERE p.state = 'done') >= b.shards THEN 'done'
+                     WHEN count(*) FILTER (WHERE p.state = 'done') >= {shards} THEN 'done'
                      WHEN count(p.run) > 0 THEN 'running'
                      ELSE 'pending' END,
                 string_agg(p.error, '; ')
@@ -225,6 +230,8 @@ pub(crate) async fn statuses(
          GROUP BY b.id ORDER BY b.id DESC",
         runs = backfills_table(schema),
         progress = backfill_progress_table(schema),
+        // How many shards do the run: one, for a single shard's gap.
+        shards = "CASE WHEN b.shard IS NULL THEN b.shards ELSE 1 END",
     );
     let rows = sql.query(&query, &[&run]).await?;
     Ok(rows

@@ -38,7 +38,7 @@ pub use admin::{LogConfig, LogFormat};
 pub(crate) use delivery::{DeliveryConfig, OnExhausted};
 pub(crate) use registry::RegistryConfig;
 pub(crate) use secret::Secret;
-pub(crate) use source::{DatabaseConfig, OnSlotLost, SourceConfig, SourceMode, TableName};
+pub(crate) use source::{DatabaseConfig, OnSlotLost, Shard, SourceConfig, SourceMode, TableName};
 pub(crate) use webhook::{Origin, SigningKey, WebhookConfig, WebhookRow};
 
 use delivery::validate_policy;
@@ -152,7 +152,7 @@ impl Config {
             log,
         } = file;
         let database = database.check(problems);
-        source.check(problems);
+        let source = source.check(problems);
         validate_policy("delivery", &delivery, problems);
         let registry = match registry {
             Some(registry) => Some(registry.check(problems)?),
@@ -262,6 +262,14 @@ impl Config {
     }
 
     /// The leads table (a copy: most callers keep it).
+    /// This config as shard `index`'s instance has it (unsharded: itself).
+    pub(crate) fn for_shard(&self, index: u32) -> Config {
+        Config {
+            source: self.source.for_shard(index),
+            ..self.clone()
+        }
+    }
+
     pub(crate) fn table(&self) -> TableName {
         self.source.table.clone()
     }

@@ -70,6 +70,50 @@ pub(crate) struct SourceConfig {
     /// Create the slot as a failover slot (PostgreSQL 17+), which standbys
     /// keep a copy of; unset: wherever the server has them.
     pub(crate) failover: Option<bool>,
+    /// `"K/N"`: this instance follows shard K of N, with a publication and
+    /// a slot of its own (`<slot>_K_of_N`, `<publication>_K_of_N`) whose
+    /// row filter gives it the leads whose key hashes to K.
+    pub(crate) shard: Option<Shard>,
+    /// `slot` and `publication` as written, before a shard's suffix.
+    #[serde(skip)]
+    base_names: Option<(String, String)>,
+}
+
+/// Shard `index` of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shard {
+    pub(crate) index: u32,
+    pub(crate) count: u32,
+}
+
+impl Shard {
+    fn parse(text: &str) -> Result<Shard, String> {
+        let bad =
+            || format!("{text:?} is not a shard: write \"K/N\", e.g. \"0/2\" for the first of two");
+        let (index, count) = text.split_once('/').ok_or_else(bad)?;
+        let (index, count): (u32, u32) = (
+            index.trim().parse().map_err(|_| bad())?,
+            count.trim().parse().map_err(|_| bad())?,
+        );
+        if count == 0 || index >= count {
+            return Err(format!(
+                "{text:?}: K must be from 0 to N - 1 (shard {index} of {count} does not exist)"
+            ));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// The suffix of this shard's slot and publication.
+    fn suffix(&self) -> String {
+        format!("_{}_of_{}", self.index, self.count)
+    }
+}
+
+impl<'de> Deserialize<'de> for Shard {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Shard::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// `[source] on_slot_lost`.
@@ -85,8 +129,41 @@ pub(crate) enum OnSlotLost {
 }
 
 impl SourceConfig {
-    /// Names reach SQL quoted, so only what PostgreSQL could not store is refused.
-    pub(super) fn check(&self, problems: &mut Vec<String>) {
+    /// Names reach SQL quoted, so only what PostgreSQL could not store is
+    /// refused. A shard's slot and publication get its suffix here.
+    pub(super) fn check(mut self, problems: &mut Vec<String>) -> SourceConfig {
+        self.base_names = Some((self.slot.clone(), self.publication.clone()));
+        if let Some(shard) = self.shard.filter(|s| s.count > 1) {
+            self = self.for_shard(shard.index);
+        }
+        self.check_names(problems);
+        self
+    }
+
+    /// This config as shard `index`'s instance has it (same count).
+    pub(crate) fn for_shard(&self, index: u32) -> SourceConfig {
+        let Some(shard) = self.shard else {
+            return self.clone();
+        };
+        let shard = Shard { index, ..shard };
+        let (slot, publication) = self
+            .base_names
+            .clone()
+            .unwrap_or_else(|| (self.slot.clone(), self.publication.clone()));
+        SourceConfig {
+            slot: format!("{slot}{}", shard.suffix()),
+            publication: format!("{publication}{}", shard.suffix()),
+            shard: Some(shard),
+            ..self.clone()
+        }
+    }
+
+    /// Shard index and count: (0, 1) unsharded.
+    pub(crate) fn shard_of(&self) -> (u32, u32) {
+        self.shard.map_or((0, 1), |s| (s.index, s.count))
+    }
+
+    fn check_names(&self, problems: &mut Vec<String>) {
         checked(problems, "source.slot", check_identifier(&self.slot));
         checked(
             problems,
@@ -114,6 +191,8 @@ impl Default for SourceConfig {
             changed_at: None,
             changed_at_margin: Duration::from_secs(600),
             failover: None,
+            shard: None,
+            base_names: None,
         }
     }
 }

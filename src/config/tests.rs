@@ -373,3 +373,33 @@ fn a_lost_slot_is_recreated_unless_told_to_stop_and_its_gap_bounded_by_changed_a
         wrong.problems()
     );
 }
+
+#[test]
+fn a_shard_follows_a_slot_and_publication_of_its_own() {
+    let config = Config::from_toml(
+        "[database]\nurl = \"postgres://x@h/db\"\n[source]\nslot = \"s\"\npublication = \"p\"\nshard = \"1/3\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.source.slot, "s_1_of_3");
+    assert_eq!(config.source.publication, "p_1_of_3");
+    assert_eq!(config.source.shard_of(), (1, 3));
+    let other = config.for_shard(2);
+    assert_eq!(
+        (
+            other.source.slot.as_str(),
+            other.source.publication.as_str()
+        ),
+        ("s_2_of_3", "p_2_of_3")
+    );
+    for wrong in ["3/3", "1", "a/2", "0/0"] {
+        let error = Config::from_toml(&format!(
+            "[database]\nurl = \"postgres://x@h/db\"\n[source]\nshard = \"{wrong}\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            error.problems()[0].starts_with("source.shard:"),
+            "{wrong}: {:?}",
+            error.problems()
+        );
+    }
+}

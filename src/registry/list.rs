@@ -176,7 +176,11 @@ async fn configured(
 async fn counts(sql: &Client, table: &str) -> Result<HashMap<String, i64>, ListError> {
     let rows = sql
         .query(
-            &format!("SELECT webhook, count(*) FROM {table} GROUP BY webhook"),
+            // Every shard's spooled rows count for the webhook (see `SpoolStore::for_shard`).
+            &format!(
+                "SELECT regexp_replace(webhook, ' \\[shard [0-9]+/[0-9]+\\]$', '') AS w, count(*)::int8
+                 FROM {table} GROUP BY w"
+            ),
             &[],
         )
         .await

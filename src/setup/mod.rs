@@ -93,13 +93,21 @@ async fn install_statements(
     let report = prerequisites::inspect(sql, config).await?;
     let schema = &config.database.schema;
     let mut statements = match mode {
-        SourceMode::Replication => vec![
-            publication::create_statement(config, report.partitioned),
-            format!(
-                "SELECT pg_create_logical_replication_slot('{}', 'pgoutput');",
-                config.source.slot.replace('\'', "''")
-            ),
-        ],
+        SourceMode::Replication => {
+            let version = prerequisites::failover::server_version(sql).await?;
+            let failover = prerequisites::failover::wanted(config, version);
+            // Every shard's publication and slot, so each instance finds its own.
+            let (_, shards) = config.source.shard_of();
+            (0..shards)
+                .map(|index| config.for_shard(index))
+                .flat_map(|shard| {
+                    [
+                        publication::create_statement(&shard, report.partitioned, &report.key),
+                        slot_statement(&shard.source.slot, failover),
+                    ]
+                })
+                .collect()
+        }
         SourceMode::Notify => {
             vec![Outbox::new(config).install_sql(config, &primary_key(config, report)?)]
         }
@@ -119,6 +127,18 @@ async fn install_statements(
         }
     }
     Ok(statements)
+}
+
+/// Creates a slot (a failover slot where the server has them and the
+/// config wants one), as the sidecar would.
+fn slot_statement(name: &str, failover: bool) -> String {
+    let name = postgres_protocol::escape::escape_literal(name);
+    match failover {
+        true => format!(
+            "SELECT pg_create_logical_replication_slot({name}, 'pgoutput', false, false, true);"
+        ),
+        false => format!("SELECT pg_create_logical_replication_slot({name}, 'pgoutput');"),
+    }
 }
 
 /// `ALTER TABLE … REPLICA IDENTITY FULL` for the table and, when it is

@@ -142,6 +142,7 @@ pub(crate) fn backfill_statements(schema: &str) -> String {
     shards       integer     NOT NULL DEFAULT 1,
     reason       text        NOT NULL,
     auto_for     text,
+    shard        integer,
     requested_at timestamptz NOT NULL DEFAULT now(),
     cancelled_at timestamptz
 );

@@ -311,7 +311,7 @@ async fn retire_spooled(db: &Database, config: &Config, to_retire: &mut Vec<(Str
         return;
     }
     let schema = &config.database.schema;
-    let store = SpoolStore::new(db.clone(), schema);
+    let store = SpoolStore::new(db.clone(), schema).for_shard(config.source.shard);
     let dead_letters = crate::setup::objects::dead_letter_table(schema);
     let mut left = Vec::new();
     for (name, reason) in to_retire.drain(..) {

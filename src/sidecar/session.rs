@@ -27,6 +27,7 @@ use crate::lead::{LeadError, LeadMapping, LeadStage};
 use crate::lsn::Lsn;
 use crate::memory::MemoryBudget;
 use crate::setup::outbox::Outbox;
+use crate::setup::prerequisites::publication::shard_condition;
 use crate::setup::prerequisites::{self, PrerequisiteError};
 use crate::shutdown::Shutdown;
 use crate::source::notify::{OutboxConnection, OutboxError, OutboxSource};
@@ -251,7 +252,10 @@ impl Session<'_> {
                 inspection.key.clone(),
                 source.columns.clone(),
                 self.webhooks.iter().any(|h| !h.config.filter.is_empty()),
-                None,
+                source
+                    .shard
+                    .filter(|s| s.count > 1)
+                    .map(|shard| shard_condition(&inspection.key, shard, "l.")),
             ),
             handoff: handoff.clone(),
             checkpoint: checkpoint.clone(),
@@ -261,7 +265,7 @@ impl Session<'_> {
                 .map(|h| (h.name.clone(), h.config.backfill))
                 .collect(),
             budget: self.memory.clone(),
-            shard: (0, 1),
+            shard: source.shard_of(),
             poll: source.poll_interval,
             session: fastrand::u64(..),
         };
@@ -298,7 +302,8 @@ impl Session<'_> {
         checkpoint: &Arc<Checkpoint>,
     ) -> Result<(Stages, Dispatcher), SessionError> {
         let schema = &self.config.database.schema;
-        let spool_store = Arc::new(SpoolStore::new(self.db.clone(), schema));
+        let shard = self.config.source.shard;
+        let spool_store = Arc::new(SpoolStore::new(self.db.clone(), schema).for_shard(shard));
         let spools = self.webhooks.iter().any(|h| h.policy.spool);
         // Without a webhook that spools the table may be missing; rows left
         // in one from before are still drained.
@@ -311,8 +316,10 @@ impl Session<'_> {
             tracing::warn!(webhook = %name, spool = %spool_store.table(),
                 "the spool has rows for a webhook that is not configured (or not enabled); they stay there until it is again");
         }
-        let (writer, spool) =
-            Writer::new(SpoolStore::new(self.db.clone(), schema), checkpoint.clone());
+        let (writer, spool) = Writer::new(
+            SpoolStore::new(self.db.clone(), schema).for_shard(shard),
+            checkpoint.clone(),
+        );
         let session = DeliverySession {
             checkpoint: checkpoint.clone(),
             dead_letters: self.dead_letters.clone(),

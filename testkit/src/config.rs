@@ -67,6 +67,9 @@ pub struct Source {
     pub changed_at_margin: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failover: Option<bool>,
+    /// `"K/N"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
     /// Payload field → column; see [`Column`].
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub columns: BTreeMap<String, Column>,

@@ -25,6 +25,7 @@ mod recovery;
 mod registry;
 mod reload;
 mod scale;
+mod shards;
 mod slots;
 mod spool;
 mod tls;

@@ -88,6 +88,9 @@ pub(crate) struct SpoolStore {
     db: Database,
     table: String,
     client: tokio::sync::Mutex<Option<Arc<Client>>>,
+    /// A shard's rows are kept under `<webhook> [shard K/N]`: each shard's
+    /// instance drains only its own leads, in their order.
+    suffix: String,
 }
 
 impl SpoolStore {
@@ -96,7 +99,27 @@ impl SpoolStore {
             db,
             table: spool_table(schema),
             client: tokio::sync::Mutex::new(None),
+            suffix: String::new(),
         }
+    }
+
+    /// The spool of shard `shard`'s instance (`None` or one shard: all of it).
+    pub(crate) fn for_shard(mut self, shard: Option<crate::config::Shard>) -> Self {
+        self.suffix = shard
+            .filter(|s| s.count > 1)
+            .map(|s| format!(" [shard {}/{}]", s.index, s.count))
+            .unwrap_or_default();
+        self
+    }
+
+    /// The `webhook` column of `webhook`'s rows.
+    fn key(&self, webhook: &str) -> String {
+        format!("{webhook}{}", self.suffix)
+    }
+
+    /// The webhook a `webhook` column names, if it is this instance's.
+    fn webhook_of(&self, key: String) -> Option<String> {
+        key.strip_suffix(self.suffix.as_str()).map(str::to_owned)
     }
 
     pub(crate) fn table(&self) -> &str {
@@ -126,15 +149,17 @@ impl SpoolStore {
         let sql = self.client().await?;
         let statement = format!(
             "WITH moved AS (DELETE FROM {t} WHERE webhook = $1
-                            RETURNING webhook, webhook_id, payload, attempts, first_attempt_at)
+                            RETURNING webhook_id, payload, attempts, first_attempt_at)
              INSERT INTO {d} (webhook, webhook_id, payload, attempts, last_status, last_error, first_attempt_at, last_attempt_at)
-             SELECT webhook, webhook_id, payload, attempts, NULL, $2, coalesce(first_attempt_at, now()), now() FROM moved
+             SELECT $3::text, webhook_id, payload, attempts, NULL, $2, coalesce(first_attempt_at, now()), now() FROM moved
              ON CONFLICT (webhook, webhook_id) DO UPDATE SET
                  last_error = EXCLUDED.last_error, last_attempt_at = EXCLUDED.last_attempt_at",
             t = self.table,
             d = dead_letters,
         );
-        let moved = sql.execute(&statement, &[&webhook, &reason]).await;
+        let moved = sql
+            .execute(&statement, &[&self.key(webhook), &reason, &webhook])
+            .await;
         if moved.is_err() {
             self.reset().await;
         }
@@ -168,7 +193,7 @@ impl SpoolStore {
              RETURNING webhook",
             t = self.table
         );
-        let webhooks: Vec<&str> = entries.iter().map(|e| e.hook.name.as_str()).collect();
+        let webhooks: Vec<String> = entries.iter().map(|e| self.key(&e.hook.name)).collect();
         let ids: Vec<&str> = entries
             .iter()
             .map(|e| e.event.id.to_str().unwrap_or_default())
@@ -205,7 +230,9 @@ impl SpoolStore {
             .await?;
         let mut added: HashMap<String, u64> = HashMap::new();
         for row in rows {
-            *added.entry(row.get(0)).or_default() += 1;
+            if let Some(webhook) = self.webhook_of(row.get(0)) {
+                *added.entry(webhook).or_default() += 1;
+            }
         }
         Ok(added)
     }
@@ -232,7 +259,7 @@ impl SpoolStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
         let rows = sql
-            .query(&statement, &[&webhook, &after, &limit, &bytes])
+            .query(&statement, &[&self.key(webhook), &after, &limit, &bytes])
             .await?;
         let changes = rows
             .iter()
@@ -266,7 +293,9 @@ impl SpoolStore {
             "SELECT payload FROM {} WHERE webhook = $1 AND id = $2",
             self.table
         );
-        let row = sql.query_opt(&statement, &[&webhook, &row]).await?;
+        let row = sql
+            .query_opt(&statement, &[&self.key(webhook), &row])
+            .await?;
         Ok(row.map(|row| Bytes::from(row.get::<_, String>(0))))
     }
 
@@ -277,7 +306,8 @@ impl SpoolStore {
             "DELETE FROM {} WHERE webhook = $1 AND id = ANY($2)",
             self.table
         );
-        sql.execute(&statement, &[&webhook, &rows]).await?;
+        sql.execute(&statement, &[&self.key(webhook), &rows])
+            .await?;
         Ok(())
     }
 
@@ -291,7 +321,10 @@ impl SpoolStore {
         let rows = sql.query(&statement, &[]).await?;
         Ok(rows
             .iter()
-            .map(|row| (row.get(0), row.get::<_, i64>(1).unsigned_abs()))
+            .filter_map(|row| {
+                let webhook = self.webhook_of(row.get(0))?;
+                Some((webhook, row.get::<_, i64>(1).unsigned_abs()))
+            })
             .collect())
     }
 
@@ -302,7 +335,7 @@ impl SpoolStore {
             "SELECT committed_at FROM {} WHERE webhook = $1 ORDER BY id LIMIT 1",
             self.table
         );
-        let row = sql.query_opt(&statement, &[&webhook]).await?;
+        let row = sql.query_opt(&statement, &[&self.key(webhook)]).await?;
         Ok(row.map(|row| {
             let at: SystemTime = row.get(0);
             SystemTime::now().duration_since(at).unwrap_or_default()

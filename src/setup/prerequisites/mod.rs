@@ -84,9 +84,8 @@ pub(crate) async fn prepare(
     }
     let source = &config.source;
     if report.create_publication {
-        sql.batch_execute(&publication::create_statement(config, report.partitioned))
-            .await
-            .or_else(ignore_duplicate)?;
+        let create = publication::create_statement(config, report.partitioned, &report.key);
+        sql.batch_execute(&create).await.or_else(ignore_duplicate)?;
         tracing::info!(publication = %source.publication, "created publication");
     }
     if report.create_outbox {

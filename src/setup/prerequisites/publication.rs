@@ -6,23 +6,49 @@
 use tokio_postgres::Client;
 
 use super::Inspection;
-use crate::config::Config;
+use crate::config::{Config, Shard};
+use crate::setup::table::KeyColumn;
 use postgres_protocol::escape::escape_identifier;
 
 /// `CREATE PUBLICATION` for the table. A partitioned table's changes are
 /// published under the partitions' names unless `publish_via_partition_root`
-/// is on, and would then match nothing leadhook follows.
-pub(crate) fn create_statement(config: &Config, partitioned: bool) -> String {
+/// is on, and would then match nothing leadhook follows. A shard's
+/// publication has the row filter that gives it its leads.
+pub(crate) fn create_statement(config: &Config, partitioned: bool, key: &[KeyColumn]) -> String {
     let with = if partitioned {
         " WITH (publish_via_partition_root = true)"
     } else {
         ""
     };
+    let filter = match config.source.shard.filter(|s| s.count > 1) {
+        Some(shard) => format!(" WHERE ({})", shard_condition(key, shard, "")),
+        None => String::new(),
+    };
     format!(
-        "CREATE PUBLICATION {} FOR TABLE {}{with};",
+        "CREATE PUBLICATION {} FOR TABLE {}{filter}{with};",
         escape_identifier(&config.source.publication),
         config.table().quoted()
     )
+}
+
+/// Whether a lead (of row `row`: `""`, or an alias and a dot) belongs to
+/// `shard`: a hash of its primary key, modulo the count. A PostgreSQL 15
+/// row filter may call only immutable built-ins: `hashint8` for an integer
+/// key, `hashtext` of the text form for any other (and composite) key. The
+/// hash is cast to int8 before `abs`, which overflows on the smallest
+/// int4. The publication and a backfill's batches use the same condition.
+pub(crate) fn shard_condition(key: &[KeyColumn], shard: Shard, row: &str) -> String {
+    let column = |k: &KeyColumn| format!("{row}{}", escape_identifier(&k.name));
+    let hash = match key {
+        [one] if matches!(one.type_name.as_str(), "smallint" | "integer" | "bigint") => {
+            format!("hashint8({})", column(one))
+        }
+        _ => {
+            let text: Vec<String> = key.iter().map(|k| format!("{}::text", column(k))).collect();
+            format!("hashtext({})", text.join(" || '/' || "))
+        }
+    };
+    format!("abs({hash}::int8) % {} = {}", shard.count, shard.index)
 }
 
 pub(super) async fn check(
@@ -97,7 +123,21 @@ async fn check_rows_and_columns(
         "ALTER PUBLICATION {q} DROP TABLE {table}; ALTER PUBLICATION {q} ADD TABLE {table};",
         q = escape_identifier(name)
     );
-    if let Some(filter) = filter {
+    let sharded = config.source.shard.filter(|s| s.count > 1);
+    match (&filter, sharded) {
+        (Some(filter), Some(shard)) => report.found.push(format!(
+            "publication {name:?} is shard {} of {}: WHERE {filter}",
+            shard.index, shard.count
+        )),
+        (None, Some(shard)) => report.problems.push(format!(
+            "publication {name:?} is shard {} of {} but has no row filter: it would send every lead to this shard; drop it (DROP PUBLICATION {}) and let leadhook create it",
+            shard.index,
+            shard.count,
+            escape_identifier(name)
+        )),
+        _ => {}
+    }
+    if let Some(filter) = filter.filter(|_| sharded.is_none()) {
         report.problems.push(format!(
             "publication {name:?} has a row filter on {table} (WHERE {filter}): leads it filters out would never be sent; to publish every row run {re_add}"
         ));
@@ -153,4 +193,37 @@ async fn missing(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(columns: &[(&str, &str)]) -> Vec<KeyColumn> {
+        columns
+            .iter()
+            .map(|(name, type_name)| KeyColumn {
+                name: (*name).into(),
+                type_name: (*type_name).into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_integer_key_is_hashed_as_int8_and_cast_before_abs() {
+        let shard = Shard { index: 1, count: 4 };
+        assert_eq!(
+            shard_condition(&key(&[("id", "bigint")]), shard, ""),
+            "abs(hashint8(\"id\")::int8) % 4 = 1"
+        );
+    }
+
+    #[test]
+    fn other_and_composite_keys_are_hashed_as_text() {
+        let shard = Shard { index: 0, count: 2 };
+        assert_eq!(
+            shard_condition(&key(&[("tenant", "integer"), ("id", "uuid")]), shard, "l."),
+            "abs(hashtext(l.\"tenant\"::text || '/' || l.\"id\"::text)::int8) % 2 = 0"
+        );
+    }
 }

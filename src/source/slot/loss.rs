@@ -124,7 +124,9 @@ impl<'a> Gap<'a> {
             where_sql,
             batch: DEFAULT_BATCH,
             rate: None,
-            shards: 1,
+            // Only this shard's leads were in its slot.
+            shards: config.source.shard_of().1 as i32,
+            only_shard: Some(config.source.shard_of().0 as i32),
             reason: format!(
                 "slot {:?} lost: WAL {} to {}",
                 config.source.slot,

@@ -8,6 +8,7 @@
 //! `checkpoint`, the hub that decides which WAL position may be confirmed.
 //!
 //! ```text
+//!   backfill ─┐
 //!   source ──► change ──► lead ──► delivery ──► dead_letter
 //!      │          │         │         └──► spool ──┘ (and back)
 //!      └──────────┴─────────┴──────────┴──► checkpoint
@@ -18,13 +19,19 @@
 //!   streaming protocol (`frame` is pure parsing; `transport`, `auth` and
 //!   `connect` make the connection, as tokio-postgres splits it),
 //!   `source::pgoutput` decodes the stream (pure, no I/O), `source::slot`
-//!   creates, watches and re-creates the slot. Notify mode's
+//!   creates, watches and re-creates the slot (and recovers a lost one's
+//!   gap, and makes it a failover slot on PostgreSQL 17). Notify mode's
 //!   `source::notify` reads the trigger outbox instead.
-//! - `change`: what both sources hand on, with stable ids: row changes
-//!   (and the row data in `change::row`) or leads the trigger captured.
+//! - [`backfill`]: existing leads, read in batches beside the stream and
+//!   placed in it between watermarks (DBLog), so a backfilled state never
+//!   follows a newer live change; `leadhook backfill` files the runs.
+//! - `change`: what the sources hand on, with stable ids: row changes
+//!   (and the row data in `change::row`), leads the trigger captured, or a
+//!   backfill's batch and its watermarks (`change::backfill`).
 //! - `lead`: the stage where both modes meet: a change becomes the
 //!   `save_lead` payload (`mapping` finds the fields in a row and reads
-//!   unchanged large values back; `payload` writes the bytes, pure).
+//!   unchanged large values back; `payload` writes the bytes, pure;
+//!   `window` drops backfilled rows a live change superseded).
 //! - `delivery`: webhooks, HTTP, retries, signatures, ordered concurrency
 //!   per webhook (`lanes`), the circuit breaker and adaptive concurrency
 //!   (`gate`); `delivery::spool` parks a failing webhook's backlog in the

@@ -167,6 +167,14 @@ impl Config {
                 hook.check(&key, Origin::File, &delivery, &mut names, problems)
             })
             .collect();
+        for (i, hook) in webhooks.iter().enumerate() {
+            if let Some(problem) = hook
+                .as_ref()
+                .and_then(|h| h.mode_problem(&format!("webhooks[{i}]"), source.mode))
+            {
+                problems.push(problem);
+            }
+        }
         // A webhook's policy is its overrides over `[delivery]`: judged only
         // when both are sound, so one mistake is not reported twice.
         if problems.is_empty() {

@@ -403,3 +403,16 @@ fn a_shard_follows_a_slot_and_publication_of_its_own() {
         );
     }
 }
+
+#[test]
+fn a_webhook_backfill_in_notify_mode_is_refused_with_the_key_named() {
+    let error = Config::from_toml(
+        "[database]\nurl = \"postgres://x@h/db\"\n[source]\nmode = \"notify\"\n[[webhooks]]\nname = \"a\"\nurl = \"http://h/x\"\nbackfill = true\n",
+    )
+    .unwrap_err();
+    assert!(
+        error.problems()[0].starts_with("webhooks[0].backfill: backfills need"),
+        "{:?}",
+        error.problems()
+    );
+}

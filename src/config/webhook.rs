@@ -79,6 +79,16 @@ impl WebhookConfig {
         self.enabled && self.save_lead
     }
 
+    /// What this webhook asks that `mode` cannot do: a backfill needs the
+    /// replication stream to place existing leads in.
+    pub(crate) fn mode_problem(&self, key: &str, mode: super::SourceMode) -> Option<String> {
+        (self.backfill && mode == super::SourceMode::Notify).then(|| {
+            format!(
+                "{key}.backfill: backfills need [source] mode = \"replication\"; in notify mode, re-save the leads (an UPDATE the capture trigger sees) instead"
+            )
+        })
+    }
+
     /// The settings that differ from `before`, by name only (a log line
     /// may show which changed, never their values).
     pub(crate) fn changes_from(&self, before: &WebhookConfig) -> Vec<&'static str> {

@@ -82,7 +82,10 @@ pub(crate) fn check_rows(
             .map_err(|problem| vec![format!("{key}.{problem}")])
             .and_then(|row| config.check_row(row, &mut taken, env))
             .and_then(|hook| {
-                let mut problems = Vec::new();
+                let mut problems: Vec<String> = hook
+                    .mode_problem(&key, config.source.mode)
+                    .into_iter()
+                    .collect();
                 if hook.public_only
                     && let Err(problem) = crate::delivery::guard::check_host(hook.url.expose())
                 {

@@ -20,6 +20,8 @@ use crate::memory::MemoryBudget;
 pub(crate) const DEFAULT_BATCH: i32 = 1000;
 /// After a failure (the database away), the reader starts again after this.
 const RETRY: Duration = Duration::from_secs(2);
+/// Without its tables, it looks again this often.
+const MISSING_RETRY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum BackfillError {
@@ -27,6 +29,12 @@ pub(crate) enum BackfillError {
     Database(#[from] DatabaseError),
     #[error("{}", crate::database::with_causes(.0))]
     Sql(#[from] tokio_postgres::Error),
+}
+
+impl BackfillError {
+    fn is_missing_table(&self) -> bool {
+        matches!(self, BackfillError::Sql(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE))
+    }
 }
 
 /// What a session gives its backfill stage.
@@ -51,16 +59,24 @@ impl Reader {
     /// Runs until the session aborts it; failures are logged and retried.
     pub(crate) async fn run(self) {
         let mut chunks = 0;
+        let mut told_missing = false;
         loop {
-            if let Err(e) = self.serve(&mut chunks).await {
-                self.handoff.clear();
-                tracing::warn!(error = %e, retry_in = ?RETRY, "backfill: cannot go on; trying again");
-                tokio::time::sleep(RETRY).await;
+            let Err(e) = self.serve(&mut chunks).await;
+            self.handoff.clear();
+            if e.is_missing_table() {
+                // `check` says so too; once in the log is enough.
+                if !std::mem::replace(&mut told_missing, true) {
+                    tracing::warn!(error = %e, "backfills are unavailable until a DBA creates leadhook's backfill tables (sql/setup.sql)");
+                }
+                tokio::time::sleep(MISSING_RETRY).await;
+                continue;
             }
+            tracing::warn!(error = %e, retry_in = ?RETRY, "backfill: cannot go on; trying again");
+            tokio::time::sleep(RETRY).await;
         }
     }
 
-    async fn serve(&self, chunks: &mut u64) -> Result<(), BackfillError> {
+    async fn serve(&self, chunks: &mut u64) -> Result<std::convert::Infallible, BackfillError> {
         let mut sql = self.db.sql().await?;
         self.file_for_new_webhooks(&sql).await?;
         loop {

@@ -18,28 +18,7 @@ fn existing_leads(n: i32) -> String {
 
 /// Runs the CLI (off the test's runtime, so the receiver keeps answering).
 async fn cli(run: &Running, args: &[&str]) -> Finished {
-    let config = run.config.to_toml();
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        leadhook().run(&config, &args, &[])
-    })
-    .await
-    .expect("the command ran")
-}
-
-/// Each lead's scores in arrival order at `path`, by email.
-fn scores_by_lead(receiver: &Receiver, path: &str) -> BTreeMap<String, Vec<i64>> {
-    let mut leads: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for request in receiver.requests_to(path) {
-        let lead = data(&request);
-        let email = lead["email"].as_str().expect("email").to_owned();
-        leads
-            .entry(email)
-            .or_default()
-            .push(lead["score"].as_i64().expect("score"));
-    }
-    leads
+    run_command(&run.config, args).await
 }
 
 #[tokio::test]
@@ -454,10 +433,7 @@ async fn the_backfill_command_refuses_what_it_cannot_do_and_says_why() {
     assert_eq!(rate.code, Some(2), "{}", rate.stderr);
     assert!(rate.stderr.contains("is not a rate"), "{}", rate.stderr);
     let notify = run.config.clone().notify();
-    let in_notify =
-        tokio::task::spawn_blocking(move || leadhook().run(&notify.to_toml(), &["backfill"], &[]))
-            .await
-            .expect("ran");
+    let in_notify = run_command(&notify, &["backfill"]).await;
     assert_eq!(in_notify.code, Some(1));
     assert!(
         in_notify.stderr.contains("backfill needs replication mode"),

@@ -198,8 +198,23 @@ async fn the_least_privilege_setup_in_sql_is_enough_to_stream() {
         .with(|c| c.source.create = Some(false));
     let Finished { code, stdout, .. } = check(&config);
     assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("backfill table"), "{stdout}");
+    // A deployment from before backfills, whose DBA has not run the new
+    // script yet: it still streams, and is told what it lacks.
+    db.sql
+        .batch_execute("DROP TABLE leadhook.backfill_progress, leadhook.backfills")
+        .await
+        .unwrap();
+    let Finished { code, stdout, .. } = check(&config);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains("backfill table")
+            && stdout.contains("until then backfills are unavailable"),
+        "{stdout}"
+    );
     let sidecar = leadhook().start(&config.to_toml());
     db.wait_streaming(&sidecar).await;
+    sidecar.wait_log("backfills are unavailable").await;
     db.sql
         .batch_execute("INSERT INTO leads (email) VALUES ('least@example.com')")
         .await

@@ -11,6 +11,17 @@ use leadhook_testkit::cluster::PgBinaries;
 
 use crate::support::*;
 
+/// Whether `slot` is a failover slot.
+async fn is_failover_slot(sql: &tokio_postgres::Client, slot: &str) -> bool {
+    sql.query_one(
+        "SELECT failover FROM pg_replication_slots WHERE slot_name = $1",
+        &[&slot],
+    )
+    .await
+    .expect("query slots")
+    .get(0)
+}
+
 /// What the standby's copy of the slot says: synced, persistent, and how far.
 async fn synced_slot(standby: &tokio_postgres::Client, slot: &str) -> Option<(bool, String)> {
     standby
@@ -66,12 +77,7 @@ async fn on_postgresql_17_a_promoted_standby_resumes_from_the_synchronised_failo
     let config = SidecarConfig::new(url)
         .slot(&db.name)
         .webhook(Webhook::to(&receiver, "hook", "/leads").with(quick_retries));
-    let checked = {
-        let config = config.to_toml();
-        tokio::task::spawn_blocking(move || leadhook().run(&config, &["check"], &[]))
-            .await
-            .expect("check ran")
-    };
+    let checked = run_command(&config, &["check"]).await;
     assert!(
         checked.stdout.contains("is a failover slot")
             && checked.stdout.contains("sync_replication_slots = on")
@@ -85,15 +91,10 @@ async fn on_postgresql_17_a_promoted_standby_resumes_from_the_synchronised_failo
     let sql = connect(&db.url).await;
     let sidecar = leadhook().start(&config.to_toml());
     sidecar.wait_streaming(&sql, &db.name).await;
-    let failover: bool = sql
-        .query_one(
-            "SELECT failover FROM pg_replication_slots WHERE slot_name = $1",
-            &[&db.name],
-        )
-        .await
-        .expect("query slots")
-        .get(0);
-    assert!(failover, "the slot is created with FAILOVER");
+    assert!(
+        is_failover_slot(&sql, &db.name).await,
+        "the slot is created with FAILOVER"
+    );
     insert_leads(&sql, 1..=10).await;
     wait_for_these_scores(&receiver, "/leads", 1..=10, &sidecar).await;
 
@@ -165,13 +166,12 @@ async fn check_says_what_failover_needs_on_this_server_version() {
         .await
         .expect("server version")
         .get(0);
-    let check = |config: SidecarConfig| async move {
-        tokio::task::spawn_blocking(move || leadhook().run(&config.to_toml(), &["check"], &[]))
-            .await
-            .expect("check ran")
-    };
-    let plain = check(run.config.clone()).await;
-    let forced = check(run.config.clone().with(|c| c.source.failover = Some(true))).await;
+    let plain = run_command(&run.config, &["check"]).await;
+    let forced = run_command(
+        &run.config.clone().with(|c| c.source.failover = Some(true)),
+        &["check"],
+    )
+    .await;
     if version < 170_000 {
         assert!(
             plain
@@ -221,16 +221,11 @@ async fn an_existing_slot_on_postgresql_17_is_made_a_failover_slot() {
         .webhook(Webhook::to(&receiver, "hook", "/leads"));
     let sidecar = leadhook().start(&config.to_toml());
     db.wait_streaming(&sidecar).await;
-    let failover: bool = db
-        .sql
-        .query_one(
-            "SELECT failover FROM pg_replication_slots WHERE slot_name = $1",
-            &[&db.name],
-        )
-        .await
-        .expect("query slots")
-        .get(0);
-    assert!(failover, "{}", sidecar.log());
+    assert!(
+        is_failover_slot(&db.sql, &db.name).await,
+        "{}",
+        sidecar.log()
+    );
     assert!(
         sidecar
             .log()

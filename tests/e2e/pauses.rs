@@ -4,7 +4,6 @@
 //! restart and a standby that takes over sees it. `list` shows every
 //! webhook's state from the status table, and says when it is stale.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::registry::{eventually_listed, listed};
@@ -21,20 +20,6 @@ fn cli(run: &Running, args: &[&str]) -> Finished {
         done.stderr
     );
     done
-}
-
-/// Each lead's scores in arrival order at `path`, by email.
-fn per_lead(receiver: &Receiver, path: &str) -> BTreeMap<String, Vec<i64>> {
-    let mut leads: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for request in receiver.requests_to(path) {
-        let lead = data(&request);
-        let email = lead["email"].as_str().expect("email").to_owned();
-        leads
-            .entry(email)
-            .or_default()
-            .push(lead["score"].as_i64().expect("score"));
-    }
-    leads
 }
 
 /// 20 leads, each inserted then updated twice, one transaction each and
@@ -117,7 +102,7 @@ async fn a_webhook_paused_under_load_holds_its_changes_in_the_spool_and_delivers
         .wait_for("/paused", 60, WAIT)
         .await
         .expect("delivered on resume");
-    let leads = per_lead(&run.receiver, "/paused");
+    let leads = scores_by_lead(&run.receiver, "/paused");
     assert_eq!(leads.len(), 20);
     for (email, scores) in &leads {
         let n = scores[0];

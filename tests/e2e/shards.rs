@@ -53,11 +53,7 @@ async fn two_shards_each_deliver_their_own_leads_once_live_and_in_a_backfill() {
         shard_config(&db, &receiver, 1),
     ];
 
-    let first = configs[0].to_toml();
-    let setup =
-        tokio::task::spawn_blocking(move || leadhook().run(&first, &["setup", "--apply"], &[]))
-            .await
-            .expect("setup ran");
+    let setup = run_command(&configs[0], &["setup", "--apply"]).await;
     assert_eq!(setup.code, Some(0), "{}{}", setup.stdout, setup.stderr);
     for k in 0..2 {
         let name = format!("{}_{k}_of_2", db.name);
@@ -94,16 +90,11 @@ async fn two_shards_each_deliver_their_own_leads_once_live_and_in_a_backfill() {
         .await
         .expect("the live leads");
 
-    let config = configs[0].to_toml();
-    let backfill = tokio::task::spawn_blocking(move || {
-        leadhook().run(
-            &config,
-            &["backfill", "--where", "score <= 100", "--batch", "30"],
-            &[],
-        )
-    })
-    .await
-    .expect("backfill ran");
+    let backfill = run_command(
+        &configs[0],
+        &["backfill", "--where", "score <= 100", "--batch", "30"],
+    )
+    .await;
     assert_eq!(
         backfill.code,
         Some(0),

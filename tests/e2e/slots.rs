@@ -346,10 +346,7 @@ async fn a_changed_at_column_the_table_does_not_have_is_refused_with_the_key_nam
         .config
         .clone()
         .with(|c| c.source.changed_at = Some("touched_at".into()));
-    let checked =
-        tokio::task::spawn_blocking(move || leadhook().run(&config.to_toml(), &["check"], &[]))
-            .await
-            .expect("ran");
+    let checked = run_command(&config, &["check"]).await;
     assert_eq!(checked.code, Some(1), "{}", checked.stdout);
     assert!(
         checked

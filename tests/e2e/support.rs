@@ -69,3 +69,33 @@ pub(crate) fn fails_at(receiver: &Receiver, path: &'static str, status: u16) {
         false => Reply::ok(),
     });
 }
+
+/// `leadhook ARGS --config <config>` to its end, off the test's runtime
+/// (which must go on serving the receiver meanwhile).
+pub(crate) async fn run_command(config: &SidecarConfig, args: &[&str]) -> Finished {
+    let config = config.to_toml();
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        leadhook().run(&config, &args, &[])
+    })
+    .await
+    .expect("the command ran")
+}
+
+/// Each lead's scores in arrival order at `path`, by email.
+pub(crate) fn scores_by_lead(
+    receiver: &Receiver,
+    path: &str,
+) -> std::collections::BTreeMap<String, Vec<i64>> {
+    let mut leads = std::collections::BTreeMap::<String, Vec<i64>>::new();
+    for request in receiver.requests_to(path) {
+        let lead = data(&request);
+        let email = lead["email"].as_str().expect("email").to_owned();
+        leads
+            .entry(email)
+            .or_default()
+            .push(lead["score"].as_i64().expect("score"));
+    }
+    leads
+}

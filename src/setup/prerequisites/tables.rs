@@ -18,6 +18,9 @@ struct OwnTable {
     rights: &'static str,
     /// The extra GRANT a role needs beyond the table's rights.
     extra_grant: Option<String>,
+    /// What is unavailable without it, when the sidecar can run without
+    /// it (a warning then, not a problem).
+    optional: Option<&'static str>,
 }
 
 pub(super) async fn check(
@@ -33,6 +36,7 @@ pub(super) async fn check(
         extra_grant: Some(format!(
             "GRANT USAGE ON SEQUENCE {schema}.dead_letters_id_seq TO <role>;"
         )),
+        optional: None,
     }];
     // Needed once any webhook may spool (a spool left from before is
     // drained whatever the config says).
@@ -48,6 +52,7 @@ pub(super) async fn check(
             extra_grant: Some(format!(
                 "GRANT USAGE ON SEQUENCE {schema}.spool_id_seq TO <role>;"
             )),
+            optional: None,
         });
     }
     tables.push(OwnTable {
@@ -55,12 +60,14 @@ pub(super) async fn check(
         table: pauses_table(schema),
         rights: "SELECT, INSERT, DELETE",
         extra_grant: None,
+        optional: None,
     });
     tables.push(OwnTable {
         what: "webhook status table",
         table: status_table(schema),
         rights: "SELECT, INSERT, UPDATE, DELETE",
         extra_grant: None,
+        optional: None,
     });
     if config.source.mode == SourceMode::Replication {
         tables.push(OwnTable {
@@ -68,6 +75,7 @@ pub(super) async fn check(
             table: slots_table(schema),
             rights: "SELECT, INSERT, UPDATE",
             extra_grant: None,
+            optional: None,
         });
         tables.push(OwnTable {
             what: "backfill table",
@@ -76,12 +84,14 @@ pub(super) async fn check(
             extra_grant: Some(format!(
                 "GRANT USAGE ON SEQUENCE {schema}.backfills_id_seq TO <role>;"
             )),
+            optional: Some("backfills"),
         });
         tables.push(OwnTable {
             what: "backfill progress table",
             table: backfill_progress_table(schema),
             rights: "SELECT, INSERT, UPDATE",
             extra_grant: None,
+            optional: Some("backfills"),
         });
     }
     for own in tables {
@@ -93,6 +103,7 @@ pub(super) async fn check(
             table: registry.table.quoted(),
             rights: "SELECT",
             extra_grant: None,
+            optional: None,
         };
         report.create_registry = check_one(sql, &registry.table.schema, &own, report).await?;
     }
@@ -135,9 +146,15 @@ async fn check_one(
                 .push(format!("{what} {table} is missing and will be created"));
             return Ok(true);
         }
-        (false, _, false) => report.problems.push(format!(
-            "the {what} {table} is missing and the role may not create it (database.schema = {schema:?}): have a DBA run sql/setup.sql"
-        )),
+        (false, _, false) => {
+            let missing = format!(
+                "the {what} {table} is missing and the role may not create it (database.schema = {schema:?}): have a DBA run sql/setup.sql"
+            );
+            match own.optional {
+                Some(feature) => report.warnings.push(format!("{missing}; until then {feature} are unavailable")),
+                None => report.problems.push(missing),
+            }
+        }
     }
     Ok(false)
 }

@@ -128,8 +128,13 @@ impl Reader {
         let request = &run.request;
         let targets = self.targets(request.webhooks.as_deref());
         if targets.is_empty() {
-            let names = request.webhooks.clone().unwrap_or_default().join(", ");
-            let why = format!("no webhook of that name is configured here: {names}");
+            let why = match &request.webhooks {
+                Some(names) => format!(
+                    "no webhook of that name is configured and enabled here: {}",
+                    names.join(", ")
+                ),
+                None => "no webhook is configured and enabled here".to_owned(),
+            };
             tracing::error!(run = run.id, "backfill failed: {why}");
             return Ok(runs::finish(sql, schema, run.id, shard, Some(&why)).await?);
         }

@@ -403,9 +403,25 @@ async fn a_cancelled_backfill_stops_and_a_failing_condition_fails_its_run_with_t
         "{}",
         failed.stdout
     );
+    // A run for a webhook removed since it was filed fails, saying so.
+    run.db
+        .sql
+        .execute(
+            "INSERT INTO leadhook.backfills (webhooks, batch, reason) VALUES (ARRAY['gone'], 10, 'by hand')",
+            &[],
+        )
+        .await
+        .expect("file a run by hand");
+    let gone = wait_for_state(&run, 3, "failed").await;
+    assert!(
+        gone["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no webhook of that name") && e.contains("gone")),
+        "{gone}"
+    );
     let done = cli(&run, &["backfill", "--where", "score <= 3"]).await;
     assert!(
-        done.stdout.contains("run 3 done: 3 of 3"),
+        done.stdout.contains("run 4 done: 3 of 3"),
         "the next run goes on: {}",
         done.stdout
     );

@@ -16,6 +16,7 @@
 //!   (a database, a receiver, a sidecar streaming to it).
 //! - [`wait`]: the one timeout and the one way to wait for something.
 //! - [`payload`] and [`metrics`]: reading what arrived and what `/metrics` says.
+//! - [`prometheus`]: a real Prometheus scraping the sidecars, and `promtool`.
 //!
 //! It knows leadhook only from the outside (SQL, HTTP, the config file, the
 //! process), so the product can use it for its demo without a cycle.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod database;
 pub mod metrics;
 pub mod payload;
+pub mod prometheus;
 pub mod receiver;
 pub mod scenario;
 pub mod sidecar;

@@ -17,6 +17,7 @@ mod filters;
 mod histories;
 mod memory;
 mod notify;
+mod observability;
 mod operations;
 mod partitions;
 mod pauses;

@@ -2,6 +2,8 @@
 //! process is alive) and `GET /readyz` (connected and streaming). Read-only:
 //! other methods get 405, other paths 404.
 
+mod catalog;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -83,6 +85,7 @@ fn recorder() -> Result<PrometheusHandle, AdminError> {
         .map_err(|e| AdminError::Recorder(e.to_string()))?
         .install_recorder()
         .map_err(|e| AdminError::Recorder(e.to_string()))?;
+    catalog::describe();
     // Histograms are aggregated lazily; upkeep bounds their memory.
     let upkeep = handle.clone();
     tokio::spawn(async move {

@@ -127,9 +127,10 @@ async fn check_condition(
     condition: &str,
 ) -> Result<(), BackfillCommandError> {
     let table = config.table().quoted();
-    let explain = format!("EXPLAIN SELECT 1 FROM {table} l WHERE ({condition})");
-    match sql.batch_execute(&explain).await {
-        Ok(()) => Ok(()),
+    // Prepared, so that one statement is all it can be.
+    let explain = format!("EXPLAIN SELECT 1 FROM (SELECT * FROM {table} WHERE ({condition})) l");
+    match sql.prepare(&explain).await {
+        Ok(_) => Ok(()),
         Err(e) if e.code().is_some() => Err(BackfillCommandError::BadCondition {
             table,
             error: crate::database::with_causes(&e),

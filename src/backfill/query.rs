@@ -45,10 +45,20 @@ impl ChunkQuery {
     /// Counts the leads a run covers.
     pub(crate) fn count(&self, where_sql: Option<&str>) -> String {
         format!(
-            "SELECT count(*) FROM {} l WHERE {}",
-            self.table,
-            self.conditions(where_sql, None)
+            "SELECT count(*) FROM {} WHERE {}",
+            self.leads(where_sql),
+            self.conditions(None)
         )
+    }
+
+    /// The table as `l`: a run's condition applies inside a subquery of its
+    /// own, so that a stray parenthesis in it cannot reach the keyset or
+    /// the shard's condition.
+    fn leads(&self, where_sql: Option<&str>) -> String {
+        match where_sql {
+            Some(condition) => format!("(SELECT * FROM {} WHERE ({condition})) l", self.table),
+            None => format!("{} l", self.table),
+        }
     }
 
     /// The next batch: `$1` the last key done (text; NULL unless `after`), `$2`
@@ -62,10 +72,13 @@ impl ChunkQuery {
             .enumerate()
             .map(|(i, k)| format!("l.{} AS k{i}", escape_identifier(&k.name)))
             .collect();
+        // The type's output function, as pgoutput sends the key (`::text`
+        // differs for some types: booleans, char(n), inet): the lead key
+        // must be the stream's, or the lead would take another lane.
         let key_text: Vec<String> = self
             .key
             .iter()
-            .map(|k| format!("l.{}::text", escape_identifier(&k.name)))
+            .map(|k| format!("format('%s', l.{})", escape_identifier(&k.name)))
             .collect();
         let others = match self.with_other_columns {
             true => format!("{}::text", other_columns_object(&self.columns, "l", " ")),
@@ -76,14 +89,14 @@ impl ChunkQuery {
             "SELECT key, lead, other_columns FROM (
                  SELECT *, sum({sized}) OVER (ORDER BY {order}) AS upto FROM (
                      SELECT {keys}, ARRAY[{key_text}] AS key, {lead}::text AS lead, {others} AS other_columns
-                     FROM {table} l WHERE {conditions} ORDER BY {ordered} LIMIT $2) batch) sized
+                     FROM {leads} WHERE {conditions} ORDER BY {ordered} LIMIT $2) batch) sized
              WHERE upto - ({sized}) < $3::int8 ORDER BY {order}",
             order = order.join(", "),
             keys = keys.join(", "),
             key_text = key_text.join(", "),
             lead = lead_object(&self.columns, "l", ", "),
-            table = self.table,
-            conditions = self.conditions(where_sql, Some(after)),
+            leads = self.leads(where_sql),
+            conditions = self.conditions(Some(after)),
             ordered = self.key_columns().join(", "),
         )
     }
@@ -97,7 +110,7 @@ impl ChunkQuery {
 
     /// `after`: `Some(false)` for a first batch (`$1` is NULL then), `None`
     /// for a count (no parameters).
-    fn conditions(&self, where_sql: Option<&str>, after: Option<bool>) -> String {
+    fn conditions(&self, after: Option<bool>) -> String {
         let mut conditions = Vec::new();
         if after == Some(false) {
             conditions.push("$1::text[] IS NULL".to_owned());
@@ -117,9 +130,6 @@ impl ChunkQuery {
         }
         if let Some(shard) = &self.shard {
             conditions.push(shard.clone());
-        }
-        if let Some(where_sql) = where_sql {
-            conditions.push(format!("({where_sql})"));
         }
         if conditions.is_empty() {
             "true".into()
@@ -186,9 +196,17 @@ mod tests {
     }
 
     #[test]
-    fn a_condition_is_kept_in_parentheses() {
-        let sql = query(&[("id", "integer")]).count(Some("score > 1 OR true"));
-        assert!(sql.ends_with("WHERE (score > 1 OR true)"), "{sql}");
+    fn a_condition_is_kept_in_a_subquery_of_its_own() {
+        let sql = query(&[("id", "integer")]).count(Some("score > 1) OR (true"));
+        assert_eq!(
+            sql,
+            "SELECT count(*) FROM (SELECT * FROM \"public\".\"leads\" WHERE (score > 1) OR (true)) l WHERE true"
+        );
+        let batch = query(&[("id", "integer")]).batch(Some("1=1) OR (1=1"), true);
+        assert!(
+            batch.contains("WHERE (1=1) OR (1=1)) l WHERE (l.\"id\") > "),
+            "{batch}"
+        );
     }
 
     #[test]

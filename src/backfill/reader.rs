@@ -141,9 +141,10 @@ impl Reader {
         let where_sql = request.where_sql.as_deref();
         let total = match run.rows_total {
             Some(total) => total,
-            None => match sql.query_one(&self.query.count(where_sql), &[]).await {
-                Ok(row) => row.get(0),
-                Err(e) => return self.fail(sql, &run, e).await,
+            None => match count(sql, &self.query, where_sql).await {
+                Ok(total) => total,
+                Err(e) if is_the_runs_fault(&e) => return self.fail(sql, &run, e).await,
+                Err(e) => return Err(e.into()),
             },
         };
         runs::start(sql, schema, run.id, shard, total).await?;
@@ -158,11 +159,15 @@ impl Reader {
                 remaining.set(0.0);
                 return Ok(());
             }
-            *chunks += 1;
             let began = Instant::now();
-            let chunk = Chunk::new(self.session, *chunks, targets.clone());
             let batch = match self
-                .chunk(sql, &chunk, run.id, request, last_key.as_deref())
+                .chunk(
+                    sql,
+                    (chunks, &targets),
+                    run.id,
+                    request,
+                    last_key.as_deref(),
+                )
                 .await?
             {
                 Ok(batch) => batch,
@@ -189,18 +194,24 @@ impl Reader {
     async fn chunk(
         &self,
         sql: &mut Client,
-        chunk: &Arc<Chunk>,
+        (chunks, targets): (&mut u64, &Targets),
         run: i64,
         request: &Request,
         after: Option<&[String]>,
     ) -> Result<Result<Option<(Vec<String>, i64)>, tokio_postgres::Error>, BackfillError> {
         loop {
+            // A new chunk each attempt: an old one's reports are final.
+            *chunks += 1;
+            let chunk = Chunk::new(self.session, *chunks, targets.clone());
+            // Backpressure: the rows below reserve without waiting (a wait
+            // while holding earlier rows of the batch could take the whole
+            // budget), so wait here while the budget is nearly spent.
+            while self.budget.is_nearly_spent() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             self.handoff.expect(chunk.clone());
-            let read = async {
-                emit(sql, chunk.watermark(Mark::Low)).await?;
-                read_batch(sql, &self.query, request, after).await
-            };
-            let rows = match read.await {
+            emit(sql, chunk.watermark(Mark::Low)).await?;
+            let rows = match read_batch(sql, &self.query, request, after).await {
                 Ok(rows) => rows,
                 Err(e) if is_the_runs_fault(&e) => {
                     self.handoff.clear();
@@ -221,7 +232,10 @@ impl Reader {
                     key: crate::change::lead_key(key.iter().map(|k| Some(k.as_bytes()))),
                     lead,
                     other_columns,
-                    memory: self.budget.reserve(bytes).await,
+                    memory: self
+                        .budget
+                        .try_reserve(bytes)
+                        .unwrap_or_else(|| self.budget.none()),
                 });
             }
             chunk.fill(leads);
@@ -265,6 +279,18 @@ impl Reader {
     fn shard(&self) -> i32 {
         i32::try_from(self.shard.0).unwrap_or(i32::MAX)
     }
+}
+
+/// The leads a run covers, counted read-only (the condition is the run's).
+async fn count(
+    sql: &mut Client,
+    query: &ChunkQuery,
+    where_sql: Option<&str>,
+) -> Result<i64, tokio_postgres::Error> {
+    let tx = sql.build_transaction().read_only(true).start().await?;
+    let total = tx.query_one(&query.count(where_sql), &[]).await?.get(0);
+    tx.commit().await?;
+    Ok(total)
 }
 
 /// Writes a watermark into the WAL, in a transaction of its own.

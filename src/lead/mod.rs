@@ -151,6 +151,10 @@ impl LeadStage {
         let key = rows.mapping.lead_key(&change.new.values);
         if let Some(window) = &mut self.window {
             window.saw(key);
+            // A changed primary key: the lead under its old key changed too.
+            if let Some(old) = &change.old {
+                window.saw(rows.mapping.lead_key(&old.tuple().values));
+            }
         }
         let event = Event {
             id: header_value(change.id.to_string())?,

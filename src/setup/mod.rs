@@ -121,6 +121,7 @@ async fn install_statements(
     }
     if mode == SourceMode::Replication {
         statements.push(objects::slots_statement(schema));
+        statements.push(objects::slots_upgrade_statement(schema));
         statements.push(objects::backfill_statements(schema));
         if options.replica_identity_full {
             statements.push(replica_identity_full(sql, config).await?);

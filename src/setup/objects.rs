@@ -33,15 +33,23 @@ pub(crate) fn dead_letter_table(schema: &str) -> String {
 /// `sql/setup.sql` carries the same statement.
 pub(crate) fn slots_statement(schema: &str) -> String {
     format!(
-        "CREATE TABLE IF NOT EXISTS {0}.slots (
+        "CREATE TABLE IF NOT EXISTS {}.slots (
     slot_name         text        PRIMARY KEY,
     system_identifier text        NOT NULL,
     created_at        timestamptz NOT NULL,
     created_lsn       pg_lsn      NOT NULL,
     confirmed_lsn     pg_lsn      NOT NULL,
     confirmed_at      timestamptz NOT NULL
-);
-ALTER TABLE {0}.slots ADD COLUMN IF NOT EXISTS confirmed_commit_at timestamptz;",
+);",
+        escape_identifier(schema)
+    )
+}
+
+/// What a `slots` table from before commit times needs; run apart from the
+/// rest, since it needs the table's owner (see `prerequisites::prepare`).
+pub(crate) fn slots_upgrade_statement(schema: &str) -> String {
+    format!(
+        "ALTER TABLE {}.slots ADD COLUMN IF NOT EXISTS confirmed_commit_at timestamptz;",
         escape_identifier(schema)
     )
 }
@@ -226,7 +234,8 @@ mod tests {
     #[test]
     fn the_dba_script_creates_the_same_slot_table_as_the_sidecar() {
         assert!(
-            SCRIPT.contains(&slots_statement("leadhook")),
+            SCRIPT.contains(&slots_statement("leadhook"))
+                && SCRIPT.contains(&slots_upgrade_statement("leadhook")),
             "sql/setup.sql is out of date"
         );
     }

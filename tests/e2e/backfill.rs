@@ -469,3 +469,31 @@ async fn the_backfill_command_refuses_what_it_cannot_do_and_says_why() {
         missing.stderr
     );
 }
+
+#[tokio::test]
+async fn a_batch_larger_than_the_memory_budget_still_goes_through() {
+    // 1 MiB holds 1 024 rows at most (each counts at least 1 kB): a batch of
+    // 3 000 must neither wait for room it holds itself nor stall the stream.
+    let run = Scenario::new("backfill_memory")
+        .setup(existing_leads(3000))
+        .configure(|c| c.delivery.memory = Some("1MiB".into()))
+        .start(&leadhook())
+        .await;
+    let done = tokio::time::timeout(WAIT, cli(&run, &["backfill", "--batch", "3000"]))
+        .await
+        .unwrap_or_else(|_| panic!("the backfill never finished; log:\n{}", run.sidecar.log()));
+    assert_eq!(done.code, Some(0), "{}{}", done.stdout, done.stderr);
+    assert!(
+        done.stdout.contains("done: 3000 of 3000 leads"),
+        "{}",
+        done.stdout
+    );
+    run.db.insert_leads(5000..=5000).await;
+    let got = wait_or_diagnose(&run.receiver, "/leads", 3001, &run.db, &run.sidecar).await;
+    assert_eq!(
+        scores_by_lead(&run.receiver, "/leads").len(),
+        3001,
+        "{}",
+        got.len()
+    );
+}

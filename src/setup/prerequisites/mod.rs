@@ -101,6 +101,9 @@ pub(crate) async fn prepare(
             .or_else(ignore_duplicate)?;
         tracing::info!(schema = %config.database.schema, "created leadhook's own tables");
     }
+    if replication_mode(config) {
+        upgrade_slots_table(sql, &config.database.schema).await?;
+    }
     if let Some(registry) = config.registry.as_ref().filter(|_| report.create_registry) {
         let statements = super::registry::statements(&registry.table, &config.database.schema);
         sql.batch_execute(&statements)
@@ -109,6 +112,38 @@ pub(crate) async fn prepare(
         tracing::info!(table = %registry.table, "created the registry table");
     }
     Ok(report)
+}
+
+fn replication_mode(config: &Config) -> bool {
+    config.source.mode == SourceMode::Replication
+}
+
+/// Adds `confirmed_commit_at` to a `slots` table from before it, when it is
+/// missing and the role owns the table; otherwise the slot's record goes
+/// on without it (a lost slot's gap then starts at the time the position
+/// was recorded, later than its commit), and `sql/setup.sql` adds it.
+async fn upgrade_slots_table(sql: &Client, schema: &str) -> Result<(), tokio_postgres::Error> {
+    let missing: bool = sql
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL AND NOT EXISTS (
+                 SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'confirmed_commit_at')",
+            &[&objects::slots_table(schema)],
+        )
+        .await?
+        .get(0);
+    if !missing {
+        return Ok(());
+    }
+    match sql
+        .batch_execute(&objects::slots_upgrade_statement(schema))
+        .await
+    {
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
+            tracing::warn!(table = %objects::slots_table(schema), "the slot record table has no confirmed_commit_at column and the role may not add it: have a DBA run sql/setup.sql (until then a lost slot's gap is timed less exactly)");
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// How often to send a status update even when nothing happens, so the
@@ -251,6 +286,14 @@ async fn check_table(
             "{kind} {table}: primary key ({}), replica identity {identity}",
             key.join(", ")
         ));
+        // A shard's row filter names the key, which must be in the replica
+        // identity, or the application's UPDATEs and DELETEs would fail.
+        let sharded = config.source.shard.is_some_and(|s| s.count > 1);
+        if sharded && matches!(identity, "index" | "nothing") {
+            report.problems.push(format!(
+                "source.shard: {table} has replica identity {identity}, and a shard's row filter on the primary key would make the application's UPDATEs and DELETEs fail: run ALTER TABLE {table} REPLICA IDENTITY DEFAULT; (or FULL)"
+            ));
+        }
         if !identity.starts_with("full") && config.source.mode == SourceMode::Replication {
             report.warnings.push(format!(
                 "an UPDATE that leaves a large value (e.g. long notes) untouched does not carry it under this replica identity, so leadhook reads the row's current value back: it may be newer than the change delivered. For exact values run ALTER TABLE {table} REPLICA IDENTITY FULL;{} (or `leadhook setup --replica-identity-full --apply`)",

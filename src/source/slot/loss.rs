@@ -128,10 +128,8 @@ impl<'a> Gap<'a> {
             shards: config.source.shard_of().1 as i32,
             only_shard: Some(config.source.shard_of().0 as i32),
             reason: format!(
-                "slot {:?} lost: WAL {} to {}",
-                config.source.slot,
-                self.from,
-                self.to.unwrap_or(Lsn::ZERO)
+                "slot {:?} lost: the changes after WAL {}",
+                config.source.slot, self.from
             ),
             auto_for: None,
         };

@@ -57,7 +57,7 @@ pub(crate) enum SlotError {
     BadLsn(String),
     #[error(
         "slot invalidated: the server invalidated replication slot {0:?} (it retained more WAL than max_slot_wal_keep_size allows), so the changes since its last confirmed position can no longer be read; \
-         with [source] on_slot_lost = \"stop\" (or create = false) leadhook does not re-create it: set on_slot_lost = \"recreate\", or drop it (SELECT pg_drop_replication_slot('<slot>')) and let leadhook create it, then backfill the gap (see the ERROR above)"
+         with [source] on_slot_lost = \"stop\" (or create = false) leadhook does not re-create it: set on_slot_lost = \"recreate\", or drop it (SELECT pg_drop_replication_slot('<slot>')) and create it again (leadhook setup --apply), then backfill the gap (see the ERROR above)"
     )]
     Invalidated(String),
     #[error(
@@ -148,6 +148,13 @@ pub(crate) async fn open(
     if !source.create {
         return Err(SlotError::Missing(name.clone()));
     }
+    if !lost.is_empty() {
+        // Filed before the slot is made: once it exists, a crash would
+        // leave nothing to tell that there was a gap.
+        loss::Gap::new(record.as_ref(), streamed_before, None, server)
+            .recover(sql, config)
+            .await;
+    }
     let failover = failover::wanted(config, failover::server_version(sql).await?);
     let created = create(sql, db, name, failover, health).await?;
     write_record(sql, schema, name, server, created).await?;
@@ -157,7 +164,6 @@ pub(crate) async fn open(
         metrics::counter!("leadhook_slot_recreated_total").increment(1);
         let gap = loss::Gap::new(record.as_ref(), streamed_before, Some(created), server);
         gap.report(name, config, lost);
-        gap.recover(sql, config).await;
     }
     Ok(SlotStart {
         confirmed: created,
@@ -191,10 +197,15 @@ async fn state(sql: &Client, name: &str) -> Result<Option<SlotState>, SlotError>
     }))
 }
 
-/// Drops an invalidated slot, to create it again.
+/// Drops an invalidated slot, to create it again; only while it is so,
+/// lest another instance's slot, just created, be dropped.
 async fn drop_slot(sql: &Client, name: &str) -> Result<(), SlotError> {
     match sql
-        .execute("SELECT pg_drop_replication_slot($1)", &[&name])
+        .execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+             WHERE slot_name = $1 AND wal_status = 'lost'",
+            &[&name],
+        )
         .await
     {
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT) => Ok(()),

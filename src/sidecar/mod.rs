@@ -12,6 +12,7 @@
 //! fatal, what is standing by, and the backoff between attempts.
 
 mod session;
+mod stages;
 mod status;
 
 use std::collections::BTreeSet;

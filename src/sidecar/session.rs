@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio_postgres::Client;
 
 use super::SidecarError;
+use super::stages::Stages;
 use crate::admin::Health;
 use crate::backfill::ChunkQuery;
 use crate::backfill::reader::Reader;
@@ -438,81 +439,6 @@ impl SessionSource for OutboxSource {
 
     fn keep(&self, positions: &mut Positions) {
         positions.outbox_handled = self.handled_rows();
-    }
-}
-
-/// The tasks of a session after its source. Dropping them aborts what is
-/// still in flight; the next session redelivers it.
-struct Stages {
-    /// One delivery worker per webhook.
-    workers: JoinSet<()>,
-    /// Writes the spooling webhooks' changes; ends when the workers do.
-    writer: JoinHandle<Result<(), SpoolError>>,
-    /// Rung when a lagging webhook has drained its queue (only replication
-    /// mode sets webhooks lagging).
-    caught_up: Arc<Notify>,
-    /// The lead stage, where both modes' sources hand their changes on.
-    lead: Option<JoinHandle<Result<(), LeadError>>>,
-    /// Replication mode's slot monitor and backfill reader, which stop
-    /// with the source.
-    beside: Vec<JoinHandle<()>>,
-}
-
-impl Stages {
-    /// Completes when a stage ends the session before the source does.
-    async fn ended(&mut self) -> Result<SessionEnd, SessionError> {
-        let Stages {
-            workers,
-            caught_up,
-            writer,
-            lead,
-            ..
-        } = self;
-        tokio::select! {
-            Some(result) = async { Some(lead.as_mut()?.await) } => Err(match result {
-                Ok(Err(e)) => e.into(),
-                _ => SourceError::Downstream.into(),
-            }),
-            // With no webhooks the set is empty and this branch stays off.
-            Some(_) = workers.join_next() => Err(SourceError::Downstream.into()),
-            // It ends by itself only without webhooks (nothing feeds it); a
-            // writer that failed (the server going away) ends the session.
-            Some(failed) = async {
-                match writer.await {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(SessionError::from(e)),
-                    Err(_) => Some(SourceError::Downstream.into()),
-                }
-            } => Err(failed),
-            () = caught_up.notified() => Ok(SessionEnd::CaughtUp),
-        }
-    }
-
-    /// After the source closed their input: until the stages have finished
-    /// what they have.
-    async fn drained(&mut self) {
-        if let Some(lead) = &mut self.lead {
-            let _ = lead.await;
-        }
-        while self.workers.join_next().await.is_some() {}
-        let _ = (&mut self.writer).await;
-    }
-
-    fn stop_beside(&mut self) {
-        for task in self.beside.drain(..) {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for Stages {
-    fn drop(&mut self) {
-        if let Some(lead) = &self.lead {
-            lead.abort();
-        }
-        self.stop_beside();
-        self.workers.abort_all();
-        self.writer.abort();
     }
 }
 

@@ -28,7 +28,7 @@ async fn a_backfill_delivers_every_existing_lead_once_with_ids_of_its_own() {
         .start(&leadhook())
         .await;
     let done = cli(&run, &["backfill", "--batch", "100"]).await;
-    assert_eq!(done.code, Some(0), "{}{}", done.stdout, done.stderr);
+    done.assert_success();
     assert!(
         done.stdout.contains("backfill run 1 filed")
             && done.stdout.contains("run 1 done: 250 of 250 leads"),
@@ -152,7 +152,7 @@ async fn a_backfilled_lead_never_arrives_after_a_newer_live_change_of_it() {
     let done = cli(&run, &["backfill", "--batch", "25"]).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let rounds = updates.await.expect("the updates");
-    assert_eq!(done.code, Some(0), "{}{}", done.stdout, done.stderr);
+    done.assert_success();
     assert!(
         rounds > 20,
         "updates ran all through the backfill: {rounds}"
@@ -207,7 +207,7 @@ async fn a_backfilled_lead_never_arrives_after_a_newer_live_change_of_it() {
 /// Run `id`'s status, as `backfill status --json` prints it.
 async fn status_of(run: &Running, id: i64) -> serde_json::Value {
     let done = cli(run, &["backfill", "status", &id.to_string(), "--json"]).await;
-    assert_eq!(done.code, Some(0), "{}{}", done.stdout, done.stderr);
+    done.assert_success();
     let runs: serde_json::Value = serde_json::from_str(&done.stdout).expect("JSON");
     runs[0].clone()
 }
@@ -238,7 +238,7 @@ async fn a_backfill_killed_mid_run_goes_on_where_it_stopped_after_a_restart() {
         &["backfill", "--batch", "100", "--rate", "600/s", "--detach"],
     )
     .await;
-    assert_eq!(filed.code, Some(0), "{}{}", filed.stdout, filed.stderr);
+    filed.assert_success();
     run.receiver
         .wait_for("/leads", 700, WAIT)
         .await
@@ -283,7 +283,7 @@ async fn a_backfill_for_one_webhook_with_a_condition_reaches_only_it_and_only_th
         &["backfill", "--webhook", "a", "--where", "score % 2 = 0"],
     )
     .await;
-    assert_eq!(done.code, Some(0), "{}{}", done.stdout, done.stderr);
+    done.assert_success();
     assert!(
         done.stdout.contains("done: 50 of 50 leads"),
         "{}",
@@ -377,7 +377,7 @@ async fn a_cancelled_backfill_stops_and_a_failing_condition_fails_its_run_with_t
         &["backfill", "--batch", "10", "--rate", "50", "--detach"],
     )
     .await;
-    assert_eq!(filed.code, Some(0), "{}{}", filed.stdout, filed.stderr);
+    filed.assert_success();
     run.receiver
         .wait_for("/leads", 20, WAIT)
         .await
@@ -482,7 +482,7 @@ async fn a_batch_larger_than_the_memory_budget_still_goes_through() {
     let done = tokio::time::timeout(WAIT, cli(&run, &["backfill", "--batch", "3000"]))
         .await
         .unwrap_or_else(|_| panic!("the backfill never finished; log:\n{}", run.sidecar.log()));
-    assert_eq!(done.code, Some(0), "{}{}", done.stdout, done.stderr);
+    done.assert_success();
     assert!(
         done.stdout.contains("done: 3000 of 3000 leads"),
         "{}",

@@ -60,13 +60,7 @@ async fn a_real_prometheus_scrapes_the_sidecar_and_answers_promql_about_its_deli
     wait_for_these_scores(&run.receiver, "/leads", 1..=50, &run.sidecar).await;
     // A backfill too, so its metrics are served.
     let backfill = run_command(&run.config, &["backfill"]).await;
-    assert_eq!(
-        backfill.code,
-        Some(0),
-        "{}{}",
-        backfill.stdout,
-        backfill.stderr
-    );
+    backfill.assert_success();
 
     let delivered = "sum(leadhook_deliveries_total{job=\"leadhook\", outcome=\"delivered\"})";
     let mut last = None;

@@ -54,7 +54,7 @@ async fn two_shards_each_deliver_their_own_leads_once_live_and_in_a_backfill() {
     ];
 
     let setup = run_command(&configs[0], &["setup", "--apply"]).await;
-    assert_eq!(setup.code, Some(0), "{}{}", setup.stdout, setup.stderr);
+    setup.assert_success();
     for k in 0..2 {
         let name = format!("{}_{k}_of_2", db.name);
         let filter: Option<String> = db
@@ -95,13 +95,7 @@ async fn two_shards_each_deliver_their_own_leads_once_live_and_in_a_backfill() {
         &["backfill", "--where", "score <= 100", "--batch", "30"],
     )
     .await;
-    assert_eq!(
-        backfill.code,
-        Some(0),
-        "{}{}",
-        backfill.stdout,
-        backfill.stderr
-    );
+    backfill.assert_success();
     assert!(
         backfill.stdout.contains("done: 100 of 100 leads"),
         "{}",

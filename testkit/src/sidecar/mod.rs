@@ -27,6 +27,13 @@ pub struct Finished {
     pub took: Duration,
 }
 
+impl Finished {
+    /// Fails the test, with what the command printed, unless it exited 0.
+    pub fn assert_success(&self) {
+        assert_eq!(self.code, Some(0), "{}{}", self.stdout, self.stderr);
+    }
+}
+
 impl Leadhook {
     pub fn at(binary: impl Into<PathBuf>) -> Leadhook {
         Leadhook {

@@ -3,6 +3,7 @@
 //! a few leads are saved and each webhook is printed as it arrives. Nothing
 //! is left running afterwards.
 
+use std::future::Future;
 use std::io::Write;
 use std::time::Duration;
 
@@ -29,7 +30,13 @@ const STEPS: [(&str, &str); 4] = [
 ];
 const EXPECTED_DELIVERIES: usize = 3;
 
-pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
+/// Runs the demo; with `keep_running`, the sidecar, the receiver and the
+/// status page stay up after the steps (printing what arrives) until it
+/// completes.
+pub async fn run(
+    out: &mut impl Write,
+    keep_running: Option<impl Future<Output = ()>>,
+) -> anyhow::Result<()> {
     writeln!(
         out,
         "leadhook demo: a throwaway PostgreSQL, a receiver, and the real sidecar pipeline.\n"
@@ -60,9 +67,22 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
         receiver.url("/webhooks/leads")
     )?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let sidecar = tokio::spawn(crate::sidecar::run(config, None, async {
-        let _ = stopped.await;
-    }));
+    let (bound, admin) = tokio::sync::oneshot::channel();
+    let sidecar = tokio::spawn(crate::sidecar::run(
+        config,
+        None,
+        async {
+            let _ = stopped.await;
+        },
+        Some(bound),
+    ));
+    let admin = admin
+        .await
+        .context("the sidecar stopped before its admin endpoint listened")?;
+    writeln!(
+        out,
+        "  status page on http://{admin}/ (up while the demo runs)"
+    )?;
     wait_until_streaming(&sql, &sidecar).await?;
     writeln!(out, "  sidecar streaming from slot \"leadhook\"\n")?;
 
@@ -82,14 +102,41 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
             .context("receiver stopped")?;
         print_delivery(out, n, &request)?;
     }
+    if let Some(until) = keep_running {
+        writeln!(
+            out,
+            "Still running: the status page is on http://{admin}/ and every lead saved is delivered.\n\
+             Try: psql '{url}' -c \"INSERT INTO leads (email, score) VALUES ('you@example.com', 7)\"\n\
+             Press Ctrl-C to stop.\n"
+        )?;
+        out.flush()?;
+        tokio::pin!(until);
+        let mut n = EXPECTED_DELIVERIES;
+        loop {
+            tokio::select! {
+                () = &mut until => break,
+                request = arrivals.recv() => match request {
+                    Ok(request) => {
+                        n += 1;
+                        print_delivery(out, n, &request)?;
+                        out.flush()?;
+                    }
+                    // Lagged behind the receiver: go on with the next.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+            }
+        }
+    }
     // A graceful stop, as SIGTERM does: confirm what was delivered, close.
     let _ = stop.send(());
     sidecar.await.context("the sidecar task failed")??;
     drop(cluster);
     writeln!(
         out,
-        "Done: {EXPECTED_DELIVERIES} webhooks delivered, PostgreSQL stopped and removed.\n\
-         Next: point sidecar.toml at your database, then `leadhook check` and `leadhook run`."
+        "Done: {} webhooks delivered, PostgreSQL stopped and removed.\n\
+         Next: point sidecar.toml at your database, then `leadhook check` and `leadhook run`.",
+        receiver.requests().len()
     )?;
     Ok(())
 }

@@ -25,7 +25,11 @@ enum Command {
     /// Validate the config and the database prerequisites, and print what was found.
     Check(ConfigArg),
     /// Start a throwaway Postgres, a receiver and the pipeline, and show a few deliveries.
-    Demo,
+    Demo {
+        /// Stay up after the deliveries (status page, receiver, database) until Ctrl-C.
+        #[arg(long)]
+        keep_running: bool,
+    },
     /// Print (or --apply) the SQL the configured mode needs; --uninstall removes it.
     Setup {
         /// Run the SQL instead of printing it.
@@ -191,7 +195,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(arg) => run(arg).await,
             Command::Check(arg) => check(arg).await,
-            Command::Demo => demo().await,
+            Command::Demo { keep_running } => demo(keep_running).await,
             Command::DeadLetters(command) => dead_letters(command).await,
             Command::Webhooks(command) => webhooks(command).await,
             Command::Backfill(command) => backfill(command).await,
@@ -229,7 +233,7 @@ async fn run(arg: ConfigArg) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    match leadhook::sidecar::run(config, Some(arg.config.clone()), shutdown_signal()).await {
+    match leadhook::sidecar::run(config, Some(arg.config.clone()), shutdown_signal(), None).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -398,7 +402,7 @@ fn exit_code<E: std::fmt::Display>(result: Result<bool, E>, arg: &ConfigArg) -> 
     }
 }
 
-async fn demo() -> ExitCode {
+async fn demo(keep_running: bool) -> ExitCode {
     // The demo prints what matters itself; only warnings would interleave.
     let quiet = LogConfig {
         level: "warn".into(),
@@ -409,7 +413,10 @@ async fn demo() -> ExitCode {
         return ExitCode::from(2);
     }
     #[cfg(feature = "demo")]
-    let outcome = leadhook::demo::run(&mut std::io::stdout()).await;
+    let outcome =
+        leadhook::demo::run(&mut std::io::stdout(), keep_running.then(shutdown_signal)).await;
+    #[cfg(not(feature = "demo"))]
+    let _ = keep_running;
     #[cfg(not(feature = "demo"))]
     let outcome: anyhow::Result<()> = Err(anyhow::anyhow!(
         "this build has no demo (it was built with --no-default-features); \

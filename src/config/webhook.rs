@@ -74,6 +74,15 @@ impl fmt::Display for Origin {
 }
 
 impl WebhookConfig {
+    /// Scheme, host, port and path only: what logs and pages may show of
+    /// the URL (its credentials and query may hold secrets).
+    pub(crate) fn shown_url(&self) -> String {
+        let url = self.url.expose();
+        let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+        let host = url.host_str().unwrap_or_default();
+        format!("{}://{host}{port}{}", url.scheme(), url.path())
+    }
+
     /// Whether this webhook gets `save_lead` deliveries at all.
     pub(crate) fn receives_save_lead(&self) -> bool {
         self.enabled && self.save_lead

@@ -111,6 +111,7 @@ impl Delivery {
                         Ok(()) => {
                             let age = crate::change::commit_age(change.commit_time);
                             hook.metrics.lag.record(age);
+                            hook.activity.delivered(age);
                             break Outcome::Delivered;
                         }
                         Err(failure) => failure,

@@ -162,9 +162,7 @@ impl Webhook {
     /// cannot fail.
     pub(crate) fn new(hook: &WebhookConfig, pauses: &Pauses) -> Webhook {
         let url = hook.url.expose().clone();
-        let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
-        let host = url.host_str().unwrap_or_default();
-        let shown_url = format!("{}://{host}{port}{}", url.scheme(), url.path());
+        let shown_url = hook.shown_url();
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (name, value) in &hook.headers {

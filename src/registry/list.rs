@@ -173,7 +173,7 @@ async fn configured(
 }
 
 /// Rows per webhook in `table` (none if it does not exist).
-async fn counts(sql: &Client, table: &str) -> Result<HashMap<String, i64>, ListError> {
+pub(crate) async fn counts(sql: &Client, table: &str) -> Result<HashMap<String, i64>, ListError> {
     let rows = sql
         .query(
             // Every shard's spooled rows count for the webhook (see `SpoolStore::for_shard`).

@@ -17,7 +17,7 @@
 //!   and `resume`.
 
 mod commands;
-mod list;
+pub(crate) mod list;
 pub(crate) mod pauses;
 pub(crate) mod status;
 pub(crate) mod table;

@@ -17,6 +17,7 @@ mod status;
 
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::admin::status::StatusBoard;
 use crate::admin::{self, AdminError, Health};
 use crate::checkpoint::Positions;
 use crate::config::WebhookConfig;
@@ -67,16 +69,22 @@ pub enum SidecarError {
 /// returns `Ok`) or a fatal error. Transient failures are logged and retried
 /// with capped exponential backoff. `config_path` is read again on SIGHUP
 /// (`None`: reloading is off); webhooks from `[registry]` and pauses are
-/// followed while it runs.
+/// followed while it runs. The admin endpoint's bound address is sent on
+/// `admin_bound` (for the demo, which listens on any free port).
 pub async fn run(
     config: Config,
     config_path: Option<PathBuf>,
     stop: impl Future<Output = ()> + Send + 'static,
+    admin_bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> Result<(), SidecarError> {
     let db = Database::from_url(config.database.url.expose())?;
     let health = Health::new();
-    let admin = admin::serve(config.admin.listen, health.clone()).await?;
-    tracing::info!(%admin, "admin endpoint listening (/metrics, /healthz, /readyz)");
+    let board = Arc::new(StatusBoard::default());
+    let admin = admin::serve(config.admin.listen, health.clone(), board.clone()).await?;
+    tracing::info!(%admin, "admin endpoint listening (/ status page, /api/status, /metrics, /healthz, /readyz)");
+    if let Some(bound) = admin_bound {
+        let _ = bound.send(admin);
+    }
     // After the recorder is installed: webhooks register their metric handles.
     let pauses = Pauses::default();
     let mut webhooks = Webhooks::new(pauses.clone())?;
@@ -105,13 +113,17 @@ pub async fn run(
     let mut memory = MemoryBudget::new(config.memory);
     let mut positions = Positions::at(Lsn::ZERO, 0);
     let (shown, active) = watch::channel(webhooks.clone());
-    let status = tokio::spawn(status::report(
-        db.clone(),
-        config.database.schema.clone(),
-        health.clone(),
-        active,
-        registry.wanted.clone(),
-    ));
+    let status = tokio::spawn(
+        status::Reporter {
+            db: db.clone(),
+            schema: config.database.schema.clone(),
+            health: health.clone(),
+            board,
+            running: active,
+            wanted: registry.wanted.clone(),
+        }
+        .run(),
+    );
     let mut delay = FIRST_RETRY;
     // What the last session ended to apply: exactly that is applied (its
     // retirements were dead-lettered against it); anything newer makes the

@@ -17,10 +17,12 @@
 //! - [`wait`]: the one timeout and the one way to wait for something.
 //! - [`payload`] and [`metrics`]: reading what arrived and what `/metrics` says.
 //! - [`prometheus`]: a real Prometheus scraping the sidecars, and `promtool`.
+//! - [`browser`]: headless Chromium, loading a page as a person would.
 //!
 //! It knows leadhook only from the outside (SQL, HTTP, the config file, the
 //! process), so the product can use it for its demo without a cycle.
 
+pub mod browser;
 pub mod cluster;
 pub mod config;
 pub mod database;
@@ -36,4 +38,14 @@ pub mod wait;
 /// the process-wide one before its first client.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// `name` in a directory of PATH, if there is one.
+pub(crate) fn on_path(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file())
 }

@@ -21,13 +21,7 @@ pub struct Prometheus {
 
 /// `promtool` or `prometheus` on PATH; panics with how to install them.
 pub fn binary(name: &str) -> PathBuf {
-    std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|dir| dir.join(name))
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| panic!("{name} not found: {INSTALL_HINT}"))
+    crate::on_path(name).unwrap_or_else(|| panic!("{name} not found: {INSTALL_HINT}"))
 }
 
 /// `promtool ARGS`, its output and status.

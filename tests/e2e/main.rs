@@ -29,5 +29,6 @@ mod scale;
 mod shards;
 mod slots;
 mod spool;
+mod status_page;
 mod tls;
 mod webhooks_test;

@@ -106,6 +106,11 @@ impl SpoolState {
         *self.spooling.borrow()
     }
 
+    /// Rows in the spool for it, as far as this process knows.
+    pub(crate) fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+
     /// Starts spooling; false if it already was.
     pub(crate) fn start(&self) -> bool {
         self.spooling

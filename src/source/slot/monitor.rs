@@ -40,7 +40,6 @@ pub(crate) async fn monitor(
     slot: String,
     health: Arc<Health>,
 ) {
-    let gauge = metrics::gauge!("leadhook_replication_lag_bytes");
     let keep = keep_size(&sql).await;
     let mut recorded = checkpoint.confirmed_commit();
     let mut warned: Option<tokio::time::Instant> = None;
@@ -56,7 +55,7 @@ pub(crate) async fn monitor(
         {
             Ok(row) => {
                 if let Ok(current) = row.get::<_, String>(0).parse::<Lsn>() {
-                    gauge.set(current.0.saturating_sub(checkpoint.confirmed().0) as f64);
+                    health.show_lag(current.0.saturating_sub(checkpoint.confirmed().0));
                 }
                 let safe: Option<i64> = row.get(1);
                 show_safe_wal(safe);

@@ -17,7 +17,7 @@
 
 mod admin;
 mod delivery;
-mod expand;
+pub(crate) mod expand;
 mod filter;
 mod registry;
 mod secret;
@@ -38,7 +38,10 @@ pub use admin::{LogConfig, LogFormat};
 pub(crate) use delivery::{DeliveryConfig, OnExhausted};
 pub(crate) use registry::RegistryConfig;
 pub(crate) use secret::Secret;
-pub(crate) use source::{DatabaseConfig, OnSlotLost, Shard, SourceConfig, SourceMode, TableName};
+pub(crate) use source::{
+    DEFAULT_MAX_MESSAGE_SIZE, DatabaseConfig, OnSlotLost, Shard, SourceConfig, SourceMode,
+    TableName,
+};
 pub(crate) use webhook::{Origin, SigningKey, WebhookConfig, WebhookRow};
 
 use delivery::validate_policy;

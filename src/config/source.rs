@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use super::{Secret, checked, duration};
+use super::{Secret, byte_size, checked, duration};
 use crate::field::ColumnMap;
 
 /// `[database]`, checked.
@@ -74,10 +74,22 @@ pub(crate) struct SourceConfig {
     /// a slot of its own (`<slot>_K_of_N`, `<publication>_K_of_N`) whose
     /// row filter gives it the leads whose key hashes to K.
     pub(crate) shard: Option<Shard>,
+    /// The largest replication message (frame) accepted: a bigger one is
+    /// refused before any memory is reserved for it, so a corrupt or
+    /// hostile stream cannot make the sidecar allocate what it announces.
+    #[serde(deserialize_with = "byte_size")]
+    pub(crate) max_message_size: u64,
     /// `slot` and `publication` as written, before a shard's suffix.
     #[serde(skip)]
     base_names: Option<(String, String)>,
 }
+
+/// `source.max_message_size` unless set: a lead row of 256 MiB is far past
+/// any real one (PostgreSQL's limit is 1 GB per value), and the memory
+/// budget would refuse it anyway.
+pub(crate) const DEFAULT_MAX_MESSAGE_SIZE: u64 = 256 * 1024 * 1024;
+/// Below this, ordinary messages (a keepalive, a relation) would be refused.
+const MIN_MAX_MESSAGE_SIZE: u64 = 64 * 1024;
 
 /// Shard `index` of `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +183,12 @@ impl SourceConfig {
             check_identifier(&self.publication),
         );
         checked(problems, "source.table", self.table.check());
+        if self.max_message_size < MIN_MAX_MESSAGE_SIZE {
+            problems.push(format!(
+                "source.max_message_size: {} bytes is too small for ordinary messages; use at least 64KiB (the default is 256MiB)",
+                self.max_message_size
+            ));
+        }
         if let Some(column) = &self.changed_at {
             checked(problems, "source.changed_at", check_identifier(column));
         }
@@ -192,6 +210,7 @@ impl Default for SourceConfig {
             changed_at_margin: Duration::from_secs(600),
             failover: None,
             shard: None,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             base_names: None,
         }
     }

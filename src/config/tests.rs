@@ -375,6 +375,26 @@ fn a_lost_slot_is_recreated_unless_told_to_stop_and_its_gap_bounded_by_changed_a
 }
 
 #[test]
+fn max_message_size_defaults_to_256_mib_and_refuses_what_ordinary_messages_exceed() {
+    let config = Config::from_toml("[database]\nurl = \"postgres://x@h/db\"\n").unwrap();
+    assert_eq!(config.source.max_message_size, 256 * 1024 * 1024);
+    let config = Config::from_toml(
+        "[database]\nurl = \"postgres://x@h/db\"\n[source]\nmax_message_size = \"1GiB\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.source.max_message_size, 1 << 30);
+    let error = Config::from_toml(
+        "[database]\nurl = \"postgres://x@h/db\"\n[source]\nmax_message_size = \"1KiB\"\n",
+    )
+    .unwrap_err();
+    assert!(
+        error.problems()[0].starts_with("source.max_message_size: 1024 bytes is too small"),
+        "{:?}",
+        error.problems()
+    );
+}
+
+#[test]
 fn a_shard_follows_a_slot_and_publication_of_its_own() {
     let config = Config::from_toml(
         "[database]\nurl = \"postgres://x@h/db\"\n[source]\nslot = \"s\"\npublication = \"p\"\nshard = \"1/3\"\n",

@@ -152,6 +152,7 @@ impl Session<'_> {
         let inspection = prerequisites::prepare(&sql, config).await?;
         let heartbeat = prerequisites::heartbeat_interval(&sql).await?;
         let mut conn = ReplicationConnection::connect(self.db).await?;
+        conn.limit_messages(source.max_message_size);
         let server = conn.identify_system().await?;
         let slot = slot::open(
             &sql,

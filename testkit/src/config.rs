@@ -70,6 +70,9 @@ pub struct Source {
     /// `"K/N"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard: Option<String>,
+    /// e.g. `"64KiB"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_message_size: Option<String>,
     /// Payload field → column; see [`Column`].
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub columns: BTreeMap<String, Column>,

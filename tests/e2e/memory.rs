@@ -81,3 +81,51 @@ async fn a_backlog_of_300_kb_rows_while_both_receivers_are_down_stays_under_96_m
         "peak RSS {peak:.1} MiB is over {RSS_BOUND_MIB} MiB"
     );
 }
+
+#[tokio::test]
+async fn a_message_over_max_message_size_is_refused_and_retried_and_delivered_once_the_limit_is_raised()
+ {
+    let run = Scenario::new("big_frame")
+        .configure(|c| c.source.max_message_size = Some("64KiB".into()))
+        .start(&leadhook())
+        .await;
+    // 200 kB of notes: pgoutput sends the value whole, in one message.
+    run.db
+        .sql
+        .execute(
+            "INSERT INTO leads (email, notes, score) VALUES ('big@example.com', repeat('x', 200000), 1)",
+            &[],
+        )
+        .await
+        .expect("insert a big lead");
+    run.sidecar
+        .wait_log("over source.max_message_size (65536 bytes): refused before reading it")
+        .await;
+    // The session reconnects (and is refused again): it is retried, not fatal.
+    eventually(
+        "the session is retried",
+        || run.sidecar.log(),
+        async || {
+            run.sidecar.assert_running();
+            run.sidecar.log().matches("max_message_size").count() >= 2
+        },
+    )
+    .await;
+    assert_eq!(run.receiver.count_to("/leads"), 0);
+    // Raised: the same lead arrives whole, once.
+    let raised = run
+        .config
+        .clone()
+        .with(|c| c.source.max_message_size = Some("1MiB".into()));
+    run.sidecar.rewrite_config(&raised.to_toml());
+    run.sidecar.restart();
+    run.db.insert_leads(2..=2).await;
+    wait_for_these_scores(&run.receiver, "/leads", 1..=2, &run.sidecar).await;
+    let big = run
+        .receiver
+        .requests_to("/leads")
+        .into_iter()
+        .find(|r| data(r)["email"] == "big@example.com")
+        .expect("the big lead");
+    assert_eq!(data(&big)["notes"].as_str().map(str::len), Some(200_000));
+}

@@ -58,6 +58,7 @@ impl ReplicationConnection {
             stream,
             read_buf: BytesMut::with_capacity(64 * 1024),
             write_buf: BytesMut::with_capacity(256),
+            max_frame: crate::config::DEFAULT_MAX_MESSAGE_SIZE as usize,
         };
         conn.startup(db).await?;
         let wants_primary =

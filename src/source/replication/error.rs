@@ -101,6 +101,13 @@ pub enum ProtocolError {
     InAnswer(String),
     #[error("truncated replication message")]
     Truncated,
+    /// A frame header announcing more than `source.max_message_size`:
+    /// refused before anything is read or reserved for it.
+    #[error(
+        "the server announced a {len}-byte message, over source.max_message_size ({limit} bytes): refused before reading it; \
+         raise source.max_message_size if a lead row can be this large"
+    )]
+    TooLarge { len: usize, limit: usize },
     #[error("unknown replication message tag {0:#04x}")]
     UnknownTag(u8),
     #[error("unexpected answer {0:#04x} to SSLRequest")]

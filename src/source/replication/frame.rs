@@ -8,7 +8,7 @@ use std::io;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use postgres_protocol::message::backend::Message;
 
-use super::error::ProtocolError;
+use super::error::{ProtocolError, ReplicationError};
 use crate::lsn::Lsn;
 
 /// CopyBothResponse, which `backend::Message::parse` does not know.
@@ -29,19 +29,29 @@ pub(super) enum Frame {
     Message(Message),
 }
 
-/// Takes one complete frame off `buf`, or `Ok(None)` if more bytes are needed.
-pub(super) fn parse_frame(buf: &mut BytesMut) -> io::Result<Option<Frame>> {
+/// Takes one complete frame off `buf`, or `Ok(None)` if more bytes are
+/// needed. A frame whose header announces more than `limit` bytes is
+/// refused as soon as its header is in, before anything is reserved for it
+/// (`Message::parse` would reserve what the header says).
+pub(super) fn parse_frame(
+    buf: &mut BytesMut,
+    limit: usize,
+) -> Result<Option<Frame>, ReplicationError> {
+    let Some(header) = buf.get(..5) else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    if len < 4 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("invalid frame length {len}"),
+        )
+        .into());
+    }
+    if len > limit {
+        return Err(ProtocolError::TooLarge { len, limit }.into());
+    }
     if buf.first() == Some(&COPY_BOTH_RESPONSE) {
-        let Some(len) = buf.get(1..5) else {
-            return Ok(None);
-        };
-        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        if len < 4 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "invalid CopyBothResponse length",
-            ));
-        }
         if buf.len() < 1 + len {
             return Ok(None);
         }

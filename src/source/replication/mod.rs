@@ -45,6 +45,8 @@ pub(crate) struct ReplicationConnection {
     read_buf: BytesMut,
     /// Reused for every outgoing message.
     write_buf: BytesMut,
+    /// The largest frame accepted (`source.max_message_size`).
+    max_frame: usize,
 }
 
 impl ReplicationConnection {
@@ -89,6 +91,12 @@ impl ReplicationConnection {
         }
     }
 
+    /// Refuses frames over `bytes` from now on (before START_REPLICATION:
+    /// the startup's own messages are small).
+    pub(crate) fn limit_messages(&mut self, bytes: u64) {
+        self.max_frame = usize::try_from(bytes).unwrap_or(usize::MAX);
+    }
+
     /// Reports `lsn` as written, flushed and applied: everything before it is
     /// handled, and the server may recycle that WAL.
     /// With `ping`, asks the server to answer at once (with a keepalive).
@@ -121,7 +129,7 @@ impl ReplicationConnection {
     /// Reads until one complete frame is buffered, then takes it off.
     async fn read_frame(&mut self) -> Result<Frame, ReplicationError> {
         loop {
-            if let Some(frame) = parse_frame(&mut self.read_buf)? {
+            if let Some(frame) = parse_frame(&mut self.read_buf, self.max_frame)? {
                 return Ok(frame);
             }
             if self.stream.read_buf(&mut self.read_buf).await? == 0 {
@@ -130,6 +138,22 @@ impl ReplicationConnection {
                     "the server closed the connection",
                 )));
             }
+        }
+    }
+}
+
+/// Takes every frame off `data` as a connection would, and decodes the
+/// pgoutput of each XLogData, until the bytes end or are invalid: what the
+/// `replication_stream` fuzz target runs.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn take_stream(data: &[u8], limit: usize) {
+    let mut buf = BytesMut::from(data);
+    while let Ok(Some(frame)) = parse_frame(&mut buf, limit) {
+        if let Frame::Message(Message::CopyData(body)) = frame
+            && let Ok(ReplicationMessage::XLogData { data, .. }) =
+                parse_copy_data(body.into_bytes())
+        {
+            let _ = crate::source::pgoutput::decode(data);
         }
     }
 }

@@ -7,6 +7,8 @@ use super::error::{AuthError, ProtocolError, ServerError, TlsError, server_error
 use super::frame::*;
 use crate::lsn::Lsn;
 
+const LIMIT: usize = 1024 * 1024;
+
 #[test]
 fn identifiers_and_literals_are_quoted_in_start_replication() {
     let command = start_replication_command("my\"slot", "it's", Lsn(0x1_0000_0010));
@@ -19,13 +21,50 @@ fn identifiers_and_literals_are_quoted_in_start_replication() {
 #[test]
 fn copy_both_response_is_taken_off_only_when_complete() {
     let mut buf = BytesMut::from(&b"W\x00\x00\x00\x07\x00\x00"[..]);
-    assert!(parse_frame(&mut buf).unwrap().is_none());
+    assert!(parse_frame(&mut buf, LIMIT).unwrap().is_none());
     buf.extend_from_slice(b"\x00d");
     assert!(matches!(
-        parse_frame(&mut buf).unwrap(),
+        parse_frame(&mut buf, LIMIT).unwrap(),
         Some(Frame::CopyBothResponse)
     ));
     assert_eq!(&buf[..], b"d", "the next frame's bytes stay buffered");
+}
+
+#[test]
+fn a_frame_announcing_more_than_the_limit_is_refused_from_its_header_before_any_reservation() {
+    // CopyData claiming 4 GiB: only the five header bytes have arrived.
+    let mut buf = BytesMut::from(&b"d\xff\xff\xff\xff"[..]);
+    let before = buf.capacity();
+    let error = parse_frame(&mut buf, LIMIT).err().expect("refused");
+    assert!(
+        matches!(
+            error,
+            ReplicationError::Protocol(ProtocolError::TooLarge {
+                len: 0xffff_ffff,
+                limit: LIMIT
+            })
+        ),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("source.max_message_size"),
+        "{error}"
+    );
+    assert_eq!(buf.capacity(), before, "nothing reserved");
+    // The same for the frame postgres-protocol does not parse, and a frame
+    // at the limit is taken as usual.
+    let mut buf = BytesMut::from(&b"W\x7f\xff\xff\xff"[..]);
+    assert!(parse_frame(&mut buf, LIMIT).is_err());
+    let mut at_limit = BytesMut::new();
+    at_limit.put_u8(b'd');
+    at_limit.put_u32(LIMIT as u32);
+    at_limit.extend_from_slice(&vec![b'k'; LIMIT - 4]);
+    assert!(matches!(
+        parse_frame(&mut at_limit, LIMIT),
+        Ok(Some(Frame::Message(Message::CopyData(_))))
+    ));
+    let mut too_short = BytesMut::from(&b"d\x00\x00\x00\x02"[..]);
+    assert!(parse_frame(&mut too_short, LIMIT).is_err());
 }
 
 #[test]
@@ -80,7 +119,7 @@ fn server_error_from(fields: &[(u8, &str)]) -> ReplicationError {
     frame.put_u8(b'E');
     frame.put_u32(4 + body.len() as u32);
     frame.extend_from_slice(&body);
-    match parse_frame(&mut frame).unwrap() {
+    match parse_frame(&mut frame, LIMIT).unwrap() {
         Some(Frame::Message(Message::ErrorResponse(body))) => server_error(&body),
         _ => panic!("not an ErrorResponse"),
     }

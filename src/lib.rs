@@ -63,7 +63,8 @@
 //!   belong to.
 //! - `shutdown`: the stop request every loop of a session listens for.
 //! - `memory`: the byte budget every stage's changes are held under.
-//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`admin`]: the status page (`/`) and `/api/status`, from a snapshot
+//!   the sidecar publishes; `/metrics`, `/healthz`, `/readyz`.
 //!
 //! And what runs it all:
 //! - [`sidecar`]: wires one session of the pipeline and reconnects when it ends.
@@ -97,6 +98,10 @@ mod shutdown;
 pub mod check;
 #[cfg(feature = "demo")]
 pub mod demo;
+/// The fuzz targets' entry points (`fuzz/`); not an API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod sidecar;
 
 /// `leadhook webhooks test`: one test event, sent as deliveries are.

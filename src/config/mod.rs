@@ -124,8 +124,9 @@ impl Config {
         )
     }
 
-    /// Parses TOML text (no environment overrides); for tests and the demo.
-    #[cfg(any(test, feature = "demo"))]
+    /// Parses TOML text (no environment overrides); for tests, the demo
+    /// and the fuzz targets.
+    #[cfg(any(test, feature = "demo", feature = "fuzzing"))]
     pub(crate) fn from_toml(text: &str) -> Result<Config, ConfigError> {
         Self::from_figment(Figment::new().merge(Toml::string(text)))
     }

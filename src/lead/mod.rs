@@ -12,7 +12,7 @@
 //!   back the values a change did not carry.
 
 mod mapping;
-mod payload;
+pub(crate) mod payload;
 mod window;
 
 use std::sync::Arc;

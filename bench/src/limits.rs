@@ -1,6 +1,9 @@
 //! The physical limits leadhook is compared with, measured in the same run:
 //! how fast PostgreSQL decodes the WAL range (pg_recvlogical), and how fast
-//! the receiver takes requests from a minimal client.
+//! the receiver takes requests: from reqwest (the client stack leadhook
+//! uses, so the ratio against it says how much leadhook adds to its own
+//! client) and from `wrk` (the lightest client here, C over epoll: the
+//! honest limit).
 
 use std::path::Path;
 use std::process::Command;
@@ -84,4 +87,51 @@ pub(crate) async fn http_rate(
         done??;
     }
     Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Requests/s `wrk` gets from the receiver at `url`: `connections`
+/// keep-alive connections over 2 threads for `seconds`, each request a POST
+/// of `body` as leadhook sends it.
+pub(crate) fn wrk_rate(
+    url: &str,
+    body: &[u8],
+    connections: usize,
+    seconds: u64,
+) -> anyhow::Result<f64> {
+    let mut script = tempfile::NamedTempFile::new()?;
+    let body = String::from_utf8_lossy(body)
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    std::io::Write::write_all(
+        &mut script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.body = \"{body}\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
+        )
+        .as_bytes(),
+    )?;
+    let output = Command::new("wrk")
+        .args(["-t", "2", "-c", &connections.to_string()])
+        .arg(format!("-d{seconds}s"))
+        .arg("-s")
+        .arg(script.path())
+        .arg(url)
+        .output()
+        .context(
+            "running wrk (the HTTP limit's lightest client): install it with `apt-get install wrk`",
+        )?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "wrk failed with {}: {text}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    if text.contains("Non-2xx") || text.contains("Socket errors") {
+        bail!("wrk saw errors from the receiver: {text}");
+    }
+    text.lines()
+        .find_map(|line| line.strip_prefix("Requests/sec:"))
+        .and_then(|rate| rate.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk's output: {text}"))
 }

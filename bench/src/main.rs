@@ -147,6 +147,13 @@ async fn throughput(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     eprintln!("throughput: HTTP limit ({CONNECTIONS} connections)...");
     sink.reset();
     let http = limits::http_rate(&sink.url("/limit"), SAMPLE_BODY, n, CONNECTIONS).await?;
+    eprintln!("throughput: HTTP limit with wrk ({CONNECTIONS} connections)...");
+    let seconds = options.wrk_seconds;
+    let wrk = tokio::task::spawn_blocking({
+        let url = sink.url("/limit");
+        move || limits::wrk_rate(&url, SAMPLE_BODY, CONNECTIONS, seconds)
+    })
+    .await??;
 
     eprintln!("throughput: leadhook...");
     sink.reset();
@@ -164,6 +171,8 @@ async fn throughput(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         decode_limit_per_second: decode,
         http_limit_per_second: http,
         ratio: rate / decode.min(http),
+        wrk_limit_per_second: wrk,
+        wrk_ratio: rate / decode.min(wrk),
     };
     Ok(())
 }

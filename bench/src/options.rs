@@ -16,6 +16,9 @@ pub(crate) struct Options {
     /// Rows per transaction when committing them.
     #[arg(long, default_value_t = 1_000)]
     pub(crate) batch: u64,
+    /// How long `wrk` measures the HTTP limit (the lightest client's).
+    #[arg(long, default_value_t = 5)]
+    pub(crate) wrk_seconds: u64,
     /// Single-row commits per second during the latency run.
     #[arg(long, default_value_t = 1_000)]
     pub(crate) latency_rate: u64,

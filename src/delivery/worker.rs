@@ -212,7 +212,10 @@ impl Worker {
                 tried,
             };
             // Also without `spool`: a pause sends the webhook to the spool.
-            let outcome = delivery.deliver(change, true).await;
+            // Boxed: the delivery's future is kilobytes (the HTTP client's
+            // state), and unboxed it would be copied into the task and out
+            // again on every spawn and completion.
+            let outcome = Box::pin(delivery.deliver(change, true)).await;
             (event, outcome)
         });
     }

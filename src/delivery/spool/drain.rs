@@ -208,7 +208,8 @@ impl Drainer {
             };
             // Not spooled again: it ends delivered or dead-lettered (or is
             // left for the next session, when this one winds down).
-            let outcome = delivery.deliver(change, false).await;
+            // Boxed for the same reason as a live delivery (see `worker`).
+            let outcome = Box::pin(delivery.deliver(change, false)).await;
             let done = (outcome != Outcome::Abandoned).then_some(row.row);
             (row.key, done, counted)
         });

@@ -7,6 +7,7 @@
 
 mod big_rows;
 mod database;
+mod http2;
 mod leadhook;
 mod limits;
 mod many;
@@ -32,14 +33,14 @@ use report::Report;
 use sink::Sink;
 
 /// What every phase runs on: set up once per run.
-struct Bench {
-    options: Options,
+pub(crate) struct Bench {
+    pub(crate) options: Options,
     /// The sidecar binary under test.
-    binary: Leadhook,
+    pub(crate) binary: Leadhook,
     /// The server's binaries, for `pg_recvlogical` (the decode limit).
     bins: PgBinaries,
-    cluster: Cluster,
-    sink: Sink,
+    pub(crate) cluster: Cluster,
+    pub(crate) sink: Sink,
 }
 
 /// Connections leadhook opens to one webhook (its default `max_in_flight`).
@@ -92,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
         match phase {
             Phase::Throughput => throughput(&bench, &mut report).await?,
             Phase::Fanout => fanout(&bench, &mut report).await?,
+            Phase::Http2 => http2::http2(&bench, &mut report).await?,
             Phase::Latency => latency(&bench, &mut report).await?,
             Phase::Backlog => backlog(&bench, &mut report).await?,
             Phase::Notify => notify(&bench, &mut report).await?,

@@ -74,6 +74,8 @@ pub(crate) struct Options {
 pub(crate) enum Phase {
     Throughput,
     Fanout,
+    /// The throughput run over HTTP/2 (h2c).
+    Http2,
     Latency,
     Backlog,
     Notify,
@@ -85,9 +87,10 @@ pub(crate) enum Phase {
 
 impl Phase {
     /// Every phase, in the order they run.
-    pub(crate) const ALL: [Phase; 9] = [
+    pub(crate) const ALL: [Phase; 10] = [
         Phase::Throughput,
         Phase::Fanout,
+        Phase::Http2,
         Phase::Latency,
         Phase::Backlog,
         Phase::Notify,

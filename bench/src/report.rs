@@ -13,6 +13,7 @@ pub(crate) struct Report {
     pub(crate) options: serde_json::Value,
     pub(crate) throughput: Throughput,
     pub(crate) fanout: Fanout,
+    pub(crate) http2: crate::http2::Http2,
     pub(crate) latency: Latency,
     pub(crate) resources: Resources,
     pub(crate) backlog: Backlog,
@@ -214,7 +215,7 @@ impl Report {
                 format!("{:.1} MiB", self.backlog.peak_rss_mib),
                 self.backlog.peak_rss_mib <= 64.0,
             )],
-            Phase::Notify => Vec::new(),
+            Phase::Notify | Phase::Http2 => Vec::new(),
             Phase::Outage => self.outage.targets(),
             Phase::Spool => self.spool.targets(),
             Phase::Many => {
@@ -265,6 +266,7 @@ impl Report {
             match phase {
                 Phase::Throughput => self.print_throughput(&row),
                 Phase::Fanout => self.print_fanout(&row),
+                Phase::Http2 => self.http2.print(&row),
                 Phase::Latency => self.print_latency(&row),
                 Phase::Backlog => self.print_backlog(&row),
                 Phase::Notify => self.print_notify(&row),

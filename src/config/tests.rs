@@ -375,6 +375,29 @@ fn a_lost_slot_is_recreated_unless_told_to_stop_and_its_gap_bounded_by_changed_a
 }
 
 #[test]
+fn http2_is_auto_unless_set_and_only_auto_always_or_never() {
+    let config = |value: &str| {
+        Config::from_toml(&format!(
+            "[database]\nurl = \"postgres://x@h/db\"\n[[webhooks]]\nname = \"a\"\nurl = \"https://a.example/\"\n{value}"
+        ))
+    };
+    assert_eq!(config("").unwrap().webhooks[0].http2, Http2::Auto);
+    assert_eq!(
+        config("http2 = \"always\"").unwrap().webhooks[0].http2,
+        Http2::Always
+    );
+    assert_eq!(
+        config("http2 = \"never\"").unwrap().webhooks[0].http2,
+        Http2::Never
+    );
+    let error = config("http2 = \"sometimes\"").unwrap_err();
+    assert!(
+        error.to_string().contains("sometimes") && error.to_string().contains("always"),
+        "{error}"
+    );
+}
+
+#[test]
 fn max_message_size_defaults_to_256_mib_and_refuses_what_ordinary_messages_exceed() {
     let config = Config::from_toml("[database]\nurl = \"postgres://x@h/db\"\n").unwrap();
     assert_eq!(config.source.max_message_size, 256 * 1024 * 1024);

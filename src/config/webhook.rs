@@ -47,6 +47,29 @@ pub(crate) struct WebhookConfig {
     /// Gets every existing lead when it is first configured (a backfill
     /// run filed once for its name; see `backfill`).
     pub(crate) backfill: bool,
+    /// Which HTTP version its requests use.
+    pub(crate) http2: Http2,
+}
+
+/// `http2`: whether a webhook's requests go over HTTP/2, where many share
+/// one connection (fewer connections and syscalls than HTTP/1.1's one
+/// request at a time per connection).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Http2 {
+    /// HTTP/2 when the endpoint offers it in the TLS handshake (ALPN), else
+    /// HTTP/1.1; plain `http://` is HTTP/1.1.
+    #[default]
+    Auto,
+    /// HTTP/2 only: over TLS without asking, and over plain `http://` with
+    /// prior knowledge (h2c). An endpoint without it fails to connect.
+    Always,
+    /// HTTP/1.1 only.
+    Never,
+}
+
+impl Http2 {
+    pub(crate) const ALL: [Http2; 3] = [Http2::Auto, Http2::Always, Http2::Never];
 }
 
 /// Where a webhook was configured.
@@ -117,6 +140,7 @@ impl WebhookConfig {
         note(self.filter != before.filter, "filter");
         note(self.origin != before.origin, "origin");
         note(self.backfill != before.backfill, "backfill");
+        note(self.http2 != before.http2, "http2");
         note(
             self.public_only != before.public_only,
             "allow_private_networks",
@@ -161,6 +185,7 @@ pub(super) struct WebhookFile {
     filter: Option<BTreeMap<String, serde_json::Value>>,
     /// Deliver every existing lead to it once, when it is first configured.
     backfill: Option<bool>,
+    http2: Option<Http2>,
 }
 
 impl WebhookFile {
@@ -192,6 +217,7 @@ impl WebhookFile {
             max_retained_wal: None,
             filter: row.filter,
             backfill: Some(row.backfill),
+            http2: None,
         }
     }
 
@@ -281,6 +307,7 @@ impl WebhookFile {
             filter: filter?,
             public_only: false,
             backfill: self.backfill.unwrap_or(false),
+            http2: self.http2.unwrap_or_default(),
         })
     }
 }

@@ -213,15 +213,12 @@ pub(crate) fn check_host(url: &reqwest::Url) -> Result<(), String> {
     }
 }
 
-/// The webhook client ([`super::http_client`]) for untrusted webhooks: the
-/// same settings, with [`PublicOnly`] as its resolver, and no proxy from
+/// The webhook client's settings (`clients::http_client`) made fit for
+/// untrusted webhooks: [`PublicOnly`] as its resolver, and no proxy from
 /// the environment (through a proxy the resolver would only judge the
 /// proxy's address, not the webhook's).
-pub(crate) fn public_only_client() -> Result<reqwest::Client, reqwest::Error> {
-    super::client_builder()
-        .dns_resolver(Arc::new(PublicOnly))
-        .no_proxy()
-        .build()
+pub(crate) fn guarded(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+    builder.dns_resolver(Arc::new(PublicOnly)).no_proxy()
 }
 
 #[cfg(test)]

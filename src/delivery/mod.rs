@@ -11,6 +11,7 @@
 //! backlog is not held in memory.
 
 pub(crate) mod activity;
+pub(crate) mod clients;
 mod deliver;
 mod ending;
 mod gate;
@@ -37,6 +38,7 @@ use tokio::task::JoinSet;
 use crate::checkpoint::{Checkpoint, Targets, TxSeq};
 use crate::config::{DeliveryConfig, SigningKey, WebhookConfig};
 use crate::dead_letter::DeadLetterStore;
+use clients::Clients;
 use deliver::Delivery;
 pub(crate) use ending::Ending;
 use gate::Gate;
@@ -204,13 +206,11 @@ impl Webhook {
     }
 }
 
-/// The webhooks that receive `save_lead`, and the shared HTTP client.
+/// The webhooks that receive `save_lead`, and the shared HTTP clients.
 #[derive(Debug, Clone)]
 pub(crate) struct Webhooks {
     hooks: Arc<[Arc<Webhook>]>,
-    client: reqwest::Client,
-    /// For webhooks that may not reach private networks (registry rows).
-    public_client: reqwest::Client,
+    clients: Clients,
     pauses: Pauses,
 }
 
@@ -219,8 +219,7 @@ impl Webhooks {
     pub(crate) fn new(pauses: Pauses) -> Result<Webhooks, DeliveryError> {
         Ok(Webhooks {
             hooks: Arc::new([]),
-            client: http_client()?,
-            public_client: guard::public_only_client()?,
+            clients: Clients::new()?,
             pauses,
         })
     }
@@ -240,8 +239,7 @@ impl Webhooks {
             .collect();
         Webhooks {
             hooks: hooks.into(),
-            client: self.client.clone(),
-            public_client: self.public_client.clone(),
+            clients: self.clients.clone(),
             pauses: self.pauses.clone(),
         }
     }
@@ -310,10 +308,7 @@ impl Webhooks {
                     index,
                     delivery: Arc::new(Delivery {
                         hook: hook.clone(),
-                        client: match hook.config.public_only {
-                            true => self.public_client.clone(),
-                            false => self.client.clone(),
-                        },
+                        client: self.clients.of(&hook.config).clone(),
                         dead_letters: session.dead_letters.clone(),
                         ending: session.ending.clone(),
                     }),
@@ -466,20 +461,4 @@ impl Dispatcher {
             i != index && !self.checkpoint.is_lagging(i) && queue.capacity() >= QUEUE / 2
         })
     }
-}
-
-pub(crate) fn http_client() -> Result<reqwest::Client, reqwest::Error> {
-    client_builder().build()
-}
-
-/// The one place the webhook client's settings live: [`http_client`] builds
-/// it as is, and `guard::public_only_client` adds its resolver on top, so
-/// the two never drift apart.
-fn client_builder() -> reqwest::ClientBuilder {
-    crate::database::install_crypto_provider();
-    reqwest::Client::builder()
-        .user_agent(concat!("leadhook/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none())
-        .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(30))
 }

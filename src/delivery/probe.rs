@@ -14,7 +14,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{HeaderMap, HeaderValue, LOCATION};
 
-use super::{Webhook, http_client, request};
+use super::clients::http_client;
+use super::{Webhook, request};
 use crate::config::{Config, WebhookConfig};
 
 /// How much of an answer's body is shown: enough for an error message,
@@ -63,11 +64,7 @@ pub async fn test(config: &Config, name: &str, out: &mut impl Write) -> Result<b
 /// may not reach private networks is sent through the guarded client.
 pub(crate) async fn send(found: &WebhookConfig, out: &mut impl Write) -> Result<bool, ProbeError> {
     let hook = Webhook::new(found, &Default::default());
-    let client = match found.public_only {
-        true => super::guard::public_only_client(),
-        false => http_client(),
-    }
-    .map_err(ProbeError::Client)?;
+    let client = http_client(found.public_only, found.http2).map_err(ProbeError::Client)?;
     let id = test_id(SystemTime::now());
     let payload = crate::lead::sample_payload();
     let request = request::build(&hook, &client, &id, &payload)
@@ -440,7 +437,7 @@ mod tests {
     }
 
     async fn error_of(url: String) -> reqwest::Error {
-        let client = http_client().unwrap();
+        let client = http_client(false, Default::default()).unwrap();
         client.post(url).send().await.unwrap_err()
     }
 

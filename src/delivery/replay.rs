@@ -39,10 +39,7 @@ pub(crate) async fn replay(
 ) -> Result<ReplayReport, DeadLetterError> {
     let (sql, rows) = select(config, "id, webhook, webhook_id, payload", webhook, id).await?;
     let table = table(&config.database.schema);
-    let clients = (
-        crate::delivery::http_client()?,
-        super::guard::public_only_client()?,
-    );
+    let clients = super::clients::Clients::new()?;
     let mut hooks: HashMap<String, Result<Webhook, String>> = HashMap::new();
     let mut report = ReplayReport::default();
     for row in rows {
@@ -61,11 +58,7 @@ pub(crate) async fn replay(
         };
         let header = reqwest::header::HeaderValue::from_str(&webhook_id)
             .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("invalid"));
-        let client = if hook.config.public_only {
-            &clients.1
-        } else {
-            &clients.0
-        };
+        let client = clients.of(&hook.config);
         match request::attempt(hook, client, &header, &Bytes::from(payload)).await {
             Ok(()) => {
                 sql.execute(&format!("DELETE FROM {table} WHERE id = $1"), &[&row_id])

@@ -145,6 +145,9 @@ pub struct Webhook {
     pub secret: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backfill: Option<bool>,
+    /// "auto", "always" or "never".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http2: Option<String>,
     #[serde(flatten)]
     pub delivery: Delivery,
     /// Column → a value or a list of values (strings, numbers, booleans).

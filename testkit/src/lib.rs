@@ -18,6 +18,7 @@
 //! - [`payload`] and [`metrics`]: reading what arrived and what `/metrics` says.
 //! - [`prometheus`]: a real Prometheus scraping the sidecars, and `promtool`.
 //! - [`browser`]: headless Chromium, loading a page as a person would.
+//! - [`pki`]: a CA and a server certificate, for TLS servers in tests.
 //!
 //! It knows leadhook only from the outside (SQL, HTTP, the config file, the
 //! process), so the product can use it for its demo without a cycle.
@@ -28,6 +29,7 @@ pub mod config;
 pub mod database;
 pub mod metrics;
 pub mod payload;
+pub mod pki;
 pub mod prometheus;
 pub mod receiver;
 pub mod scenario;

@@ -15,6 +15,7 @@ mod engine;
 mod failover;
 mod filters;
 mod histories;
+mod http2;
 mod memory;
 mod notify;
 mod observability;

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-pub(crate) use leadhook_testkit::cluster::{Cluster, ClusterOptions, WalLevel, give_to_server};
+pub(crate) use leadhook_testkit::cluster::{Cluster, ClusterOptions, WalLevel};
 pub(crate) use leadhook_testkit::config::{Column, Log, SidecarConfig, Webhook};
 pub(crate) use leadhook_testkit::database::{
     TestDb, connect, insert_leads, insert_leads_in_one_transaction, slot_confirmed_past,

@@ -1,56 +1,23 @@
 //! `sslmode` on both connections, against a cluster serving a certificate
 //! signed by a CA made in the test.
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use leadhook_testkit::pki::Pki;
 
 use crate::support::*;
 
-/// A CA, and a server certificate it signed for `localhost` and 127.0.0.1.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        let server_key = KeyPair::generate().unwrap();
-        let server = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .unwrap()
-            .signed_by(&server_key, &ca)
-            .unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        std::fs::write(dir.path().join("server.crt"), server.pem()).unwrap();
-        std::fs::write(dir.path().join("server.key"), server_key.serialize_pem()).unwrap();
-        // The server runs as `postgres` when we are root: it must read the
-        // files, and insists its key is private to it.
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::set_permissions(
-            dir.path().join("server.key"),
-            std::fs::Permissions::from_mode(0o600),
-        )
-        .unwrap();
-        give_to_server(&dir.path().join("server.key")).unwrap();
-        Pki { dir }
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-
-    fn cluster(&self) -> Cluster {
-        start_cluster(
-            ClusterOptions::default()
-                .setting("ssl", "on")
-                .setting("ssl_cert_file", self.path("server.crt"))
-                .setting("ssl_key_file", self.path("server.key")),
-        )
-    }
+/// A cluster serving `pki`'s server certificate.
+fn tls_cluster(pki: &Pki) -> Cluster {
+    start_cluster(
+        ClusterOptions::default()
+            .setting("ssl", "on")
+            .setting(
+                "ssl_cert_file",
+                pki.path("server.crt").display().to_string(),
+            )
+            .setting("ssl_key_file", pki.path("server.key").display().to_string()),
+    )
 }
 
 /// Whether the sidecar's SQL and replication connections both use TLS.
@@ -73,7 +40,7 @@ async fn leadhook_connections_use_tls(db: &TestDb) -> (bool, bool) {
 }
 
 async fn streams_over_tls(pki: &Pki, cluster: &Cluster, query: &str) {
-    let tls = query.replace("ROOT", &pki.path("ca.pem"));
+    let tls = query.replace("ROOT", &pki.path("ca.pem").display().to_string());
     let Running {
         db,
         receiver,
@@ -103,7 +70,7 @@ async fn streams_over_tls(pki: &Pki, cluster: &Cluster, query: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sslmode_require_and_verify_full_encrypt_both_connections() {
     let pki = Pki::new();
-    let cluster = pki.cluster();
+    let cluster = tls_cluster(&pki);
     streams_over_tls(&pki, &cluster, "?sslmode=require").await;
     streams_over_tls(&pki, &cluster, "?sslmode=verify-full&sslrootcert=ROOT").await;
 }
@@ -112,13 +79,13 @@ async fn sslmode_require_and_verify_full_encrypt_both_connections() {
 async fn verify_full_refuses_a_server_whose_certificate_it_cannot_trust() {
     let pki = Pki::new();
     let other = Pki::new();
-    let cluster = pki.cluster();
+    let cluster = tls_cluster(&pki);
     let db = TestDb::create(&cluster, "tls_bad").await;
     let config = db.config().with(|c| {
         c.database.url = format!(
             "{}?sslmode=verify-full&sslrootcert={}",
             db.url,
-            other.path("ca.pem")
+            other.path("ca.pem").display()
         );
     });
     let Finished { code, stdout, .. } = leadhook().run(&config.to_toml(), &["check"], &[]);

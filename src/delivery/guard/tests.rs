@@ -4,7 +4,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::*;
-use crate::delivery::http_client;
+use crate::config::Http2;
+use crate::delivery::clients::http_client;
 use crate::delivery::request::unanswered;
 use crate::delivery::retry::Failure;
 
@@ -203,7 +204,7 @@ async fn the_public_only_client_refuses_a_name_for_loopback_that_the_ordinary_cl
     let port = ok_server().await;
     let target = format!("http://localhost:{port}/");
 
-    let reached = http_client()
+    let reached = http_client(false, Http2::Auto)
         .expect("client")
         .get(&target)
         .send()
@@ -211,7 +212,7 @@ async fn the_public_only_client_refuses_a_name_for_loopback_that_the_ordinary_cl
         .expect("the ordinary client reaches the server");
     assert_eq!(reached.status(), 200);
 
-    let error = public_only_client()
+    let error = http_client(true, Http2::Auto)
         .expect("client")
         .get(&target)
         .send()

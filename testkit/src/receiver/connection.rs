@@ -37,6 +37,37 @@ impl axum::serve::Listener for KillableListener {
     }
 }
 
+/// [`KillableListener`] with a TLS handshake on each connection; one that
+/// fails it is dropped and the next is accepted.
+pub(super) struct TlsListener {
+    inner: KillableListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl TlsListener {
+    pub(super) fn new(inner: KillableListener, acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        TlsListener { inner, acceptor }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<Connection>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, SocketAddr) {
+        loop {
+            let (connection, addr) = axum::serve::Listener::accept(&mut self.inner).await;
+            if let Ok(tls) = self.acceptor.accept(connection).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        axum::serve::Listener::local_addr(&self.inner)
+    }
+}
+
 /// A TcpStream whose I/O fails once the receiver is stopped, so hyper drops
 /// idle keep-alive connections too, which a plain abort would leave open.
 pub(super) struct Connection {

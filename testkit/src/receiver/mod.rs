@@ -142,11 +142,15 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// A webhook receiver serving HTTP/1.1 on 127.0.0.1 that records every request.
+/// A webhook receiver on 127.0.0.1 that records every request: HTTP/1.1,
+/// and HTTP/2 with prior knowledge; or over TLS ([`Receiver::start_tls`]),
+/// offering h2 and http/1.1 by ALPN.
 pub struct Receiver {
     shared: Arc<Shared>,
     /// Kept so `start_again` rebinds exactly this port.
     addr: SocketAddr,
+    /// Serves TLS with this when set.
+    tls: Option<tokio_rustls::TlsAcceptor>,
     /// The accept loop while up; None while stopped.
     server: Option<JoinHandle<()>>,
 }
@@ -173,11 +177,27 @@ impl Receiver {
         Self::start_keeping(port, false)
     }
 
+    /// Like [`Self::start`], over TLS with `pki`'s server certificate,
+    /// offering HTTP/2 and HTTP/1.1 by ALPN; [`Self::url`] is `https://`.
+    pub async fn start_tls(port: u16, pki: &crate::pki::Pki) -> io::Result<Receiver> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(pki.server_config(&["h2", "http/1.1"]));
+        Self::start_with(port, true, Some(acceptor))
+    }
+
     fn start_keeping(port: u16, keep_requests: bool) -> io::Result<Receiver> {
+        Self::start_with(port, keep_requests, None)
+    }
+
+    fn start_with(
+        port: u16,
+        keep_requests: bool,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> io::Result<Receiver> {
         let listener = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
         let mut receiver = Receiver {
             shared: Arc::new(Shared::new(keep_requests)),
             addr: listener.local_addr()?,
+            tls,
             server: None,
         };
         receiver.serve(listener);
@@ -205,7 +225,8 @@ impl Receiver {
     /// `http://127.0.0.1:PORT/path` (a missing leading '/' is added).
     pub fn url(&self, path: &str) -> String {
         let slash = if path.starts_with('/') { "" } else { "/" };
-        format!("http://{}{slash}{path}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{slash}{path}", self.addr)
     }
 
     /// Every request so far, all paths, in arrival order.
@@ -329,8 +350,14 @@ impl Receiver {
         let app = Router::new()
             .fallback(handle)
             .with_state(Arc::clone(&self.shared));
+        let tls = self.tls.clone();
         self.server = Some(tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = match tls {
+                Some(acceptor) => {
+                    axum::serve(connection::TlsListener::new(listener, acceptor), app).await
+                }
+                None => axum::serve(listener, app).await,
+            };
         }));
     }
 }
@@ -364,6 +391,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     };
     let request = ReceivedRequest {
         method: parts.method.to_string(),
+        version: format!("{:?}", parts.version),
         path: parts.uri.path().to_owned(),
         headers: parts
             .headers

@@ -10,6 +10,8 @@ use bytes::Bytes;
 pub struct ReceivedRequest {
     /// Uppercase, e.g. "POST".
     pub method: String,
+    /// "HTTP/1.1" or "HTTP/2.0".
+    pub version: String,
     /// The URI path, without the query string.
     pub path: String,
     /// Lowercased names, in the order the server parsed them; repeated

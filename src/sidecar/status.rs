@@ -59,6 +59,10 @@ impl Reporter {
             {
                 let table = dead_letter_table(&self.schema);
                 dead_letters = crate::registry::list::counts(client, &table).await.ok();
+                if dead_letters.is_none() {
+                    // Connect again next time (a standby never refreshes the table).
+                    sql = None;
+                }
             }
             self.board.publish(snapshot(
                 &wanted,

@@ -12,9 +12,8 @@ use crate::setup::prerequisites;
 /// Prints the findings; returns whether everything needed is in place.
 pub async fn check(config: &Config, out: &mut impl Write) -> io::Result<bool> {
     let mut problems = Vec::new();
-    match Webhooks::new(Pauses::default()) {
-        Ok(none) => {
-            let webhooks = none.rebuilt(&config.webhooks);
+    match Webhooks::new(Pauses::default()).rebuilt(&config.webhooks) {
+        Ok(webhooks) => {
             for hook in webhooks.describe() {
                 writeln!(out, "ok       webhook {hook}")?;
             }

@@ -68,7 +68,7 @@ pub async fn run(
     )?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (bound, admin) = tokio::sync::oneshot::channel();
-    let sidecar = tokio::spawn(crate::sidecar::run(
+    let mut sidecar = tokio::spawn(crate::sidecar::run(
         config,
         None,
         async {
@@ -76,9 +76,11 @@ pub async fn run(
         },
         Some(bound),
     ));
-    let admin = admin
-        .await
-        .context("the sidecar stopped before its admin endpoint listened")?;
+    let Ok(admin) = admin.await else {
+        // It ended before listening: say why.
+        sidecar.await.context("the sidecar task failed")??;
+        bail!("the sidecar stopped before its admin endpoint listened");
+    };
     writeln!(
         out,
         "  status page on http://{admin}/ (up while the demo runs)"
@@ -115,6 +117,11 @@ pub async fn run(
         loop {
             tokio::select! {
                 () = &mut until => break,
+                // Not while it should run: its page would freeze unexplained.
+                ended = &mut sidecar => {
+                    ended.context("the sidecar task failed")??;
+                    bail!("the sidecar stopped while the demo was running");
+                }
                 request = arrivals.recv() => match request {
                     Ok(request) => {
                         n += 1;

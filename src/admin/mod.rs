@@ -75,6 +75,8 @@ impl Health {
 
     pub(crate) fn not_ready(&self, reason: impl Into<String>) {
         *self.lock() = Some(reason.into());
+        // Measured by a session that is over: not this instance's lag now.
+        self.lag_bytes.store(u64::MAX, Ordering::Relaxed);
         metrics::gauge!("leadhook_source_connected").set(0.0);
     }
 

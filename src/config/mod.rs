@@ -42,7 +42,7 @@ pub(crate) use source::{
     DEFAULT_MAX_MESSAGE_SIZE, DatabaseConfig, OnSlotLost, Shard, SourceConfig, SourceMode,
     TableName,
 };
-pub(crate) use webhook::{Http2, Origin, SigningKey, WebhookConfig, WebhookRow};
+pub(crate) use webhook::{Http2, Origin, SigningKey, WebhookConfig, WebhookRow, shown_url};
 
 use delivery::validate_policy;
 use registry::RegistryFile;

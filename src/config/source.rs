@@ -85,8 +85,8 @@ pub(crate) struct SourceConfig {
 }
 
 /// `source.max_message_size` unless set: a lead row of 256 MiB is far past
-/// any real one (PostgreSQL's limit is 1 GB per value), and the memory
-/// budget would refuse it anyway.
+/// any real one, and well under PostgreSQL's 1 GB per value, so no row a
+/// server can send in practice is refused; a header claiming gigabytes is.
 pub(crate) const DEFAULT_MAX_MESSAGE_SIZE: u64 = 256 * 1024 * 1024;
 /// Below this, ordinary messages (a keepalive, a relation) would be refused.
 const MIN_MAX_MESSAGE_SIZE: u64 = 64 * 1024;

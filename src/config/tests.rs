@@ -375,6 +375,21 @@ fn a_lost_slot_is_recreated_unless_told_to_stop_and_its_gap_bounded_by_changed_a
 }
 
 #[test]
+fn a_shown_url_keeps_scheme_host_port_and_the_first_path_segment_only() {
+    let shown = |text: &str| shown_url(&reqwest::Url::parse(text).unwrap());
+    assert_eq!(
+        shown("https://user:pw@hooks.slack.com/services/T0/B0/s3cret?x=y"),
+        "https://hooks.slack.com/services/…"
+    );
+    assert_eq!(
+        shown("http://127.0.0.1:8080/leads"),
+        "http://127.0.0.1:8080/leads"
+    );
+    assert_eq!(shown("https://a.example"), "https://a.example/");
+    assert_eq!(shown("https://a.example/x/?t=1"), "https://a.example/x/…");
+}
+
+#[test]
 fn http2_is_auto_unless_set_and_only_auto_always_or_never() {
     let config = |value: &str| {
         Config::from_toml(&format!(

@@ -51,6 +51,26 @@ pub(crate) struct WebhookConfig {
     pub(crate) http2: Http2,
 }
 
+/// Scheme, host, port and the path's first segment, the rest masked: what
+/// logs and pages may show of a URL. Credentials, the query and the rest
+/// of the path may hold secrets (Slack's and Zapier's hooks carry their
+/// token in the path).
+pub(crate) fn shown_url(url: &Url) -> String {
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let host = url.host_str().unwrap_or_default();
+    let path = url.path();
+    let first = path[1.min(path.len())..]
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let rest = if path.len() > first.len() + 1 {
+        "/…"
+    } else {
+        ""
+    };
+    format!("{}://{host}{port}/{first}{rest}", url.scheme())
+}
+
 /// `http2`: whether a webhook's requests go over HTTP/2, where many share
 /// one connection (fewer connections and syscalls than HTTP/1.1's one
 /// request at a time per connection).
@@ -97,13 +117,9 @@ impl fmt::Display for Origin {
 }
 
 impl WebhookConfig {
-    /// Scheme, host, port and path only: what logs and pages may show of
-    /// the URL (its credentials and query may hold secrets).
+    /// What logs and pages may show of the URL: see [`shown_url`].
     pub(crate) fn shown_url(&self) -> String {
-        let url = self.url.expose();
-        let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
-        let host = url.host_str().unwrap_or_default();
-        format!("{}://{host}{port}{}", url.scheme(), url.path())
+        shown_url(self.url.expose())
     }
 
     /// Whether this webhook gets `save_lead` deliveries at all.

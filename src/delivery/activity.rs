@@ -15,7 +15,7 @@ use super::retry::Failure;
 /// minute and the ones before it.
 pub(crate) const WINDOW_MINUTES: usize = 5;
 /// The slowest lag the quantiles tell apart (longer ones count as this).
-const MAX_LAG: Duration = Duration::from_secs(24 * 3600);
+const MAX_LAG: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Default)]
 pub(crate) struct Activity(Mutex<Record>);
@@ -42,9 +42,20 @@ struct Minute {
     number: u64,
     delivered: u64,
     failed: u64,
-    /// Commit-to-delivery lag of the changes delivered, in microseconds
-    /// (two significant digits: p99 to within 1 %).
-    lag: Histogram<u32>,
+    /// Commit-to-delivery lag of the changes delivered, in microseconds,
+    /// to one significant digit (within 10 %: a page's figure, 2 KiB);
+    /// made at the minute's first delivery.
+    lag: Option<Histogram<u32>>,
+}
+
+impl Minute {
+    fn lag(&mut self) -> Option<&mut Histogram<u32>> {
+        if self.lag.is_none() {
+            let micros = u64::try_from(MAX_LAG.as_micros()).unwrap_or(u64::MAX);
+            self.lag = Histogram::new_with_bounds(1, micros, 1).ok();
+        }
+        self.lag.as_mut()
+    }
 }
 
 /// The window's figures, as shown.
@@ -59,34 +70,30 @@ pub(crate) struct Recent {
 }
 
 impl Activity {
-    /// One attempt, as it ended.
-    pub(crate) fn record(&self, outcome: Result<(), &Failure>) {
-        let now = SystemTime::now();
-        let Ok(mut record) = self.0.lock() else {
-            return;
-        };
-        match outcome {
-            Ok(()) => record.last.success = Some(now),
-            Err(failure) => {
-                record.last.failure = Some((now, short(failure)));
-                if let Some(minute) = record.minute(now) {
-                    minute.failed += 1;
-                }
-            }
-        }
-    }
-
-    /// A change delivered, `lag` after its commit.
+    /// A change delivered, `lag` after its commit: the attempt succeeded.
     pub(crate) fn delivered(&self, lag: Duration) {
         let now = SystemTime::now();
         let Ok(mut record) = self.0.lock() else {
             return;
         };
-        if let Some(minute) = record.minute(now) {
-            minute.delivered += 1;
-            let micros = u64::try_from(lag.min(MAX_LAG).as_micros()).unwrap_or(u64::MAX);
-            minute.lag.saturating_record(micros.max(1));
+        record.last.success = Some(now);
+        let minute = record.minute(now);
+        minute.delivered += 1;
+        let micros = u64::try_from(lag.min(MAX_LAG).as_micros()).unwrap_or(u64::MAX);
+        if let Some(histogram) = minute.lag() {
+            histogram.saturating_record(micros.max(1));
         }
+    }
+
+    /// An attempt that failed.
+    pub(crate) fn failed(&self, failure: &Failure) {
+        let now = SystemTime::now();
+        let reason = short(failure);
+        let Ok(mut record) = self.0.lock() else {
+            return;
+        };
+        record.last.failure = Some((now, reason));
+        record.minute(now).failed += 1;
     }
 
     pub(crate) fn last(&self) -> Last {
@@ -111,11 +118,12 @@ impl Activity {
             }
             recent.delivered += minute.delivered;
             recent.failed += minute.failed;
-            match &mut lag {
-                None => lag = Some(minute.lag.clone()),
-                Some(all) => {
-                    // Same bounds and precision: adding cannot fail.
-                    let _ = all.add(&minute.lag);
+            match (&mut lag, &minute.lag) {
+                (_, None) => {}
+                (None, Some(one)) => lag = Some(one.clone()),
+                // Same bounds and precision: adding cannot fail.
+                (Some(all), Some(one)) => {
+                    let _ = all.add(one);
                 }
             }
         }
@@ -129,19 +137,18 @@ impl Activity {
 
 impl Record {
     /// The slot of `now`'s minute, emptied first if it held an older one.
-    fn minute(&mut self, now: SystemTime) -> Option<&mut Minute> {
+    fn minute(&mut self, now: SystemTime) -> &mut Minute {
         let number = minute_number(now);
         let slot = &mut self.minutes[(number % WINDOW_MINUTES as u64) as usize];
         if slot.as_ref().is_none_or(|m| m.number != number) {
-            let micros = u64::try_from(MAX_LAG.as_micros()).unwrap_or(u64::MAX);
             *slot = Some(Minute {
                 number,
                 delivered: 0,
                 failed: 0,
-                lag: Histogram::new_with_bounds(1, micros, 2).ok()?,
+                lag: None,
             });
         }
-        slot.as_mut()
+        slot.get_or_insert_with(|| unreachable!("filled above"))
     }
 }
 
@@ -170,14 +177,14 @@ mod tests {
             activity.delivered(Duration::from_millis(ms));
         }
         let failure = Failure::Timeout;
-        activity.record(Err(&failure));
-        activity.record(Ok(()));
+        activity.failed(&failure);
         let recent = activity.recent();
         assert_eq!((recent.delivered, recent.failed), (100, 1));
         let p50 = recent.lag_p50.expect("a p50").as_secs_f64();
         let p99 = recent.lag_p99.expect("a p99").as_secs_f64();
-        assert!((0.049..=0.051).contains(&p50), "p50 {p50}");
-        assert!((0.098..=0.1).contains(&p99), "p99 {p99}");
+        // One significant digit: within 10 %.
+        assert!((0.045..=0.055).contains(&p50), "p50 {p50}");
+        assert!((0.09..=0.11).contains(&p99), "p99 {p99}");
         let last = activity.last();
         assert!(last.success.is_some());
         assert_eq!(last.failure.map(|f| f.1), Some(failure.to_string()));
@@ -187,7 +194,7 @@ mod tests {
     fn a_minute_older_than_the_window_is_not_counted() {
         let mut record = Record::default();
         let long_ago = SystemTime::now() - Duration::from_secs(60 * WINDOW_MINUTES as u64);
-        record.minute(long_ago).expect("a slot").delivered = 7;
+        record.minute(long_ago).delivered = 7;
         let activity = Activity(Mutex::new(record));
         assert_eq!(activity.recent().delivered, 0);
         activity.delivered(Duration::from_millis(3));

@@ -3,35 +3,32 @@
 //! policy (`http2`), each with its own connection pool, so a webhook's
 //! connections are never reused under another rule.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::config::{Http2, WebhookConfig};
 
-/// Every client, built once per process (a build loads the trusted roots).
-#[derive(Debug, Clone)]
+/// Every client, each built when a webhook first needs it (a build loads
+/// the trusted roots, and each pool costs memory), then shared.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Clients {
     /// Indexed by [`slot`].
-    clients: [reqwest::Client; 6],
+    built: Arc<[OnceLock<reqwest::Client>; SLOTS]>,
 }
 
-impl Clients {
-    pub(crate) fn new() -> Result<Clients, reqwest::Error> {
-        let build = |index: usize| http_client(index >= 3, Http2::ALL[index % 3]);
-        Ok(Clients {
-            clients: [
-                build(0)?,
-                build(1)?,
-                build(2)?,
-                build(3)?,
-                build(4)?,
-                build(5)?,
-            ],
-        })
-    }
+/// Network rules × version policies.
+const SLOTS: usize = 2 * Http2::ALL.len();
 
-    /// The client `hook`'s requests go through.
-    pub(crate) fn of(&self, hook: &WebhookConfig) -> &reqwest::Client {
-        &self.clients[slot(hook.public_only, hook.http2)]
+impl Clients {
+    /// The client `hook`'s requests go through, built if it is the first
+    /// webhook under its rule and policy.
+    pub(crate) fn of(&self, hook: &WebhookConfig) -> Result<reqwest::Client, reqwest::Error> {
+        let slot = &self.built[slot(hook.public_only, hook.http2)];
+        if let Some(client) = slot.get() {
+            return Ok(client.clone());
+        }
+        let client = http_client(hook.public_only, hook.http2)?;
+        Ok(slot.get_or_init(|| client).clone())
     }
 }
 
@@ -41,7 +38,7 @@ fn slot(public_only: bool, http2: Http2) -> usize {
         Http2::Always => 1,
         Http2::Never => 2,
     };
-    usize::from(public_only) * 3 + version
+    usize::from(public_only) * Http2::ALL.len() + version
 }
 
 /// A client for webhooks under this rule and version policy; the one place
@@ -57,10 +54,18 @@ pub(crate) fn http_client(
         .redirect(reqwest::redirect::Policy::none())
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(30));
+    // A timed-out request resets only its stream: without pings a dead
+    // HTTP/2 connection would keep taking every request to its host.
+    let h2 = |builder: reqwest::ClientBuilder| {
+        builder
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .http2_keep_alive_timeout(Duration::from_secs(5))
+            .http2_keep_alive_while_idle(true)
+    };
     let builder = match http2 {
         // Offers h2 and http/1.1 in ALPN; plain http is HTTP/1.1.
-        Http2::Auto => builder,
-        Http2::Always => builder.http2_prior_knowledge(),
+        Http2::Auto => h2(builder),
+        Http2::Always => h2(builder).http2_prior_knowledge(),
         Http2::Never => builder.http1_only(),
     };
     match public_only {
@@ -79,19 +84,22 @@ mod tests {
             .into_iter()
             .flat_map(|public| Http2::ALL.map(|v| slot(public, v)))
             .collect();
-        assert_eq!(slots, (0..6).collect());
-        assert_eq!(
-            slot(false, Http2::Auto),
-            0,
-            "Clients::new builds slot i as i"
-        );
-        assert_eq!(slot(true, Http2::Never), 5);
-        let started = std::time::Instant::now();
-        Clients::new().expect("the clients");
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{:?}",
-            started.elapsed()
-        );
+        assert_eq!(slots, (0..SLOTS).collect());
+    }
+
+    #[test]
+    fn a_client_is_built_once_and_only_for_what_a_webhook_needs() {
+        let config = crate::config::Config::from_toml(
+            "[database]\nurl = \"postgres://x@h/db\"\n[[webhooks]]\nname = \"a\"\nurl = \"https://a.example/\"\nhttp2 = \"never\"\n",
+        )
+        .expect("a config");
+        let clients = Clients::default();
+        let hook = &config.webhooks[0];
+        clients.of(hook).expect("a client");
+        clients.of(hook).expect("the same client");
+        let built: Vec<usize> = (0..SLOTS)
+            .filter(|i| clients.built[*i].get().is_some())
+            .collect();
+        assert_eq!(built, [slot(false, Http2::Never)]);
     }
 }

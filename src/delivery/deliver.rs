@@ -114,7 +114,10 @@ impl Delivery {
                             hook.activity.delivered(age);
                             break Outcome::Delivered;
                         }
-                        Err(failure) => failure,
+                        Err(failure) => {
+                            hook.activity.failed(&failure);
+                            failure
+                        }
                     };
                     failed = true;
                     let next = retry::next(&hook.policy, &failure, tried, fastrand::f64());

@@ -151,7 +151,7 @@ fn list(addresses: &[IpAddr]) -> String {
         .join(", ")
 }
 
-/// The resolver of [`public_only_client`]: the system's resolver, with
+/// The resolver of the guarded clients (see [`guarded`]): the system's resolver, with
 /// every non-public address dropped. A name with only non-public addresses
 /// fails to resolve with [`Refused`].
 #[derive(Debug, Clone, Copy)]

@@ -104,6 +104,8 @@ pub(crate) struct Webhook {
     pauses: Pauses,
     /// Its last success and failure, for the status table.
     pub(crate) activity: activity::Activity,
+    /// The HTTP client of its network rule and `http2` policy.
+    pub(crate) client: reqwest::Client,
 }
 
 /// This webhook's metric handles, registered once: each attempt then only
@@ -162,7 +164,7 @@ impl std::fmt::Debug for WebhookMetrics {
 impl Webhook {
     /// Everything in `hook` was parsed when the config was loaded: this
     /// cannot fail.
-    pub(crate) fn new(hook: &WebhookConfig, pauses: &Pauses) -> Webhook {
+    pub(crate) fn new(hook: &WebhookConfig, pauses: &Pauses, client: reqwest::Client) -> Webhook {
         let url = hook.url.expose().clone();
         let shown_url = hook.shown_url();
         let mut headers = HeaderMap::new();
@@ -188,6 +190,7 @@ impl Webhook {
             config: hook.clone(),
             pauses: pauses.clone(),
             activity: Default::default(),
+            client,
         }
     }
 
@@ -216,32 +219,31 @@ pub(crate) struct Webhooks {
 
 impl Webhooks {
     /// No webhooks yet; [`Self::rebuilt`] gives them.
-    pub(crate) fn new(pauses: Pauses) -> Result<Webhooks, DeliveryError> {
-        Ok(Webhooks {
+    pub(crate) fn new(pauses: Pauses) -> Webhooks {
+        Webhooks {
             hooks: Arc::new([]),
-            clients: Clients::new()?,
+            clients: Clients::default(),
             pauses,
-        })
+        }
     }
 
     /// The webhooks of `configs` that receive `save_lead`, in that order.
     /// One whose config is unchanged is kept as it is (its circuit breaker,
     /// concurrency and spool state go on); the others are built anew.
-    pub(crate) fn rebuilt(&self, configs: &[WebhookConfig]) -> Webhooks {
-        let hooks: Vec<_> = configs
-            .iter()
-            .filter(|hook| hook.receives_save_lead())
-            .map(|config| {
-                let kept = self.hooks.iter().find(|h| h.config == *config);
-                kept.cloned()
-                    .unwrap_or_else(|| Arc::new(Webhook::new(config, &self.pauses)))
-            })
-            .collect();
-        Webhooks {
+    pub(crate) fn rebuilt(&self, configs: &[WebhookConfig]) -> Result<Webhooks, DeliveryError> {
+        let mut hooks = Vec::new();
+        for config in configs.iter().filter(|hook| hook.receives_save_lead()) {
+            let kept = self.hooks.iter().find(|h| h.config == *config);
+            hooks.push(match kept {
+                Some(hook) => hook.clone(),
+                None => Arc::new(Webhook::new(config, &self.pauses, self.clients.of(config)?)),
+            });
+        }
+        Ok(Webhooks {
             hooks: hooks.into(),
             clients: self.clients.clone(),
             pauses: self.pauses.clone(),
-        }
+        })
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -308,7 +310,7 @@ impl Webhooks {
                     index,
                     delivery: Arc::new(Delivery {
                         hook: hook.clone(),
-                        client: self.clients.of(&hook.config).clone(),
+                        client: hook.client.clone(),
                         dead_letters: session.dead_letters.clone(),
                         ending: session.ending.clone(),
                     }),

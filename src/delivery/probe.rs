@@ -63,8 +63,8 @@ pub async fn test(config: &Config, name: &str, out: &mut impl Write) -> Result<b
 /// [`test`] for a webhook already found (a registry row, say). One that
 /// may not reach private networks is sent through the guarded client.
 pub(crate) async fn send(found: &WebhookConfig, out: &mut impl Write) -> Result<bool, ProbeError> {
-    let hook = Webhook::new(found, &Default::default());
     let client = http_client(found.public_only, found.http2).map_err(ProbeError::Client)?;
+    let hook = Webhook::new(found, &Default::default(), client.clone());
     let id = test_id(SystemTime::now());
     let payload = crate::lead::sample_payload();
     let request = request::build(&hook, &client, &id, &payload)

@@ -39,7 +39,7 @@ pub(crate) async fn replay(
 ) -> Result<ReplayReport, DeadLetterError> {
     let (sql, rows) = select(config, "id, webhook, webhook_id, payload", webhook, id).await?;
     let table = table(&config.database.schema);
-    let clients = super::clients::Clients::new()?;
+    let clients = super::clients::Clients::default();
     let mut hooks: HashMap<String, Result<Webhook, String>> = HashMap::new();
     let mut report = ReplayReport::default();
     for row in rows {
@@ -47,7 +47,7 @@ pub(crate) async fn replay(
             (row.get(0), row.get(1), row.get(2), row.get(3));
         let hook = hooks
             .entry(name.clone())
-            .or_insert_with(|| replay_target(config, targets, &name));
+            .or_insert_with(|| replay_target(config, targets, &name, &clients));
         let hook = match hook {
             Ok(hook) => hook,
             Err(why) => {
@@ -58,8 +58,7 @@ pub(crate) async fn replay(
         };
         let header = reqwest::header::HeaderValue::from_str(&webhook_id)
             .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("invalid"));
-        let client = clients.of(&hook.config);
-        match request::attempt(hook, client, &header, &Bytes::from(payload)).await {
+        match request::attempt(hook, &hook.client, &header, &Bytes::from(payload)).await {
             Ok(()) => {
                 sql.execute(&format!("DELETE FROM {table} WHERE id = $1"), &[&row_id])
                     .await?;
@@ -81,7 +80,12 @@ pub(crate) async fn replay(
 }
 
 /// The webhook a letter goes back to, by name, as configured now.
-fn replay_target(config: &Config, targets: &Targets, name: &str) -> Result<Webhook, String> {
+fn replay_target(
+    config: &Config,
+    targets: &Targets,
+    name: &str,
+    clients: &super::clients::Clients,
+) -> Result<Webhook, String> {
     let hook = config
         .webhooks
         .iter()
@@ -94,5 +98,8 @@ fn replay_target(config: &Config, targets: &Targets, name: &str) -> Result<Webho
     if targets.paused.contains(name) {
         return Err("the webhook is paused (leadhook webhooks resume NAME first)".to_owned());
     }
-    Ok(Webhook::new(hook, &super::pause::Pauses::default()))
+    let client = clients
+        .of(hook)
+        .map_err(|e| format!("cannot build its HTTP client: {e}"))?;
+    Ok(Webhook::new(hook, &super::pause::Pauses::default(), client))
 }

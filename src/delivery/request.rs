@@ -32,7 +32,6 @@ pub(crate) async fn attempt(
         Err(failure) => failure.result_label(),
     };
     hook.metrics.attempts(label).increment(1);
-    hook.activity.record(outcome.as_ref().map(|_| ()));
     outcome
 }
 
@@ -77,7 +76,11 @@ fn status_failure(response: &reqwest::Response) -> Failure {
     Failure::Status {
         status: response.status().as_u16(),
         retry_after: header(RETRY_AFTER).and_then(|v| parse_retry_after(v, SystemTime::now())),
-        location: header(LOCATION).map(str::to_owned),
+        // Shown as a URL of ours is (it often echoes ours, token and all).
+        location: header(LOCATION).map(|to| match response.url().join(to) {
+            Ok(url) => crate::config::shown_url(&url),
+            Err(_) => "an invalid URL".to_owned(),
+        }),
     }
 }
 

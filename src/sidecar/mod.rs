@@ -87,7 +87,7 @@ pub async fn run(
     }
     // After the recorder is installed: webhooks register their metric handles.
     let pauses = Pauses::default();
-    let mut webhooks = Webhooks::new(pauses.clone())?;
+    let mut webhooks = Webhooks::new(pauses.clone());
     let registry = registry::start(config.clone(), config_path, db.clone());
     let follow_pauses = tokio::spawn(apply_pauses(registry.pauses.clone(), pauses));
     let mut wanted = registry.wanted.clone();
@@ -136,7 +136,10 @@ pub async fn run(
             let before: Option<Vec<_>> = applied
                 .as_ref()
                 .map(|was| was.webhooks().cloned().collect());
-            let next = webhooks.rebuilt(&now.webhooks().cloned().collect::<Vec<_>>());
+            let next = match webhooks.rebuilt(&now.webhooks().cloned().collect::<Vec<_>>()) {
+                Ok(next) => next,
+                Err(e) => break Err(e.into()),
+            };
             let (remapped, cut_over) = positions.remap(&webhooks.identities(), &next.identities());
             report_changes(before.as_deref(), &now, &next, cut_over, &mut to_retire);
             if applied

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
@@ -20,9 +20,12 @@ use crate::registry::Wanted;
 use crate::registry::status::{REFRESH_EVERY, StatusRow, refresh};
 use crate::setup::objects::dead_letter_table;
 
-/// The dead letters are counted every this many refreshes (a `GROUP BY`
-/// over the table, not a read of memory).
-const COUNT_DEAD_LETTERS_EVERY: u32 = 5;
+/// How often the dead letters are counted (a `GROUP BY` over the table,
+/// not a read of memory).
+const COUNT_DEAD_LETTERS_EVERY: Duration = Duration::from_secs(10);
+/// A statement of the reporter's that takes longer is given up (and the
+/// connection with it): the database is stalled.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the reporter works from.
 pub(super) struct Reporter {
@@ -38,48 +41,52 @@ pub(super) struct Reporter {
 
 impl Reporter {
     /// Publishes a snapshot and refreshes the table until aborted. The
-    /// table only while `health` is ready (a standby's view would
-    /// overwrite the active one's); a failure is retried at the next
+    /// snapshot comes from memory first, so the page never waits for the
+    /// database; the table only while `health` is ready (a standby's view
+    /// would overwrite the active one's); a failure is retried at the next
     /// refresh (and logged once until it works again).
     pub(super) async fn run(self) {
+        let dead_letters = DeadLetterCounts::default();
+        let counting = tokio::spawn(dead_letters.clone().follow(
+            self.db.clone(),
+            self.schema.clone(),
+            self.health.clone(),
+        ));
+        let _stop_counting = AbortOnDrop(counting);
         let mut sql = None;
         let mut warned = false;
-        let mut dead_letters: Option<HashMap<String, i64>> = None;
         let mut every = tokio::time::interval(REFRESH_EVERY);
-        for tick in 0u32.. {
+        loop {
             every.tick().await;
             let wanted = self.wanted.borrow().clone();
             let running = self.running.borrow().clone();
             let rows = rows(&running, &wanted);
-            if sql.is_none() {
-                sql = self.db.sql().await.ok();
-            }
-            if let Some(client) = sql.as_ref()
-                && tick % COUNT_DEAD_LETTERS_EVERY == 0
-            {
-                let table = dead_letter_table(&self.schema);
-                dead_letters = crate::registry::list::counts(client, &table).await.ok();
-                if dead_letters.is_none() {
-                    // Connect again next time (a standby never refreshes the table).
-                    sql = None;
-                }
-            }
+            let counts = dead_letters.latest();
             self.board.publish(snapshot(
                 &wanted,
                 &self.health,
                 &running,
                 &rows,
-                dead_letters.as_ref(),
+                counts.as_deref(),
             ));
             if !self.health.is_ready() {
                 continue;
             }
+            if sql.is_none() {
+                sql = self.db.sql().await.ok();
+            }
             let Some(client) = sql.as_mut() else { continue };
-            match refresh(client, &self.schema, &rows).await {
-                Ok(()) => warned = false,
-                Err(e) => {
+            match tokio::time::timeout(STATEMENT_TIMEOUT, refresh(client, &self.schema, &rows))
+                .await
+            {
+                Ok(Ok(())) => warned = false,
+                failed => {
                     if !warned {
-                        tracing::warn!(error = %crate::database::with_causes(&e),
+                        let error = match failed {
+                            Ok(Err(e)) => crate::database::with_causes(&e),
+                            _ => format!("no answer within {STATEMENT_TIMEOUT:?}"),
+                        };
+                        tracing::warn!(%error,
                             "cannot write the webhook status table (leadhook webhooks list shows it as stale); trying again");
                     }
                     warned = true;
@@ -87,6 +94,72 @@ impl Reporter {
                 }
             }
         }
+    }
+}
+
+/// The dead letters stored per webhook, counted apart from the snapshot
+/// (a `GROUP BY` over the table, which may be slow or hang with the
+/// database): `None` until counted, and again when a count failed.
+#[derive(Clone, Default)]
+struct DeadLetterCounts(Arc<std::sync::Mutex<Option<Arc<Counts>>>>);
+
+/// Dead letters per webhook name.
+type Counts = HashMap<String, i64>;
+
+impl DeadLetterCounts {
+    fn latest(&self) -> Option<Arc<Counts>> {
+        self.0.lock().ok().and_then(|counts| counts.clone())
+    }
+
+    fn set(&self, counts: Option<Counts>) {
+        if let Ok(mut latest) = self.0.lock() {
+            *latest = counts.map(Arc::new);
+        }
+    }
+
+    /// Counts every [`COUNT_DEAD_LETTERS_EVERY`] while this instance is the
+    /// active one (a standby leaves the database alone).
+    async fn follow(self, db: Database, schema: String, health: Arc<Health>) {
+        let table = dead_letter_table(&schema);
+        let mut sql = None;
+        let mut every = tokio::time::interval(COUNT_DEAD_LETTERS_EVERY);
+        loop {
+            every.tick().await;
+            if !health.is_ready() {
+                continue;
+            }
+            if sql.is_none() {
+                sql = tokio::time::timeout(STATEMENT_TIMEOUT, db.sql())
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+            }
+            let Some(client) = sql.as_ref() else {
+                self.set(None);
+                continue;
+            };
+            let counted = tokio::time::timeout(
+                STATEMENT_TIMEOUT,
+                crate::registry::list::counts(client, &table),
+            )
+            .await;
+            match counted {
+                Ok(Ok(counts)) => self.set(Some(counts)),
+                _ => {
+                    self.set(None);
+                    sql = None;
+                }
+            }
+        }
+    }
+}
+
+/// Aborts the task when the reporter is aborted (it owns the counting).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -1,7 +1,8 @@
 //! The status page (`GET /`) and `GET /api/status`, loaded in a real
 //! headless Chromium against a running sidecar with a healthy, a failing
 //! and a paused webhook: each state shows, with its figures and its last
-//! failure, and no header value, secret or URL credential does.
+//! failure, and no header value, secret, URL credential, query or path
+//! token does.
 
 use leadhook_testkit::browser;
 use serde_json::Value;
@@ -11,6 +12,8 @@ use crate::support::*;
 const HEADER_SECRET: &str = "Bearer page-header-s3cret";
 const SIGNING_SECRET: &str = "whsec_cGFnZS1zaWduaW5nLXNlY3JldA==";
 const URL_PASSWORD: &str = "url-passw0rd";
+const QUERY_TOKEN: &str = "query-t0ken";
+const PATH_TOKEN: &str = "path-t0ken";
 
 /// The webhook called `name` in the status JSON.
 fn webhook<'a>(status: &'a Value, name: &str) -> &'a Value {
@@ -40,12 +43,14 @@ async fn the_status_page_shows_a_healthy_a_failing_and_a_paused_webhook_in_a_rea
             // may show.
             w.url = w
                 .url
-                .replacen("http://", &format!("http://partner:{URL_PASSWORD}@"), 1);
+                .replacen("http://", &format!("http://partner:{URL_PASSWORD}@"), 1)
+                + &format!("?token={QUERY_TOKEN}");
             w.headers
                 .insert("Authorization".into(), HEADER_SECRET.into());
             w.secret = Some(SIGNING_SECRET.into());
         })
-        .webhook_with("failing", "/down", |w| {
+        // A token in the path, as Slack's and Zapier's hooks have it.
+        .webhook_with("failing", &format!("/down/{PATH_TOKEN}"), |w| {
             quick_retries(w);
             // Failing, not yet spooling, however slow the machine.
             w.delivery.spool_after = Some(std::time::Duration::from_secs(600));
@@ -53,7 +58,11 @@ async fn the_status_page_shows_a_healthy_a_failing_and_a_paused_webhook_in_a_rea
         .webhook("paused", "/paused")
         .start(&leadhook())
         .await;
-    fails_at(&run.receiver, "/down", 500);
+    run.receiver
+        .set_responder(|request, _| match request.path.starts_with("/down") {
+            true => Reply::status(500),
+            false => Reply::ok(),
+        });
     run_command(&run.config, &["webhooks", "pause", "paused"])
         .await
         .assert_success();
@@ -93,7 +102,16 @@ async fn the_status_page_shows_a_healthy_a_failing_and_a_paused_webhook_in_a_rea
     assert_eq!(healthy["delivered_recently"], 3, "{status:#}");
     assert!(healthy["lag_p99_seconds"].as_f64().is_some_and(|s| s > 0.0));
     assert!(healthy["last_success_at"].is_string());
-    assert_eq!(healthy["url"], run.receiver.url("/ok"), "no credentials");
+    assert_eq!(
+        healthy["url"],
+        run.receiver.url("/ok"),
+        "no credentials, no query"
+    );
+    assert_eq!(
+        webhook(&status, "failing")["url"],
+        run.receiver.url("/down/…"),
+        "the path after its first segment masked"
+    );
     assert_eq!(webhook(&status, "failing")["last_failure"], "HTTP 500");
     assert_eq!(status["source"]["mode"], "replication");
     assert_eq!(status["source"]["connected"], true);

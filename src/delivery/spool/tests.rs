@@ -19,7 +19,12 @@ fn entries(changes: &[(&'static str, u64, i64, &str)]) -> Vec<Entry> {
         "[database]\nurl = \"postgres://x@h/db\"\n[[webhooks]]\nname = \"a\"\nurl = \"http://h/\"\n",
     )
     .unwrap();
-    let hook = Arc::new(Webhook::new(&config.webhooks[0], &Default::default()));
+    let client = crate::delivery::clients::http_client(false, Default::default()).unwrap();
+    let hook = Arc::new(Webhook::new(
+        &config.webhooks[0],
+        &Default::default(),
+        client,
+    ));
     let checkpoint = Checkpoint::for_outbox(1);
     let budget = MemoryBudget::new(1 << 20);
     changes

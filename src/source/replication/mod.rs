@@ -149,11 +149,19 @@ impl ReplicationConnection {
 pub(crate) fn take_stream(data: &[u8], limit: usize) {
     let mut buf = BytesMut::from(data);
     while let Ok(Some(frame)) = parse_frame(&mut buf, limit) {
-        if let Frame::Message(Message::CopyData(body)) = frame
-            && let Ok(ReplicationMessage::XLogData { data, .. }) =
-                parse_copy_data(body.into_bytes())
-        {
-            let _ = crate::source::pgoutput::decode(data);
+        match frame {
+            Frame::Message(Message::CopyData(body)) => {
+                if let Ok(ReplicationMessage::XLogData { data, .. }) =
+                    parse_copy_data(body.into_bytes())
+                {
+                    let _ = crate::source::pgoutput::decode(data);
+                }
+            }
+            // Its fields reach the log and the typed SQLSTATE.
+            Frame::Message(Message::ErrorResponse(body)) => {
+                let _ = server_error(&body).to_string();
+            }
+            _ => {}
         }
     }
 }

@@ -216,10 +216,18 @@ async fn write_outbox_seeds(cluster: &Cluster, leadhook: &Leadhook, out: &Path) 
     println!("{} outbox seeds", leads.len());
 }
 
-/// Writes each seed to `dir/NN` (the directory emptied of earlier ones).
+/// Writes each seed to `dir/captured-NNN`, replacing the earlier captured
+/// ones (seeds of other names, regressions among them, stay).
 fn write_all<'a>(dir: &Path, seeds: impl Iterator<Item = &'a [u8]>) {
-    let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).expect("the corpus directory");
+    for old in std::fs::read_dir(dir)
+        .expect("the corpus directory")
+        .flatten()
+    {
+        if old.file_name().to_string_lossy().starts_with("captured-") {
+            let _ = std::fs::remove_file(old.path());
+        }
+    }
     for (n, seed) in seeds.enumerate() {
         std::fs::write(dir.join(format!("captured-{n:03}")), seed).expect("a seed");
     }

@@ -377,6 +377,26 @@ async fn a_standby_instance_takes_over_within_seconds_when_the_active_one_dies()
         http_status(&format!("{standby_admin}/readyz"), reqwest::Method::GET).await;
     assert_eq!(status, 503);
     assert!(reason.contains("standby"), "{reason}");
+    // Its status page says so too.
+    let source = async || {
+        let (_, body) =
+            http_status(&format!("{standby_admin}/api/status"), reqwest::Method::GET).await;
+        serde_json::from_str::<serde_json::Value>(&body)
+            .map(|s| s["source"].clone())
+            .unwrap_or_default()
+    };
+    eventually(
+        "the standby's status page shows it standing by",
+        || standby.log(),
+        async || {
+            let source = source().await;
+            source["connected"] == false
+                && source["not_ready"]
+                    .as_str()
+                    .is_some_and(|why| why.starts_with("standby"))
+        },
+    )
+    .await;
 
     db.insert_leads_in_one_transaction(1..=100).await;
     receiver.wait_for("/leads", 100, WAIT).await.unwrap();
@@ -392,4 +412,10 @@ async fn a_standby_instance_takes_over_within_seconds_when_the_active_one_dies()
             .0,
         200
     );
+    eventually(
+        "the new active instance's page shows it connected",
+        || standby.log(),
+        async || source().await["connected"] == true,
+    )
+    .await;
 }

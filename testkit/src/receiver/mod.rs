@@ -12,7 +12,7 @@ use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
@@ -37,6 +37,19 @@ const FEED_CAPACITY: usize = 4096;
 const LISTEN_BACKLOG: u32 = 1024;
 /// How long [`Receiver::stop`] waits for killed connections to close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Every receiver of the process serves on this runtime, not on its
+/// caller's: a test that parses a hundred thousand requests on its own
+/// (single-threaded) runtime would otherwise stall the receiver into the
+/// sidecar's timeouts, and fail for a reason that is not the sidecar's.
+static SERVING: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("receiver")
+        .enable_all()
+        .build()
+        .expect("the receivers' runtime starts (threads and an epoll instance)")
+});
 
 type Responder = dyn Fn(&ReceivedRequest, u64) -> Reply + Send + Sync;
 
@@ -351,7 +364,7 @@ impl Receiver {
             .fallback(handle)
             .with_state(Arc::clone(&self.shared));
         let tls = self.tls.clone();
-        self.server = Some(tokio::spawn(async move {
+        self.server = Some(SERVING.spawn(async move {
             let _ = match tls {
                 Some(acceptor) => {
                     axum::serve(connection::TlsListener::new(listener, acceptor), app).await
@@ -371,8 +384,10 @@ impl Drop for Receiver {
     }
 }
 
-/// SO_REUSEADDR, so `start_again` can rebind while old connections sit in TIME_WAIT.
+/// SO_REUSEADDR, so `start_again` can rebind while old connections sit in
+/// TIME_WAIT. Registered with [`SERVING`], where it is served.
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let _serving = SERVING.enter();
     let socket = TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;

@@ -5,8 +5,9 @@
 //! client) and from `wrk` (the lightest client here, C over epoll: the
 //! honest limit).
 
+use std::io::Read;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -89,15 +90,25 @@ pub(crate) async fn http_rate(
     Ok(count as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Requests/s `wrk` gets from the receiver at `url`: `connections`
-/// keep-alive connections over 2 threads for `seconds`, each request a POST
-/// of `body` as leadhook sends it.
+/// What `wrk` measured, and what it cost it.
+pub(crate) struct WrkRun {
+    /// Requests/s it got from the receiver.
+    pub(crate) rate: f64,
+    /// Its own user + system CPU seconds per 100 000 requests: what the
+    /// lightest client pays to send a request and read its answer, mostly
+    /// in the kernel, so the floor under leadhook's CPU per event.
+    pub(crate) cpu_seconds_per_100k: f64,
+}
+
+/// `wrk` against the receiver at `url`: `connections` keep-alive
+/// connections over 2 threads for `seconds`, each request a POST of `body`
+/// as leadhook sends it.
 pub(crate) fn wrk_rate(
     url: &str,
     body: &[u8],
     connections: usize,
     seconds: u64,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<WrkRun> {
     let mut script = tempfile::NamedTempFile::new()?;
     let body = String::from_utf8_lossy(body)
         .replace('\\', "\\\\")
@@ -109,29 +120,61 @@ pub(crate) fn wrk_rate(
         )
         .as_bytes(),
     )?;
-    let output = Command::new("wrk")
+    let mut child = Command::new("wrk")
         .args(["-t", "2", "-c", &connections.to_string()])
         .arg(format!("-d{seconds}s"))
         .arg("-s")
         .arg(script.path())
         .arg(url)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .context(
             "running wrk (the HTTP limit's lightest client): install it with `apt-get install wrk`",
         )?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        bail!(
-            "wrk failed with {}: {text}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
+    let (mut text, mut errors) = (String::new(), String::new());
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_string(&mut text)?;
+    }
+    if let Some(mut err) = child.stderr.take() {
+        err.read_to_string(&mut errors)?;
+    }
+    let cpu = exited_cpu_seconds(child.id());
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("wrk failed with {status}: {text}{errors}");
     }
     if text.contains("Non-2xx") || text.contains("Socket errors") {
         bail!("wrk saw errors from the receiver: {text}");
     }
-    text.lines()
+    let rate: f64 = text
+        .lines()
         .find_map(|line| line.strip_prefix("Requests/sec:"))
         .and_then(|rate| rate.trim().parse().ok())
-        .with_context(|| format!("no Requests/sec in wrk's output: {text}"))
+        .with_context(|| format!("no Requests/sec in wrk's output: {text}"))?;
+    // "  233705 requests in 5.01s, 16.72MB read"
+    let requests: f64 = text
+        .lines()
+        .find_map(|line| line.trim().split_once(" requests in "))
+        .and_then(|(count, _)| count.parse().ok())
+        .with_context(|| format!("no request count in wrk's output: {text}"))?;
+    Ok(WrkRun {
+        rate,
+        cpu_seconds_per_100k: cpu * 100_000.0 / requests.max(1.0),
+    })
+}
+
+/// Waits for our child `pid` to exit without reaping it, then reads the CPU
+/// it used from /proc (gone once it is reaped).
+fn exited_cpu_seconds(pid: u32) -> f64 {
+    let id: libc::id_t = pid;
+    // SAFETY: waitid writes only into `info`, which outlives the call.
+    let waited = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(libc::P_PID, id, &mut info, libc::WEXITED | libc::WNOWAIT)
+    };
+    match waited {
+        0 => leadhook_testkit::sidecar::cpu_seconds(pid),
+        _ => 0.0,
+    }
 }

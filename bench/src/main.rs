@@ -173,8 +173,9 @@ async fn throughput(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
         decode_limit_per_second: decode,
         http_limit_per_second: http,
         ratio: rate / decode.min(http),
-        wrk_limit_per_second: wrk,
-        wrk_ratio: rate / decode.min(wrk),
+        wrk_limit_per_second: wrk.rate,
+        wrk_ratio: rate / decode.min(wrk.rate),
+        wrk_cpu_seconds_per_100k_requests: wrk.cpu_seconds_per_100k,
     };
     Ok(())
 }

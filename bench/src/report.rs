@@ -99,6 +99,9 @@ pub(crate) struct Throughput {
     pub(crate) wrk_limit_per_second: f64,
     /// leadhook ÷ min(decode, wrk): against the lightest client.
     pub(crate) wrk_ratio: f64,
+    /// wrk's own CPU seconds per 100 000 requests: the floor under
+    /// leadhook's CPU per event while it sends one request per event.
+    pub(crate) wrk_cpu_seconds_per_100k_requests: f64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -319,6 +322,10 @@ impl Report {
         row(
             "  CPU per 100 000 events",
             format!("{:.2} s", r.cpu_seconds_per_100k_events),
+        );
+        row(
+            "  wrk's own CPU per 100 000 requests",
+            format!("{:.2} s", t.wrk_cpu_seconds_per_100k_requests),
         );
     }
 

@@ -3,6 +3,8 @@
 
 mod inspect;
 
+pub use inspect::cpu_seconds;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};

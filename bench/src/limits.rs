@@ -139,7 +139,7 @@ pub(crate) fn wrk_rate(
     if let Some(mut err) = child.stderr.take() {
         err.read_to_string(&mut errors)?;
     }
-    let cpu = exited_cpu_seconds(child.id());
+    let cpu = exited_cpu_seconds(child.id()).context("waiting for wrk to exit")?;
     let status = child.wait()?;
     if !status.success() {
         bail!("wrk failed with {status}: {text}{errors}");
@@ -166,7 +166,7 @@ pub(crate) fn wrk_rate(
 
 /// Waits for our child `pid` to exit without reaping it, then reads the CPU
 /// it used from /proc (gone once it is reaped).
-fn exited_cpu_seconds(pid: u32) -> f64 {
+fn exited_cpu_seconds(pid: u32) -> std::io::Result<f64> {
     let id: libc::id_t = pid;
     // SAFETY: waitid writes only into `info`, which outlives the call.
     let waited = unsafe {
@@ -174,7 +174,7 @@ fn exited_cpu_seconds(pid: u32) -> f64 {
         libc::waitid(libc::P_PID, id, &mut info, libc::WEXITED | libc::WNOWAIT)
     };
     match waited {
-        0 => leadhook_testkit::sidecar::cpu_seconds(pid),
-        _ => 0.0,
+        0 => Ok(leadhook_testkit::sidecar::cpu_seconds(pid)),
+        _ => Err(std::io::Error::last_os_error()),
     }
 }

@@ -72,7 +72,10 @@ impl axum::serve::Listener for TlsListener {
 /// idle keep-alive connections too, which a plain abort would leave open.
 pub(super) struct Connection {
     pub(super) stream: TcpStream,
-    /// Resolves when the receiver is stopped or dropped.
+    /// The receiver generation this connection belongs to.
+    generation: u64,
+    /// Resolves when the receiver is stopped or dropped; only for the
+    /// wake-up, as tokio's coop budget can make it pending when it is not.
     stopped: Pin<Box<dyn Future<Output = ()> + Send>>,
     /// `stopped` has resolved (a finished future must not be polled again).
     dead: bool,
@@ -89,6 +92,7 @@ impl Connection {
         });
         Connection {
             stream,
+            generation,
             stopped,
             dead: false,
             shared: Arc::clone(shared),
@@ -97,7 +101,12 @@ impl Connection {
 
     /// Err once stopped; otherwise registers the waker for the stop.
     fn check_alive(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        if !self.dead && self.stopped.as_mut().poll(cx).is_ready() {
+        // The generation is read directly: polling `stopped` alone let a
+        // reply out when the task's budget was spent (seen in CI).
+        if !self.dead
+            && (*self.shared.generation.borrow() != self.generation
+                || self.stopped.as_mut().poll(cx).is_ready())
+        {
             self.dead = true;
         }
         if self.dead {

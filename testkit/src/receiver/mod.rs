@@ -397,6 +397,9 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 /// The one handler, for every method and path.
 async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let _in_flight = InFlight::enter(&shared);
+    // Subscribed before the request is recorded: a test that stops the
+    // receiver once it sees the request must still end the delay below.
+    let mut stopped = shared.generation.subscribe();
     let mut paused = shared.paused.subscribe();
     let _ = paused.wait_for(|paused| !*paused).await;
     let (parts, body) = request.into_parts();
@@ -425,8 +428,6 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         let _ = shared.feed.send(request);
     }
     if !reply.delay.is_zero() {
-        // Subscribed now, so a stop during the delay ends it at once.
-        let mut stopped = shared.generation.subscribe();
         tokio::select! {
             () = tokio::time::sleep(reply.delay) => {}
             _ = stopped.changed() => {}

@@ -36,7 +36,8 @@
 //!   per webhook (`lanes`), the circuit breaker and adaptive concurrency
 //!   (`gate`); `delivery::spool` parks a failing webhook's backlog in the
 //!   database so the slot moves on, and drains it back;
-//!   `delivery::replay` sends dead letters again; `delivery::probe` sends
+//!   `delivery::transport` holds each webhook's own connections (hyper's
+//!   `client::conn`, reqwest only behind a proxy); `delivery::replay` sends dead letters again; `delivery::probe` sends
 //!   one test event (`leadhook webhooks test`), with the lead stage's sample
 //!   payload: a command, not a stage, and the one import against the flow.
 //! - [`dead_letter`]: changes a webhook gave up on, kept in the database.

@@ -345,6 +345,10 @@ pub(crate) struct WebhookRow {
 /// Checks scheme and host without ever echoing the URL (it may hold credentials).
 fn webhook_url(text: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("not a valid URL ({e})"))?;
+    // Requests are built from it as an HTTP URI (see `delivery::transport`).
+    if let Err(e) = url.as_str().parse::<http::Uri>() {
+        return Err(format!("not a valid HTTP request target ({e})"));
+    }
     match url.scheme() {
         "http" | "https" if url.host().is_some() => Ok(url),
         "http" | "https" => Err("URL has no host".into()),

@@ -1,11 +1,14 @@
-//! The HTTP clients webhooks share: one per network rule (any address, or
-//! public addresses only for registry rows, see `guard`) and HTTP version
-//! policy (`http2`), each with its own connection pool, so a webhook's
-//! connections are never reused under another rule.
+//! The reqwest clients webhooks share, for `webhooks test` and for
+//! webhooks behind a proxy (deliveries otherwise go through each webhook's
+//! own connections, see `transport`): one per network rule (any address,
+//! or public addresses only for registry rows, see `guard`) and HTTP
+//! version policy (`http2`), each with its own connection pool, so a
+//! webhook's connections are never reused under another rule.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use super::transport::Transport;
 use crate::config::{Http2, WebhookConfig};
 
 /// Every client, each built when a webhook first needs it (a build loads
@@ -29,6 +32,12 @@ impl Clients {
         }
         let client = http_client(hook.public_only, hook.http2)?;
         Ok(slot.get_or_init(|| client).clone())
+    }
+
+    /// How `hook`'s requests reach its endpoint: its own connections, or
+    /// this client when the environment names a proxy for its URL.
+    pub(crate) fn transport(&self, hook: &WebhookConfig) -> Result<Transport, reqwest::Error> {
+        Transport::new(hook, || self.of(hook))
     }
 }
 

@@ -18,7 +18,6 @@ use crate::dead_letter::{DeadLetter, DeadLetterStore};
 /// What one delivery needs, shared by the tasks of a webhook's deliveries.
 pub(super) struct Delivery {
     pub(super) hook: Arc<Webhook>,
-    pub(super) client: reqwest::Client,
     pub(super) dead_letters: Arc<DeadLetterStore>,
     /// Set when the session winds down for a reload.
     pub(super) ending: tokio::sync::watch::Receiver<Ending>,
@@ -104,8 +103,7 @@ impl Delivery {
             };
             let next = match admission {
                 Admission::Send(sending) => {
-                    let result =
-                        request::attempt(hook, &self.client, change.id, change.payload).await;
+                    let result = request::attempt(hook, change.id, change.payload).await;
                     sending.record(result.as_ref().map(|_| ()));
                     let failure = match result {
                         Ok(()) => {
@@ -184,7 +182,10 @@ impl Delivery {
             first_attempt,
             last_attempt: SystemTime::now(),
         };
-        self.dead_letters.store(&letter).await;
+        // Boxed: storing may connect to the database, kilobytes of state
+        // that every delivery's future would otherwise carry (and be copied
+        // with when it is spawned).
+        Box::pin(self.dead_letters.store(&letter)).await;
     }
 }
 

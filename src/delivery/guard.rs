@@ -5,17 +5,17 @@
 //! sidecar at the cloud metadata service (169.254.169.254), at its own admin
 //! port on loopback, or at the database on the private network (SSRF).
 //!
-//! The check runs twice, each time where reqwest would otherwise connect
-//! without asking:
-//! - [`PublicOnly`] is the client's resolver. It judges the addresses the
-//!   connection is actually made to, at connect time, so a name that
-//!   resolves to a public address when the row is checked and to a private
-//!   one later (DNS rebinding) cannot slip past.
-//! - [`check_host`] judges an IP-literal host, for which reqwest never asks
-//!   a resolver.
+//! The check runs where a connection is made, on the addresses it is
+//! actually made to, so a name that resolves to a public address when the
+//! row is checked and to a private one later (DNS rebinding) cannot slip
+//! past:
+//! - deliveries (`transport`) pass what they resolved through
+//!   [`keep_public`], and an IP-literal host through [`check_address`];
+//! - `webhooks test` goes through reqwest, with [`PublicOnly`] as its
+//!   resolver and [`check_host`] for IP literals (for which reqwest never
+//!   asks a resolver). Rows are also checked with [`check_host`] when read.
 //!
-//! `[registry] allow_private_networks = true` uses the ordinary client
-//! instead.
+//! `[registry] allow_private_networks = true` lifts the rule.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -169,10 +169,10 @@ impl Resolve for PublicOnly {
     }
 }
 
-/// The public addresses among what `host` resolved to. Refused only when
+/// The public addresses among what `host` resolved to, in their order. Refused only when
 /// there were addresses and none is public: an empty answer is left for
 /// the connector to report as it would without the guard.
-fn keep_public(
+pub(crate) fn keep_public(
     host: &str,
     addrs: impl IntoIterator<Item = SocketAddr>,
 ) -> Result<Vec<SocketAddr>, Refused> {
@@ -206,10 +206,14 @@ pub(crate) fn check_host(url: &reqwest::Url) -> Result<(), String> {
         Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
         Some(url::Host::Domain(_)) | None => return Ok(()),
     };
-    if is_public(address) {
-        Ok(())
-    } else {
-        Err(Refused::Literal { address }.to_string())
+    check_address(address).map_err(|refused| refused.to_string())
+}
+
+/// Refuses a non-public address.
+pub(crate) fn check_address(address: IpAddr) -> Result<(), Refused> {
+    match is_public(address) {
+        true => Ok(()),
+        false => Err(Refused::Literal { address }),
     }
 }
 

@@ -24,6 +24,7 @@ pub(crate) mod request;
 pub(crate) mod retry;
 mod signature;
 pub(crate) mod spool;
+pub(crate) mod transport;
 mod worker;
 
 use std::sync::Arc;
@@ -104,8 +105,8 @@ pub(crate) struct Webhook {
     pauses: Pauses,
     /// Its last success and failure, for the status table.
     pub(crate) activity: activity::Activity,
-    /// The HTTP client of its network rule and `http2` policy.
-    pub(crate) client: reqwest::Client,
+    /// How its requests reach its endpoint.
+    pub(crate) transport: transport::Transport,
 }
 
 /// This webhook's metric handles, registered once: each attempt then only
@@ -164,7 +165,11 @@ impl std::fmt::Debug for WebhookMetrics {
 impl Webhook {
     /// Everything in `hook` was parsed when the config was loaded: this
     /// cannot fail.
-    pub(crate) fn new(hook: &WebhookConfig, pauses: &Pauses, client: reqwest::Client) -> Webhook {
+    pub(crate) fn new(
+        hook: &WebhookConfig,
+        pauses: &Pauses,
+        transport: transport::Transport,
+    ) -> Webhook {
         let url = hook.url.expose().clone();
         let shown_url = hook.shown_url();
         let mut headers = HeaderMap::new();
@@ -190,7 +195,7 @@ impl Webhook {
             config: hook.clone(),
             pauses: pauses.clone(),
             activity: Default::default(),
-            client,
+            transport,
         }
     }
 
@@ -236,7 +241,11 @@ impl Webhooks {
             let kept = self.hooks.iter().find(|h| h.config == *config);
             hooks.push(match kept {
                 Some(hook) => hook.clone(),
-                None => Arc::new(Webhook::new(config, &self.pauses, self.clients.of(config)?)),
+                None => Arc::new(Webhook::new(
+                    config,
+                    &self.pauses,
+                    self.clients.transport(config)?,
+                )),
             });
         }
         Ok(Webhooks {
@@ -310,7 +319,6 @@ impl Webhooks {
                     index,
                     delivery: Arc::new(Delivery {
                         hook: hook.clone(),
-                        client: hook.client.clone(),
                         dead_letters: session.dead_letters.clone(),
                         ending: session.ending.clone(),
                     }),

@@ -58,7 +58,7 @@ pub(crate) async fn replay(
         };
         let header = reqwest::header::HeaderValue::from_str(&webhook_id)
             .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("invalid"));
-        match request::attempt(hook, &hook.client, &header, &Bytes::from(payload)).await {
+        match request::attempt(hook, &header, &Bytes::from(payload)).await {
             Ok(()) => {
                 sql.execute(&format!("DELETE FROM {table} WHERE id = $1"), &[&row_id])
                     .await?;
@@ -98,8 +98,12 @@ fn replay_target(
     if targets.paused.contains(name) {
         return Err("the webhook is paused (leadhook webhooks resume NAME first)".to_owned());
     }
-    let client = clients
-        .of(hook)
+    let transport = clients
+        .transport(hook)
         .map_err(|e| format!("cannot build its HTTP client: {e}"))?;
-    Ok(Webhook::new(hook, &super::pause::Pauses::default(), client))
+    Ok(Webhook::new(
+        hook,
+        &super::pause::Pauses::default(),
+        transport,
+    ))
 }

@@ -5,27 +5,34 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use reqwest::header::{HeaderValue, LOCATION, RETRY_AFTER};
+use reqwest::header::{ACCEPT, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER, USER_AGENT};
 
 use super::retry::{Failure, parse_retry_after};
+use super::transport::{Answer, TransportError, root_cause};
 use super::{Webhook, signature};
 
-/// Sends `payload` with its `webhook-id` (and a fresh signature). `Ok` is a
-/// 2xx answer; anything else is a failure for the retry rules to judge.
+const LEADHOOK: HeaderValue =
+    HeaderValue::from_static(concat!("leadhook/", env!("CARGO_PKG_VERSION")));
+
+/// Sends `payload` with its `webhook-id` (and a fresh signature) through the
+/// webhook's transport. `Ok` is a 2xx answer; anything else is a failure
+/// for the retry rules to judge.
 pub(crate) async fn attempt(
     hook: &Webhook,
-    client: &reqwest::Client,
     id: &HeaderValue,
     payload: &Bytes,
 ) -> Result<(), Failure> {
-    let request = build(hook, client, id, payload);
+    let headers = headers(hook, id, payload);
     let started = Instant::now();
-    let result = request.send().await;
+    let result = hook
+        .transport
+        .send(&hook.method, headers, payload, hook.policy.timeout)
+        .await;
     hook.metrics.duration.record(started.elapsed());
     let outcome = match result {
-        Ok(response) if response.status().is_success() => Ok(()),
-        Ok(response) => Err(status_failure(&response)),
-        Err(e) => Err(unanswered(&e)),
+        Ok(answer) if answer.status.is_success() => Ok(()),
+        Ok(answer) => Err(status_failure(hook, &answer)),
+        Err(e) => Err(failure_of(e)),
     };
     let label = match &outcome {
         Ok(()) => "success",
@@ -35,57 +42,80 @@ pub(crate) async fn attempt(
     outcome
 }
 
-/// The request of one attempt: the webhook's method, URL and headers, the
-/// event's `webhook-id`, the webhook's timeout, a signature made now (when
-/// the webhook has a secret) and the payload. The one place a request is
-/// built, so a test event goes out exactly as a real delivery does.
-pub(crate) fn build(
-    hook: &Webhook,
-    client: &reqwest::Client,
-    id: &HeaderValue,
-    payload: &Bytes,
-) -> reqwest::RequestBuilder {
-    let request = client
-        .request(hook.method.clone(), hook.url.clone())
-        .headers(hook.headers.clone())
-        .header("webhook-id", id.clone())
-        .timeout(hook.policy.timeout)
-        .body(payload.clone());
+/// The headers of one attempt: the webhook's own (and `Content-Type`), the
+/// event's `webhook-id`, leadhook's `User-Agent`, `Accept: */*` (as
+/// reqwest sent) and, when the webhook has
+/// a secret, a signature made now. The one place they are put together, so
+/// a test event goes out exactly as a real delivery does.
+fn headers(hook: &Webhook, id: &HeaderValue, payload: &Bytes) -> HeaderMap {
+    let mut headers = hook.headers.clone();
+    headers.insert(USER_AGENT, LEADHOOK);
+    headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+    headers.insert("webhook-id", id.clone());
     let Some(key) = &hook.signing_key else {
-        return request;
+        return headers;
     };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs() as i64;
     let signature = signature::sign(key, id.to_str().unwrap_or_default(), now, payload);
-    request
-        .header("webhook-timestamp", now)
-        .header("webhook-signature", signature)
+    headers.insert("webhook-timestamp", HeaderValue::from(now));
+    if let Ok(signature) = HeaderValue::from_str(&signature) {
+        headers.insert("webhook-signature", signature);
+    }
+    headers
+}
+
+/// The request of one attempt through reqwest's `client`, for `webhooks
+/// test`: the webhook's method and URL, [`headers`], its timeout and the
+/// payload.
+pub(crate) fn build(
+    hook: &Webhook,
+    client: &reqwest::Client,
+    id: &HeaderValue,
+    payload: &Bytes,
+) -> reqwest::RequestBuilder {
+    client
+        .request(hook.method.clone(), hook.url.clone())
+        .headers(headers(hook, id, payload))
+        .timeout(hook.policy.timeout)
+        .body(payload.clone())
 }
 
 /// A non-2xx answer as a failure, with what the retry rules (`Retry-After`)
 /// and the logs (`Location` of a redirect) need of its headers.
-fn status_failure(response: &reqwest::Response) -> Failure {
+fn status_failure(hook: &Webhook, answer: &Answer) -> Failure {
     let header = |name| {
-        response
-            .headers()
+        answer
+            .headers
             .get(name)
             .and_then(|v: &HeaderValue| v.to_str().ok())
     };
     Failure::Status {
-        status: response.status().as_u16(),
+        status: answer.status.as_u16(),
         retry_after: header(RETRY_AFTER).and_then(|v| parse_retry_after(v, SystemTime::now())),
         // Shown as a URL of ours is (it often echoes ours, token and all).
-        location: header(LOCATION).map(|to| match response.url().join(to) {
+        location: header(LOCATION).map(|to| match hook.url.join(to) {
             Ok(url) => crate::config::shown_url(&url),
             Err(_) => "an invalid URL".to_owned(),
         }),
     }
 }
 
-/// How a request that got no answer failed. A connection refused by
-/// `guard::PublicOnly` is `Connect`, with the guard's message as its text.
+/// How a request that got no answer failed. A connection refused by the
+/// guard (see `guard`) is `Connect`, with the guard's message as its text.
+fn failure_of(error: TransportError) -> Failure {
+    match error {
+        TransportError::Timeout => Failure::Timeout,
+        TransportError::Connect(cause) => Failure::Connect(cause),
+        TransportError::Request(cause) => Failure::Other(cause),
+    }
+}
+
+/// [`failure_of`] for reqwest's errors (`webhooks test`): its own message
+/// names the URL (which may hold credentials), so only the innermost cause
+/// is kept.
 pub(super) fn unanswered(error: &reqwest::Error) -> Failure {
     if error.is_timeout() {
         Failure::Timeout
@@ -94,14 +124,4 @@ pub(super) fn unanswered(error: &reqwest::Error) -> Failure {
     } else {
         Failure::Other(root_cause(error))
     }
-}
-
-/// reqwest's own message names the URL (which may hold credentials); the
-/// innermost cause ("Connection refused") is what a person needs.
-fn root_cause(error: &reqwest::Error) -> String {
-    let mut cause: &dyn std::error::Error = error;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }

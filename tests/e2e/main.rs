@@ -32,4 +32,5 @@ mod slots;
 mod spool;
 mod status_page;
 mod tls;
+mod transport;
 mod webhooks_test;

@@ -19,11 +19,13 @@ fn entries(changes: &[(&'static str, u64, i64, &str)]) -> Vec<Entry> {
         "[database]\nurl = \"postgres://x@h/db\"\n[[webhooks]]\nname = \"a\"\nurl = \"http://h/\"\n",
     )
     .unwrap();
-    let client = crate::delivery::clients::http_client(false, Default::default()).unwrap();
+    let transport = crate::delivery::clients::Clients::default()
+        .transport(&config.webhooks[0])
+        .unwrap();
     let hook = Arc::new(Webhook::new(
         &config.webhooks[0],
         &Default::default(),
-        client,
+        transport,
     ));
     let checkpoint = Checkpoint::for_outbox(1);
     let budget = MemoryBudget::new(1 << 20);

@@ -442,7 +442,7 @@ fn build_response(reply: &Reply) -> Response {
         let message = format!("responder returned invalid status {}", reply.status);
         return (StatusCode::INTERNAL_SERVER_ERROR, message).into_response();
     };
-    let mut response = Response::new(Body::empty());
+    let mut response = Response::new(Body::from(reply.body.clone()));
     *response.status_mut() = status;
     for (name, value) in &reply.headers {
         let parsed = (

@@ -43,6 +43,8 @@ pub struct Reply {
     pub delay: Duration,
     /// Extra response headers, e.g. `retry-after`.
     pub headers: Vec<(String, String)>,
+    /// The response body (empty unless set).
+    pub body: Bytes,
 }
 
 impl Reply {
@@ -57,12 +59,21 @@ impl Reply {
             status,
             delay: Duration::ZERO,
             headers: Vec::new(),
+            body: Bytes::new(),
         }
     }
 
     /// The same reply, sent after `delay`.
     pub fn after(self, delay: Duration) -> Reply {
         Reply { delay, ..self }
+    }
+
+    /// The same reply with this body.
+    pub fn with_body(self, body: impl Into<Bytes>) -> Reply {
+        Reply {
+            body: body.into(),
+            ..self
+        }
     }
 
     /// The same reply with one more header, e.g. `retry-after`.

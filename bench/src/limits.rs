@@ -1,9 +1,8 @@
 //! The physical limits leadhook is compared with, measured in the same run:
 //! how fast PostgreSQL decodes the WAL range (pg_recvlogical), and how fast
-//! the receiver takes requests: from reqwest (the client stack leadhook
-//! uses, so the ratio against it says how much leadhook adds to its own
-//! client) and from `wrk` (the lightest client here, C over epoll: the
-//! honest limit).
+//! the receiver takes requests: from reqwest (a common Rust client, and the
+//! one leadhook used before it kept its own connections) and from `wrk`
+//! (the lightest client here, C over epoll: the honest limit).
 
 use std::io::Read;
 use std::path::Path;

@@ -5,13 +5,14 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use reqwest::header::{ACCEPT, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER, USER_AGENT};
+use reqwest::header::{HeaderMap, HeaderValue, LOCATION, RETRY_AFTER};
 
 use super::retry::{Failure, parse_retry_after};
 use super::transport::{Answer, TransportError, root_cause};
 use super::{Webhook, signature};
 
-const LEADHOOK: HeaderValue =
+/// `User-Agent`, set in each webhook's headers (see `Webhook::new`).
+pub(super) const USER_AGENT_VALUE: HeaderValue =
     HeaderValue::from_static(concat!("leadhook/", env!("CARGO_PKG_VERSION")));
 
 /// Sends `payload` with its `webhook-id` (and a fresh signature) through the
@@ -42,15 +43,13 @@ pub(crate) async fn attempt(
     outcome
 }
 
-/// The headers of one attempt: the webhook's own (and `Content-Type`), the
-/// event's `webhook-id`, leadhook's `User-Agent`, `Accept: */*` (as
-/// reqwest sent) and, when the webhook has
-/// a secret, a signature made now. The one place they are put together, so
-/// a test event goes out exactly as a real delivery does.
+/// The headers of one attempt: the webhook's (`Content-Type`, its own,
+/// leadhook's `User-Agent`, `Accept: */*` as reqwest sent), the event's
+/// `webhook-id` and, when the webhook has a secret, a signature made now.
+/// The one place they are put together, so a test event goes out exactly
+/// as a real delivery does.
 fn headers(hook: &Webhook, id: &HeaderValue, payload: &Bytes) -> HeaderMap {
     let mut headers = hook.headers.clone();
-    headers.insert(USER_AGENT, LEADHOOK);
-    headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
     headers.insert("webhook-id", id.clone());
     let Some(key) = &hook.signing_key else {
         return headers;

@@ -166,15 +166,23 @@ impl Endpoint {
         }
     }
 
+    /// Adds the URL's credentials, unless the webhook configures its own
+    /// `Authorization` (which wins, as it did with reqwest).
+    fn authorize(&self, headers: &mut HeaderMap) {
+        if let Some(authorization) = &self.authorization {
+            headers
+                .entry(reqwest::header::AUTHORIZATION)
+                .or_insert_with(|| authorization.clone());
+        }
+    }
+
     async fn send(
         &self,
         method: &Method,
         mut headers: HeaderMap,
         body: &Bytes,
     ) -> Result<Answer, TransportError> {
-        if let Some(authorization) = &self.authorization {
-            headers.insert(reqwest::header::AUTHORIZATION, authorization.clone());
-        }
+        self.authorize(&mut headers);
         let request = |uri: &http::Uri, headers: HeaderMap| {
             let mut request = http::Request::new(Full::new(body.clone()));
             *request.method_mut() = method.clone();

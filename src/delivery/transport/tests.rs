@@ -43,3 +43,25 @@ fn credentials_leave_the_url_and_become_a_sensitive_basic_authorization() {
             .is_none()
     );
 }
+
+#[test]
+fn a_configured_authorization_header_wins_over_credentials_in_the_url() {
+    let with = endpoint("https://partner:secret@partner.example/leads");
+    let mut configured = HeaderMap::new();
+    configured.insert(
+        reqwest::header::AUTHORIZATION,
+        HeaderValue::from_static("Bearer configured"),
+    );
+    with.authorize(&mut configured);
+    assert_eq!(
+        configured[reqwest::header::AUTHORIZATION],
+        "Bearer configured"
+    );
+    assert_eq!(configured.len(), 1);
+    let mut none = HeaderMap::new();
+    with.authorize(&mut none);
+    assert_eq!(
+        none[reqwest::header::AUTHORIZATION],
+        "Basic cGFydG5lcjpzZWNyZXQ="
+    );
+}

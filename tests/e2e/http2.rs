@@ -1,9 +1,11 @@
 //! `http2` per webhook against real receivers: over TLS, `auto` and
 //! `always` speak HTTP/2 (negotiated by ALPN, or assumed) and `never`
 //! HTTP/1.1; over plain `http://`, `always` speaks HTTP/2 with prior
-//! knowledge (h2c) and `auto` stays on HTTP/1.1. Every lead arrives at each.
+//! knowledge (h2c) and `auto` stays on HTTP/1.1. Every lead arrives at each,
+//! also through refusals, timed-out streams and a restarted receiver.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use leadhook_testkit::pki::Pki;
 
@@ -74,4 +76,53 @@ async fn over_plain_http_always_speaks_h2c_and_auto_stays_on_http1() {
         versions(&receiver, "/never"),
         ["HTTP/1.1".to_owned()].into()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http2_refusals_timeouts_and_a_restarted_receiver_lose_no_lead() {
+    let mut receiver = Receiver::start(0).await.expect("a receiver");
+    // Every 5th request refused, every 7th answered too late; the rest at once.
+    receiver.set_responder(|_, n| match n {
+        n if n % 5 == 4 => Reply::status(503),
+        n if n % 7 == 6 => Reply::ok().after(Duration::from_secs(3)),
+        _ => Reply::ok(),
+    });
+    let db = TestDb::create(shared_cluster(), "http2_failures").await;
+    let hook = webhook(&receiver, "always")
+        .header("Authorization", "Bearer h2-t0ken")
+        // HTTP/1.1's own header: not sent over HTTP/2, which forbids it.
+        .header("Connection", "keep-alive")
+        .with(|w| {
+            w.delivery.timeout = Some(Duration::from_millis(500));
+            w.delivery.initial_backoff = Some(Duration::from_millis(50));
+        });
+    let sidecar = leadhook().start(&db.config().webhook(hook).to_toml());
+    db.wait_streaming(&sidecar).await;
+    db.insert_leads(1..=15).await;
+    wait_for_these_scores(&receiver, "/always", 1..=15, &sidecar).await;
+
+    // The server closes the shared connection: a new one carries the rest.
+    receiver.stop().await;
+    receiver.start_again().await.expect("the receiver restarts");
+    db.insert_leads(16..=30).await;
+    wait_for_these_scores(&receiver, "/always", 1..=30, &sidecar).await;
+
+    let requests = receiver.requests_to("/always");
+    assert_eq!(
+        versions(&receiver, "/always"),
+        ["HTTP/2.0".to_owned()].into()
+    );
+    for request in &requests {
+        assert_eq!(request.header("authorization"), Some("Bearer h2-t0ken"));
+        assert_eq!(request.header("connection"), None);
+        let length = request.header("content-length").map(str::parse::<usize>);
+        assert_eq!(length, Some(Ok(request.body.len())));
+    }
+    let retried = requests.len() - 30;
+    assert!(
+        retried >= 6,
+        "{retried} retries for 30 leads: {}",
+        sidecar.log()
+    );
+    assert!(!sidecar.log().contains("h2-t0ken"), "{}", sidecar.log());
 }

@@ -3,28 +3,25 @@
 //! handshake that the version policy and ALPN decide.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use reqwest::Url;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_util::either::Either;
 
 use super::http1::Http1;
-use super::{Body, TransportError, tls};
-use crate::config::Http2;
+use super::http2::Http2;
+use super::{TransportError, tls};
+use crate::config;
 use crate::delivery::guard;
 
 /// A connection's bytes: plain TCP or TLS over it.
-pub(super) type Io = TokioIo<Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>>;
+pub(super) type Stream = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
 
-/// How often an idle HTTP/2 connection is pinged, and how long an answer
-/// may take: a timed-out request resets only its stream, so without pings
-/// a dead connection would keep taking every request.
-const PING_EVERY: Duration = Duration::from_secs(10);
-const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// The same, as hyper reads and writes it.
+pub(super) type Io = TokioIo<Stream>;
 
 /// Where a webhook's connections go, and how they are made.
 pub(super) struct Address {
@@ -34,7 +31,7 @@ pub(super) struct Address {
     tls: Option<Result<ServerName<'static>, String>>,
     /// Public addresses only (see `guard`).
     public_only: bool,
-    http2: Http2,
+    http2: config::Http2,
 }
 
 enum Host {
@@ -46,13 +43,13 @@ enum Host {
 pub(super) enum Connected {
     /// Boxed: it is kilobytes, and moves in and out of the pool.
     Http1(Box<Http1>),
-    Http2(http2::SendRequest<Body>),
+    Http2(Http2),
 }
 
 impl Address {
     /// `url` was checked when the config was loaded: it has a host, and
     /// its scheme is `http` or `https`.
-    pub(super) fn new(url: &Url, public_only: bool, http2: Http2) -> Address {
+    pub(super) fn new(url: &Url, public_only: bool, http2: config::Http2) -> Address {
         let host = match url.host() {
             Some(url::Host::Ipv4(ip)) => Host::Ip(ip.into()),
             Some(url::Host::Ipv6(ip)) => Host::Ip(ip.into()),
@@ -76,9 +73,9 @@ impl Address {
     /// Whether a connection may turn out to speak HTTP/2.
     pub(super) fn may_be_http2(&self) -> bool {
         match self.http2 {
-            Http2::Always => true,
-            Http2::Auto => self.tls.is_some(),
-            Http2::Never => false,
+            config::Http2::Always => true,
+            config::Http2::Auto => self.tls.is_some(),
+            config::Http2::Never => false,
         }
     }
 
@@ -88,8 +85,7 @@ impl Address {
         // Requests are small and answered one at a time per connection.
         let _ = tcp.set_nodelay(true);
         let Some(name) = &self.tls else {
-            let io = TokioIo::new(Either::Left(tcp));
-            return handshake(io, self.http2 == Http2::Always).await;
+            return handshake(Either::Left(tcp), self.http2 == config::Http2::Always).await;
         };
         let name = name.clone().map_err(TransportError::Connect)?;
         let config = tls::config(self.http2).map_err(TransportError::Connect)?;
@@ -98,11 +94,11 @@ impl Address {
             .await
             .map_err(|e| failed(&e))?;
         let h2 = match self.http2 {
-            Http2::Always => true,
-            Http2::Auto => stream.get_ref().1.alpn_protocol() == Some(b"h2"),
-            Http2::Never => false,
+            config::Http2::Always => true,
+            config::Http2::Auto => stream.get_ref().1.alpn_protocol() == Some(b"h2"),
+            config::Http2::Never => false,
         };
-        handshake(TokioIo::new(Either::Right(stream)), h2).await
+        handshake(Either::Right(stream), h2).await
     }
 
     /// The first address that accepts, in the resolver's order.
@@ -149,27 +145,14 @@ impl Address {
     }
 }
 
-async fn handshake(io: Io, h2: bool) -> Result<Connected, TransportError> {
-    let failed = |e: hyper::Error| TransportError::Connect(root_cause(&e));
-    if !h2 {
-        let (send, connection) = http1::handshake(io).await.map_err(failed)?;
-        return Ok(Connected::Http1(Box::new(Http1::new(send, connection))));
+async fn handshake(stream: Stream, h2: bool) -> Result<Connected, TransportError> {
+    if h2 {
+        return Ok(Connected::Http2(Http2::handshake(stream).await?));
     }
-    let (send, connection) = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .keep_alive_interval(PING_EVERY)
-        .keep_alive_timeout(PING_TIMEOUT)
-        .keep_alive_while_idle(true)
-        .handshake(io)
+    let (send, connection) = http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(failed)?;
-    // Every request in flight shares it, so it runs on its own.
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %root_cause(&e), "an HTTP/2 connection to a webhook ended");
-        }
-    });
-    Ok(Connected::Http2(send))
+        .map_err(|e| TransportError::Connect(root_cause(&e)))?;
+    Ok(Connected::Http1(Box::new(Http1::new(send, connection))))
 }
 
 /// The innermost cause of an error ("Connection refused (os error 111)"):

@@ -6,8 +6,9 @@
 //! own pool of connections over hyper's `client::conn`. An HTTP/1.1
 //! connection is driven by the task whose request it carries, so a request
 //! costs that one task's wake-ups and no URL parsing, no pool keyed by
-//! host and no middleware. HTTP/2 connections run in a task of their own
-//! (every request in flight shares them) and ping the server.
+//! host and no middleware. An HTTP/2 connection runs in a task of its own
+//! (every request in flight shares it) and pings the server; each request
+//! opens its stream on it over `h2` directly and awaits its answer there.
 //!
 //! When the environment names a proxy for the webhook's URL (`HTTPS_PROXY`,
 //! `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`), its requests go through reqwest,
@@ -15,11 +16,12 @@
 //! never use a proxy (see `guard`).
 //!
 //! Layout: [`connect`] opens a connection (resolve, guard, TCP, TLS,
-//! handshake), [`http1`] drives one inline, [`pool`] keeps them, [`tls`]
-//! holds the TLS settings.
+//! handshake), [`http1`] drives one inline, [`http2`] shares one,
+//! [`pool`] keeps them, [`tls`] holds the TLS settings.
 
 mod connect;
 mod http1;
+mod http2;
 mod pool;
 mod tls;
 
@@ -183,32 +185,23 @@ impl Endpoint {
         body: &Bytes,
     ) -> Result<Answer, TransportError> {
         self.authorize(&mut headers);
-        let request = |uri: &http::Uri, headers: HeaderMap| {
-            let mut request = http::Request::new(Full::new(body.clone()));
-            *request.method_mut() = method.clone();
-            *request.uri_mut() = uri.clone();
-            *request.headers_mut() = headers;
-            request
-        };
         match self.pool.checkout(&self.address).await? {
             Checkout::Http1(mut connection) => {
                 headers.insert(HOST, self.host_header.clone());
-                let answer = connection.exchange(request(&self.target, headers)).await?;
+                let mut request = http::Request::new(Full::new(body.clone()));
+                *request.method_mut() = method.clone();
+                *request.uri_mut() = self.target.clone();
+                *request.headers_mut() = headers;
+                let answer = connection.exchange(request).await?;
                 self.pool.checkin(connection);
                 Ok(answer)
             }
-            Checkout::Http2(mut sender) => {
-                let response = sender
-                    .send_request(request(&self.absolute, headers))
-                    .await
-                    .map_err(|e| request_error(&e))?;
-                let (parts, body) = response.into_parts();
-                // Read, so the stream ends cleanly instead of being reset.
-                let _ = drain(body).await;
-                Ok(Answer {
-                    status: parts.status,
-                    headers: parts.headers,
-                })
+            Checkout::Http2(connection) => {
+                let mut request = http::Request::new(());
+                *request.method_mut() = method.clone();
+                *request.uri_mut() = self.absolute.clone();
+                *request.headers_mut() = headers;
+                connection.exchange(request, body).await
             }
         }
     }

@@ -5,11 +5,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http2;
-
+use super::TransportError;
 use super::connect::{Address, Connected};
 use super::http1::Http1;
-use super::{Body, TransportError};
+use super::http2::Http2;
 
 /// How long an idle connection is kept: servers close theirs after a while
 /// (often 5 s to a few minutes), and one that did is found out on checkout.
@@ -22,7 +21,7 @@ pub(super) struct Pool {
     /// pointer, not the connection's kilobytes.
     #[expect(clippy::vec_box, reason = "each is moved out and back, see above")]
     idle: Mutex<Vec<Box<Http1>>>,
-    h2: Mutex<Option<http2::SendRequest<Body>>>,
+    h2: Mutex<Option<Http2>>,
     /// Held while a connection that may turn out HTTP/2 is made, so that
     /// the first requests share one instead of each opening its own.
     connecting: tokio::sync::Mutex<()>,
@@ -34,7 +33,7 @@ pub(super) struct Pool {
 pub(super) enum Checkout {
     /// Taken from the pool: give it back with [`Pool::checkin`].
     Http1(Box<Http1>),
-    Http2(http2::SendRequest<Body>),
+    Http2(Http2),
 }
 
 impl Pool {
@@ -76,18 +75,18 @@ impl Pool {
                 self.speaks_http1.store(true, Ordering::Relaxed);
                 Ok(Checkout::Http1(connection))
             }
-            Connected::Http2(sender) => {
-                *lock(&self.h2) = Some(sender.clone());
-                Ok(Checkout::Http2(sender))
+            Connected::Http2(connection) => {
+                *lock(&self.h2) = Some(connection.clone());
+                Ok(Checkout::Http2(connection))
             }
         }
     }
 
     /// The HTTP/2 connection, while it is open.
-    fn shared(&self) -> Option<http2::SendRequest<Body>> {
+    fn shared(&self) -> Option<Http2> {
         let mut h2 = lock(&self.h2);
         match &*h2 {
-            Some(sender) if !sender.is_closed() => Some(sender.clone()),
+            Some(connection) if connection.is_open() => Some(connection.clone()),
             Some(_) => {
                 *h2 = None;
                 None

@@ -1,0 +1,168 @@
+//! An HTTP/2 connection, shared by every request to its endpoint, over the
+//! `h2` crate itself: a request's task opens its stream and awaits the
+//! answer on it, so a request costs neither a task of its own nor a
+//! hand-off through a channel (hyper's client spends both per request).
+//! The connection runs in a task of its own, which also pings the server.
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::client::{Connection, SendRequest};
+use reqwest::header::{self, HeaderMap, HeaderValue};
+
+use super::connect::{Stream, root_cause};
+use super::{Answer, BODY_KEPT, TransportError};
+
+/// How often the connection is pinged, and how long an answer may take: a
+/// timed-out request resets only its stream, so without pings a dead
+/// connection would keep taking every request.
+const PING_EVERY: Duration = Duration::from_secs(10);
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Headers that belong to one HTTP/1.1 connection and that HTTP/2 forbids
+/// (RFC 9113 §8.2.2); a webhook may configure them for HTTP/1.1.
+const CONNECTION_HEADERS: [&str; 5] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// A handle on the shared connection; cloned per request.
+#[derive(Clone)]
+pub(super) struct Http2 {
+    send: SendRequest<Bytes>,
+    /// Set when the connection ended or refused a new stream: the pool
+    /// then makes a new one.
+    closed: Arc<AtomicBool>,
+}
+
+impl Http2 {
+    /// The HTTP/2 handshake over `stream`; the connection then runs on its own.
+    pub(super) async fn handshake(stream: Stream) -> Result<Http2, TransportError> {
+        let (send, connection) = h2::client::handshake(stream)
+            .await
+            .map_err(|e| TransportError::Connect(root_cause(&e)))?;
+        let closed = Arc::new(AtomicBool::new(false));
+        tokio::spawn(run(connection, Arc::clone(&closed)));
+        Ok(Http2 { send, closed })
+    }
+
+    pub(super) fn is_open(&self) -> bool {
+        !self.closed.load(Ordering::Acquire)
+    }
+
+    /// One request on a new stream, and its answer. The answer's body is
+    /// read (to `BODY_KEPT`, then the stream is reset) and dropped.
+    pub(super) async fn exchange(
+        &self,
+        mut request: http::Request<()>,
+        body: &Bytes,
+    ) -> Result<Answer, TransportError> {
+        strip_connection_headers(request.headers_mut());
+        request
+            .headers_mut()
+            .entry(header::CONTENT_LENGTH)
+            .or_insert_with(|| HeaderValue::from(body.len()));
+        let failed = |e: h2::Error| TransportError::Request(root_cause(&e));
+        let mut send = match self.send.clone().ready().await {
+            Ok(send) => send,
+            Err(e) => {
+                self.closed.store(true, Ordering::Release);
+                return Err(failed(e));
+            }
+        };
+        let (response, mut stream) = send
+            .send_request(request, body.is_empty())
+            .map_err(failed)?;
+        if !body.is_empty() {
+            // The payload is shared, not copied; it is small enough to be
+            // buffered whole until the stream's window lets it out.
+            stream.send_data(body.clone(), true).map_err(failed)?;
+        }
+        let (parts, mut answer) = response.await.map_err(failed)?.into_parts();
+        let mut read = 0;
+        while read <= BODY_KEPT {
+            match answer.data().await {
+                Some(Ok(chunk)) => {
+                    read += chunk.len();
+                    let _ = answer.flow_control().release_capacity(chunk.len());
+                }
+                Some(Err(_)) | None => break,
+            }
+        }
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+        })
+    }
+}
+
+fn strip_connection_headers(headers: &mut HeaderMap) {
+    for name in CONNECTION_HEADERS {
+        headers.remove(name);
+    }
+    if headers
+        .get(header::TE)
+        .is_some_and(|te| te.as_bytes() != b"trailers")
+    {
+        headers.remove(header::TE);
+    }
+}
+
+/// Drives the connection until it ends, or until the server stops
+/// answering pings; either way every stream still open fails.
+async fn run(mut connection: Connection<Stream, Bytes>, closed: Arc<AtomicBool>) {
+    let pings = connection.ping_pong();
+    let mut connection = pin!(connection);
+    let ended = match pings {
+        Some(pings) => tokio::select! {
+            ended = connection.as_mut() => ended.map_err(|e| root_cause(&e)),
+            dead = keep_alive(pings) => Err(dead),
+        },
+        None => connection.await.map_err(|e| root_cause(&e)),
+    };
+    closed.store(true, Ordering::Release);
+    if let Err(error) = ended {
+        tracing::debug!(%error, "an HTTP/2 connection to a webhook ended");
+    }
+}
+
+/// Pings every [`PING_EVERY`]; returns why the connection is dead.
+async fn keep_alive(mut pings: h2::PingPong) -> String {
+    loop {
+        tokio::time::sleep(PING_EVERY).await;
+        match tokio::time::timeout(PING_TIMEOUT, pings.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_pong)) => {}
+            Ok(Err(e)) => return root_cause(&e),
+            Err(_) => return format!("no answer to a ping within {PING_TIMEOUT:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_specific_headers_are_not_sent_over_http2() {
+        let mut headers = HeaderMap::new();
+        for name in ["connection", "keep-alive", "upgrade", "authorization"] {
+            headers.insert(
+                header::HeaderName::from_static(name),
+                HeaderValue::from_static("x"),
+            );
+        }
+        headers.insert(header::TE, HeaderValue::from_static("gzip"));
+        strip_connection_headers(&mut headers);
+        assert_eq!(headers.keys().collect::<Vec<_>>(), ["authorization"]);
+        let mut trailers = HeaderMap::new();
+        trailers.insert(header::TE, HeaderValue::from_static("trailers"));
+        strip_connection_headers(&mut trailers);
+        assert_eq!(trailers.len(), 1);
+    }
+}

@@ -103,13 +103,52 @@ pub(crate) struct ChangeId {
 
 /// `webhook-id`: e.g. `6b8f3a21-0/16B3748-2e7c1f3a9b2c8-3` (system, commit
 /// LSN, commit time in hexadecimal microseconds, index).
+impl ChangeId {
+    /// The id as text, written digit by digit: one is made for every
+    /// change, and `write!` with its padding and `Lsn`'s own `Display` was
+    /// 3 % of a drain's CPU.
+    pub(crate) fn text(&self) -> String {
+        let mut text = String::with_capacity(56);
+        push_hex(&mut text, u64::from(self.system), 8, HEX_LOWER);
+        text.push('-');
+        push_hex(&mut text, self.commit_lsn.0 >> 32, 1, HEX_UPPER);
+        text.push('/');
+        push_hex(&mut text, self.commit_lsn.0 & 0xFFFF_FFFF, 1, HEX_UPPER);
+        text.push('-');
+        // As `{:x}` shows an i64: its two's complement.
+        push_hex(&mut text, self.commit_time as u64, 1, HEX_LOWER);
+        text.push('-');
+        let mut digits = [0u8; 10];
+        let mut n = self.index;
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        digits[start..].iter().for_each(|&d| text.push(char::from(d)));
+        text
+    }
+}
+
+const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Appends `value` in hexadecimal, zero-padded to `width` digits.
+fn push_hex(text: &mut String, value: u64, width: usize, digits: &[u8; 16]) {
+    let used = (64 - value.leading_zeros() as usize).div_ceil(4).max(width);
+    for place in (0..used).rev() {
+        let nibble = (value >> (place * 4)) & 0xF;
+        text.push(char::from(digits[nibble as usize]));
+    }
+}
+
 impl fmt::Display for ChangeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:08x}-{}-{:x}-{}",
-            self.system, self.commit_lsn, self.commit_time, self.index
-        )
+        f.write_str(&self.text())
     }
 }
 
@@ -151,6 +190,32 @@ mod tests {
             index: 3,
         };
         assert_eq!(id.to_string(), "6b8f3a21-0/16B3748-2e7c1f3a9b2c8-3");
+    }
+
+    #[test]
+    fn change_id_text_matches_its_formatted_definition_at_the_edges() {
+        let edges = [
+            (0, 0, 0, 0),
+            (u32::MAX, u64::MAX, i64::MAX, u32::MAX),
+            (1, 0xFFFF_FFFF, -1, 9),
+            (0x10, 0x1_0000_0000, i64::MIN, 10),
+            (0x00ab_cdef, 0xA_0000_000F, 0x0123_4567_89ab, 1_000_000),
+        ];
+        for (system, lsn, commit_time, index) in edges {
+            let id = ChangeId {
+                system,
+                commit_lsn: Lsn(lsn),
+                commit_time,
+                index,
+            };
+            let defined = format!(
+                "{system:08x}-{:X}/{:X}-{commit_time:x}-{index}",
+                lsn >> 32,
+                lsn & 0xFFFF_FFFF
+            );
+            assert_eq!(id.text(), defined);
+            assert_eq!(id.to_string(), defined);
+        }
     }
 
     #[test]

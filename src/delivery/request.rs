@@ -5,7 +5,7 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderValue, LOCATION, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
 
 use super::retry::{Failure, parse_retry_after};
 use super::transport::{Answer, TransportError, root_cause};
@@ -14,6 +14,11 @@ use super::{Webhook, signature};
 /// `User-Agent`, set in each webhook's headers (see `Webhook::new`).
 pub(super) const USER_AGENT_VALUE: HeaderValue =
     HeaderValue::from_static(concat!("leadhook/", env!("CARGO_PKG_VERSION")));
+
+/// Names of the headers set per attempt, parsed once, not per request.
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
 
 /// Sends `payload` with its `webhook-id` (and a fresh signature) through the
 /// webhook's transport. `Ok` is a 2xx answer; anything else is a failure
@@ -50,7 +55,7 @@ pub(crate) async fn attempt(
 /// as a real delivery does.
 fn headers(hook: &Webhook, id: &HeaderValue, payload: &Bytes) -> HeaderMap {
     let mut headers = hook.headers.clone();
-    headers.insert("webhook-id", id.clone());
+    headers.insert(WEBHOOK_ID, id.clone());
     let Some(key) = &hook.signing_key else {
         return headers;
     };
@@ -59,9 +64,9 @@ fn headers(hook: &Webhook, id: &HeaderValue, payload: &Bytes) -> HeaderMap {
         .unwrap_or_default()
         .as_secs() as i64;
     let signature = signature::sign(key, id.to_str().unwrap_or_default(), now, payload);
-    headers.insert("webhook-timestamp", HeaderValue::from(now));
+    headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(now));
     if let Ok(signature) = HeaderValue::from_str(&signature) {
-        headers.insert("webhook-signature", signature);
+        headers.insert(WEBHOOK_SIGNATURE, signature);
     }
     headers
 }

@@ -157,7 +157,7 @@ impl LeadStage {
             }
         }
         let event = Event {
-            id: header_value(change.id.to_string())?,
+            id: header_value(change.id.text())?,
             payload,
             memory,
             key,

@@ -95,6 +95,34 @@ pub(crate) struct Source {
     /// Last position reported to the server, to skip redundant updates.
     reported: Lsn,
     last_report: tokio::time::Instant,
+    changes: ChangeCounters,
+}
+
+/// `leadhook_changes_total` by operation, registered once: looking the
+/// counter up by its labels on every change was 2 % of a drain's CPU.
+struct ChangeCounters {
+    insert: metrics::Counter,
+    update: metrics::Counter,
+    delete: metrics::Counter,
+}
+
+impl ChangeCounters {
+    fn new() -> Self {
+        let op = |op: &'static str| metrics::counter!("leadhook_changes_total", "op" => op);
+        ChangeCounters {
+            insert: op("insert"),
+            update: op("update"),
+            delete: op("delete"),
+        }
+    }
+
+    fn of(&self, op: &str) -> &metrics::Counter {
+        match op {
+            "insert" => &self.insert,
+            "update" => &self.update,
+            _ => &self.delete,
+        }
+    }
 }
 
 impl Source {
@@ -123,6 +151,7 @@ impl Source {
             in_window: false,
             reported: Lsn::ZERO,
             last_report: tokio::time::Instant::now(),
+            changes: ChangeCounters::new(),
         }
     }
 
@@ -427,7 +456,7 @@ impl Source {
             return None;
         }
         let index = self.next_index();
-        metrics::counter!("leadhook_changes_total", "op" => op).increment(1);
+        self.changes.of(op).increment(1);
         let tx = self.tx.as_ref()?;
         Some((
             tx.seq,

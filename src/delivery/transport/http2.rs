@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use h2::client::{Connection, SendRequest};
-use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::connect::{Stream, root_cause};
 use super::{Answer, BODY_KEPT, TransportError};
@@ -24,12 +24,12 @@ const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Headers that belong to one HTTP/1.1 connection and that HTTP/2 forbids
 /// (RFC 9113 §8.2.2); a webhook may configure them for HTTP/1.1.
-const CONNECTION_HEADERS: [&str; 5] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
+const CONNECTION_HEADERS: [HeaderName; 5] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// A handle on the shared connection; cloned per request.
@@ -103,7 +103,7 @@ impl Http2 {
 }
 
 fn strip_connection_headers(headers: &mut HeaderMap) {
-    for name in CONNECTION_HEADERS {
+    for name in &CONNECTION_HEADERS {
         headers.remove(name);
     }
     if headers

@@ -129,7 +129,9 @@ impl ChangeId {
                 break;
             }
         }
-        digits[start..].iter().for_each(|&d| text.push(char::from(d)));
+        digits[start..]
+            .iter()
+            .for_each(|&d| text.push(char::from(d)));
         text
     }
 }

@@ -2,7 +2,7 @@
 //! request at a time, and the HTTP/2 connection every request shares.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use super::TransportError;
@@ -14,13 +14,22 @@ use super::http2::Http2;
 /// (often 5 s to a few minutes), and one that did is found out on checkout.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How often idle connections past [`IDLE_TIMEOUT`] are closed, so a
+/// webhook gone quiet does not keep its sockets (half-closed by the server,
+/// often) until its next request.
+const REAP_EVERY: Duration = Duration::from_secs(15);
+
+/// Idle HTTP/1.1 connections, most recently used last: taken from the end,
+/// so the busy ones stay warm and the rest time out. Boxed, so that taking
+/// one out moves a pointer, not the connection's kilobytes.
+type Idle = Mutex<Vec<Box<Http1>>>;
+
 #[derive(Default)]
 pub(super) struct Pool {
-    /// Most recently used last: taken from the end, so the busy ones stay
-    /// warm and the rest time out. Boxed, so that taking one out moves a
-    /// pointer, not the connection's kilobytes.
-    #[expect(clippy::vec_box, reason = "each is moved out and back, see above")]
-    idle: Mutex<Vec<Box<Http1>>>,
+    /// Shared with the reaper, which holds it weakly: it ends with the pool.
+    idle: Arc<Idle>,
+    /// The reaper was started (with the first connection put back).
+    reaping: AtomicBool,
     h2: Mutex<Option<Http2>>,
     /// Held while a connection that may turn out HTTP/2 is made, so that
     /// the first requests share one instead of each opening its own.
@@ -64,6 +73,9 @@ impl Pool {
         if connection.is_reusable() {
             connection.idle_since = Instant::now();
             lock(&self.idle).push(connection);
+            if !self.reaping.swap(true, Ordering::Relaxed) {
+                tokio::spawn(reap_every(Arc::downgrade(&self.idle)));
+            }
         }
     }
 
@@ -100,7 +112,69 @@ impl Pool {
     }
 }
 
+/// Closes idle connections past [`IDLE_TIMEOUT`] every [`REAP_EVERY`],
+/// until the pool is gone.
+async fn reap_every(idle: Weak<Idle>) {
+    let mut ticks = tokio::time::interval(REAP_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(idle) = idle.upgrade() else { return };
+        reap(&idle, Instant::now());
+    }
+}
+
+/// Drops (and so closes) the connections idle for [`IDLE_TIMEOUT`] at `now`.
+fn reap(idle: &Idle, now: Instant) {
+    lock(idle).retain(|connection| now.duration_since(connection.idle_since) < IDLE_TIMEOUT);
+}
+
 /// A poisoned lock only means a panic elsewhere; the pool is still sound.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use hyper::client::conn::http1;
+    use hyper_util::rt::TokioIo;
+    use tokio::io::AsyncReadExt;
+    use tokio_util::either::Either;
+
+    use super::*;
+
+    /// A connection to a local listener, and the server's end of it.
+    async fn connection() -> (Box<Http1>, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a local listener");
+        let address = listener.local_addr().expect("its address");
+        let client = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("a connection");
+        let (server, _) = listener.accept().await.expect("accepted");
+        let (send, connection) = http1::handshake(TokioIo::new(Either::Left(client)))
+            .await
+            .expect("a handshake");
+        (Box::new(Http1::new(send, connection)), server)
+    }
+
+    #[tokio::test]
+    async fn idle_connections_past_the_idle_timeout_are_closed_without_a_request() {
+        let pool = Pool::default();
+        let (old, mut old_server) = connection().await;
+        let (fresh, _fresh_server) = connection().await;
+        pool.checkin(old);
+        pool.checkin(fresh);
+        let later = Instant::now() + IDLE_TIMEOUT - Duration::from_secs(1);
+        lock(&pool.idle)[0].idle_since -= Duration::from_secs(2);
+
+        reap(&pool.idle, later);
+
+        assert_eq!(lock(&pool.idle).len(), 1, "the fresh one is kept");
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), old_server.read(&mut byte)).await;
+        assert!(matches!(read, Ok(Ok(0))), "closed: {read:?}");
+    }
 }

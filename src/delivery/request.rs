@@ -28,11 +28,15 @@ pub(crate) async fn attempt(
     id: &HeaderValue,
     payload: &Bytes,
 ) -> Result<(), Failure> {
-    let headers = headers(hook, id, payload);
     let started = Instant::now();
     let result = hook
         .transport
-        .send(&hook.method, headers, payload, hook.policy.timeout)
+        .send(
+            &hook.method,
+            || headers(hook, id, payload),
+            payload,
+            hook.policy.timeout,
+        )
         .await;
     hook.metrics.duration.record(started.elapsed());
     let outcome = match result {

@@ -2,10 +2,15 @@
 //! `always` speak HTTP/2 (negotiated by ALPN, or assumed) and `never`
 //! HTTP/1.1; over plain `http://`, `always` speaks HTTP/2 with prior
 //! knowledge (h2c) and `auto` stays on HTTP/1.1. Every lead arrives at each,
-//! also through refusals, timed-out streams and a restarted receiver.
+//! also through refusals, timed-out streams and a restarted receiver; and
+//! a server that rotates its connections with GOAWAY costs no failed attempt.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
 
 use leadhook_testkit::pki::Pki;
 
@@ -125,4 +130,100 @@ async fn over_http2_refusals_timeouts_and_a_restarted_receiver_lose_no_lead() {
         sidecar.log()
     );
     assert!(!sidecar.log().contains("h2-t0ken"), "{}", sidecar.log());
+}
+
+/// An HTTP/2 server (h2c) that answers 200 to everything and closes each
+/// connection gracefully with GOAWAY after `per_connection` requests, as
+/// servers that rotate connections do (nginx: every 1 000 requests).
+struct RotatingServer {
+    url: String,
+    /// The score of every lead it received, repeats included.
+    scores: Arc<Mutex<Vec<i64>>>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl RotatingServer {
+    async fn start(per_connection: usize) -> RotatingServer {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a local port");
+        let url = format!("http://{}/leads", listener.local_addr().expect("bound"));
+        let scores = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (received, opened) = (Arc::clone(&scores), Arc::clone(&connections));
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                opened.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(serve_then_go_away(
+                    tcp,
+                    per_connection,
+                    Arc::clone(&received),
+                ));
+            }
+        });
+        RotatingServer {
+            url,
+            scores,
+            connections,
+        }
+    }
+
+    fn scores(&self) -> BTreeSet<i64> {
+        self.scores
+            .lock()
+            .expect("scores")
+            .iter()
+            .copied()
+            .collect()
+    }
+}
+
+async fn serve_then_go_away(tcp: TcpStream, per_connection: usize, scores: Arc<Mutex<Vec<i64>>>) {
+    let Ok(mut connection) = h2::server::handshake(tcp).await else {
+        return;
+    };
+    let mut served = 0;
+    while let Some(Ok((request, mut respond))) = connection.accept().await {
+        let scores = Arc::clone(&scores);
+        tokio::spawn(async move {
+            let mut body = request.into_body();
+            let mut bytes = Vec::new();
+            while let Some(Ok(chunk)) = body.data().await {
+                let _ = body.flow_control().release_capacity(chunk.len());
+                bytes.extend_from_slice(&chunk);
+            }
+            let lead: serde_json::Value = serde_json::from_slice(&bytes).expect("a JSON payload");
+            let score = lead["data"]["score"].as_i64().expect("a score");
+            scores.lock().expect("scores").push(score);
+            let _ = respond.send_response(http::Response::new(()), true);
+        });
+        served += 1;
+        if served == per_connection {
+            connection.graceful_shutdown();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_a_server_turns_away_with_goaway_go_out_again_on_a_new_connection_without_a_failed_attempt()
+ {
+    let server = RotatingServer::start(5).await;
+    let db = TestDb::create(shared_cluster(), "http2_goaway").await;
+    let hook = Webhook::new("hook", server.url.clone()).with(|w| w.http2 = Some("always".into()));
+    let sidecar = leadhook().start(&db.config().webhook(hook).to_toml());
+    db.wait_streaming(&sidecar).await;
+    db.insert_leads(1..=60).await;
+    eventually(
+        "every lead at the rotating server",
+        || sidecar.log(),
+        async || server.scores() == (1..=60).collect(),
+    )
+    .await;
+    let connections = server.connections.load(Ordering::Relaxed);
+    // Each serves the streams open when it said GOAWAY: more than 5.
+    assert!(
+        connections >= 2,
+        "{connections} connection(s) for 60 requests"
+    );
+    assert_eq!(failed_attempts(&sidecar).await, 0.0, "{}", sidecar.log());
 }

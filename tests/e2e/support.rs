@@ -99,3 +99,14 @@ pub(crate) fn scores_by_lead(
     }
     leads
 }
+
+/// Attempts of webhook `hook` that did not succeed, of every kind.
+pub(crate) async fn failed_attempts(sidecar: &leadhook_testkit::sidecar::Sidecar) -> f64 {
+    let admin = sidecar.admin_url().await;
+    let mut failed = 0.0;
+    for result in ["http_error", "timeout", "connect_error"] {
+        let labels = [("webhook", "hook"), ("result", result)];
+        failed += metric(&admin, "leadhook_delivery_attempts_total", &labels).await;
+    }
+    failed
+}

@@ -7,17 +7,6 @@ use base64::engine::general_purpose::STANDARD;
 
 use crate::support::*;
 
-/// Attempts of webhook `hook` that did not succeed, of every kind.
-async fn failed_attempts(sidecar: &leadhook_testkit::sidecar::Sidecar) -> f64 {
-    let admin = sidecar.admin_url().await;
-    let mut failed = 0.0;
-    for result in ["http_error", "timeout", "connect_error"] {
-        let labels = [("webhook", "hook"), ("result", result)];
-        failed += metric(&admin, "leadhook_delivery_attempts_total", &labels).await;
-    }
-    failed
-}
-
 #[tokio::test]
 async fn a_receiver_restarted_between_deliveries_gets_the_next_change_without_a_failed_attempt() {
     let Running {

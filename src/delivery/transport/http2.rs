@@ -4,9 +4,11 @@
 //! hand-off through a channel (hyper's client spends both per request).
 //! The connection runs in a task of its own, which also pings the server.
 
+use std::future::poll_fn;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,12 +34,22 @@ const CONNECTION_HEADERS: [HeaderName; 5] = [
     header::UPGRADE,
 ];
 
+/// Why an exchange failed.
+pub(super) enum Failed {
+    /// The server never took the request: it was past a GOAWAY's last
+    /// stream, refused (REFUSED_STREAM), or the connection was closing.
+    /// Another connection may take it at once (RFC 9113 §8.7), as servers
+    /// that rotate connections (nginx, every 1 000 requests) expect.
+    TurnedAway(TransportError),
+    Other(TransportError),
+}
+
 /// A handle on the shared connection; cloned per request.
 #[derive(Clone)]
 pub(super) struct Http2 {
     send: SendRequest<Bytes>,
-    /// Set when the connection ended or refused a new stream: the pool
-    /// then makes a new one.
+    /// Set when the connection ended or turned a request away (GOAWAY, or
+    /// no new stream possible): the pool then makes a new one.
     closed: Arc<AtomicBool>,
 }
 
@@ -56,49 +68,78 @@ impl Http2 {
         !self.closed.load(Ordering::Acquire)
     }
 
-    /// One request on a new stream, and its answer. The answer's body is
-    /// read (to `BODY_KEPT`, then the stream is reset) and dropped.
+    /// One request on a new stream, and its answer. What of the answer's
+    /// body has already arrived is read (to `BODY_KEPT`), so the stream
+    /// usually ends cleanly; the rest is not waited for (the stream is
+    /// reset): a 2xx is a success once its head is in.
     pub(super) async fn exchange(
         &self,
         mut request: http::Request<()>,
         body: &Bytes,
-    ) -> Result<Answer, TransportError> {
+    ) -> Result<Answer, Failed> {
         strip_connection_headers(request.headers_mut());
         request
             .headers_mut()
             .entry(header::CONTENT_LENGTH)
             .or_insert_with(|| HeaderValue::from(body.len()));
-        let failed = |e: h2::Error| TransportError::Request(root_cause(&e));
         let mut send = match self.send.clone().ready().await {
             Ok(send) => send,
-            Err(e) => {
-                self.closed.store(true, Ordering::Release);
-                return Err(failed(e));
-            }
+            Err(e) => return Err(self.not_opened(&e)),
         };
-        let (response, mut stream) = send
-            .send_request(request, body.is_empty())
-            .map_err(failed)?;
+        let (response, mut stream) = match send.send_request(request, body.is_empty()) {
+            Ok(opened) => opened,
+            Err(e) => return Err(self.not_opened(&e)),
+        };
         if !body.is_empty() {
             // The payload is shared, not copied; it is small enough to be
             // buffered whole until the stream's window lets it out.
-            stream.send_data(body.clone(), true).map_err(failed)?;
+            stream
+                .send_data(body.clone(), true)
+                .map_err(|e| self.failed(&e))?;
         }
-        let (parts, mut answer) = response.await.map_err(failed)?.into_parts();
+        let (parts, mut answer) = response.await.map_err(|e| self.failed(&e))?.into_parts();
         let mut read = 0;
         while read <= BODY_KEPT {
-            match answer.data().await {
-                Some(Ok(chunk)) => {
+            match poll_fn(|cx| Poll::Ready(answer.poll_data(cx))).await {
+                Poll::Ready(Some(Ok(chunk))) => {
                     read += chunk.len();
                     let _ = answer.flow_control().release_capacity(chunk.len());
                 }
-                Some(Err(_)) | None => break,
+                _ => break,
             }
         }
         Ok(Answer {
             status: parts.status,
             headers: parts.headers,
         })
+    }
+
+    /// No stream could be opened: the connection is gone or going (a new
+    /// one is made), or the request itself is one h2 refuses to send.
+    fn not_opened(&self, error: &h2::Error) -> Failed {
+        match error.is_go_away() || error.is_io() || error.reason().is_some() {
+            true => self.turned_away(error),
+            false => Failed::Other(TransportError::Request(root_cause(error))),
+        }
+    }
+
+    /// The connection takes no new stream: a new one is made.
+    fn turned_away(&self, error: &h2::Error) -> Failed {
+        self.closed.store(true, Ordering::Release);
+        Failed::TurnedAway(TransportError::Request(root_cause(error)))
+    }
+
+    /// An open stream failed: turned away if the server says it never
+    /// processed it.
+    fn failed(&self, error: &h2::Error) -> Failed {
+        if error.is_go_away() && error.is_remote() {
+            return self.turned_away(error);
+        }
+        let cause = TransportError::Request(root_cause(error));
+        match error.reason() {
+            Some(h2::Reason::REFUSED_STREAM) => Failed::TurnedAway(cause),
+            _ => Failed::Other(cause),
+        }
     }
 }
 

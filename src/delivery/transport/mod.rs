@@ -88,12 +88,13 @@ impl Transport {
         Ok(Transport::Direct(Arc::new(Endpoint::new(url, hook))))
     }
 
-    /// Sends one request; `headers` are all of its headers but `Host`.
+    /// Sends one request; `headers` makes all of its headers but `Host`
+    /// (once, or twice if the server turned it away unprocessed).
     /// Everything, connecting included, happens within `timeout`.
     pub(crate) async fn send(
         &self,
         method: &Method,
-        headers: HeaderMap,
+        headers: impl Fn() -> HeaderMap,
         body: &Bytes,
         timeout: Duration,
     ) -> Result<Answer, TransportError> {
@@ -105,7 +106,7 @@ impl Transport {
             }
             // Boxed: reqwest's future is large, and rarely needed.
             Transport::Proxied(proxied) => {
-                Box::pin(proxied.send(method, headers, body, timeout)).await
+                Box::pin(proxied.send(method, headers(), body, timeout)).await
             }
         }
     }
@@ -178,30 +179,43 @@ impl Endpoint {
         }
     }
 
+    /// `headers` makes the request's headers: again when a request the
+    /// server turned away unprocessed is sent once more.
     async fn send(
         &self,
         method: &Method,
-        mut headers: HeaderMap,
+        headers: impl Fn() -> HeaderMap,
         body: &Bytes,
     ) -> Result<Answer, TransportError> {
-        self.authorize(&mut headers);
-        match self.pool.checkout(&self.address).await? {
-            Checkout::Http1(mut connection) => {
-                headers.insert(HOST, self.host_header.clone());
-                let mut request = http::Request::new(Full::new(body.clone()));
-                *request.method_mut() = method.clone();
-                *request.uri_mut() = self.target.clone();
-                *request.headers_mut() = headers;
-                let answer = connection.exchange(request).await?;
-                self.pool.checkin(connection);
-                Ok(answer)
-            }
-            Checkout::Http2(connection) => {
-                let mut request = http::Request::new(());
-                *request.method_mut() = method.clone();
-                *request.uri_mut() = self.absolute.clone();
-                *request.headers_mut() = headers;
-                connection.exchange(request, body).await
+        let mut again = true;
+        loop {
+            let mut headers = headers();
+            self.authorize(&mut headers);
+            match self.pool.checkout(&self.address).await? {
+                Checkout::Http1(mut connection) => {
+                    headers.insert(HOST, self.host_header.clone());
+                    let mut request = http::Request::new(Full::new(body.clone()));
+                    *request.method_mut() = method.clone();
+                    *request.uri_mut() = self.target.clone();
+                    *request.headers_mut() = headers;
+                    let answer = connection.exchange(request).await?;
+                    self.pool.checkin(connection);
+                    return Ok(answer);
+                }
+                Checkout::Http2(connection) => {
+                    let mut request = http::Request::new(());
+                    *request.method_mut() = method.clone();
+                    *request.uri_mut() = self.absolute.clone();
+                    *request.headers_mut() = headers;
+                    match connection.exchange(request, body).await {
+                        Ok(answer) => return Ok(answer),
+                        // Once, on the next connection (the pool makes one).
+                        Err(http2::Failed::TurnedAway(_)) if again => again = false,
+                        Err(http2::Failed::TurnedAway(e) | http2::Failed::Other(e)) => {
+                            return Err(e);
+                        }
+                    }
+                }
             }
         }
     }

@@ -110,6 +110,7 @@ pub(crate) struct OutboxSource {
     /// Per webhook: rows it handled in an earlier session (by seq), not to
     /// be sent to it again; an entry is taken when its row is read.
     skip: Vec<BTreeSet<i64>>,
+    counted: super::ChangeCounters,
 }
 
 impl OutboxSource {
@@ -131,6 +132,7 @@ impl OutboxSource {
             undeleted: VecDeque::new(),
             next_index: 0,
             skip,
+            counted: super::ChangeCounters::new(),
         }
     }
 
@@ -242,7 +244,12 @@ impl OutboxSource {
                 (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
             let other_columns: Option<String> = row.get(5);
             let bytes = lead.len() + other_columns.as_ref().map_or(0, String::len);
-            metrics::counter!("leadhook_changes_total", "op" => if op == "insert" { "insert" } else { "update" }).increment(1);
+            // The trigger captures inserts and updates only.
+            let counted = match op {
+                "insert" => &self.counted.insert,
+                _ => &self.counted.update,
+            };
+            counted.increment(1);
             self.next_index += 1;
             let index = self.next_index;
             let tx = self.checkpoint.begin(Lsn(index));

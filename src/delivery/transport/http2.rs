@@ -193,10 +193,7 @@ mod tests {
     fn connection_specific_headers_are_not_sent_over_http2() {
         let mut headers = HeaderMap::new();
         for name in ["connection", "keep-alive", "upgrade", "authorization"] {
-            headers.insert(
-                header::HeaderName::from_static(name),
-                HeaderValue::from_static("x"),
-            );
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_static("x"));
         }
         headers.insert(header::TE, HeaderValue::from_static("gzip"));
         strip_connection_headers(&mut headers);

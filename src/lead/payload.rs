@@ -64,7 +64,12 @@ pub(super) enum FieldValue<'a> {
 impl FieldValue<'_> {
     fn text(&self) -> Option<Cow<'_, str>> {
         match self {
-            FieldValue::Text(bytes) => Some(String::from_utf8_lossy(bytes)),
+            // Validated first: `from_utf8` checks ASCII a word at a time,
+            // the lossy walk byte by byte (8 % of a lead's rendering).
+            FieldValue::Text(bytes) => Some(match std::str::from_utf8(bytes) {
+                Ok(text) => Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(bytes),
+            }),
             FieldValue::Null | FieldValue::Unchanged => None,
         }
     }

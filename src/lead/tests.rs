@@ -97,6 +97,19 @@ fn text_is_delivered_byte_exact_and_score_as_an_integer() {
 }
 
 #[test]
+fn invalid_utf8_in_a_text_column_arrives_replaced_not_dropped() {
+    let rel = relation(&ALL);
+    let m = mapping(ColumnMap::default(), &rel);
+    let mut row: Vec<Value> = (0..12).map(|_| text("ok")).collect();
+    row[11] = text("3");
+    // A SQL_ASCII database passes any bytes through.
+    row[1] = Value::Text(Bytes::from_static(b"caf\xe9@example.com"));
+    let (_, json) = render_row(&m, &row);
+    assert_eq!(json["data"]["email"], "caf\u{fffd}@example.com");
+    assert_eq!(json["data"]["company"], "ok");
+}
+
+#[test]
 fn renamed_and_absent_columns_follow_the_config() {
     let rel = relation(&[("id", 20), ("mail", 25), ("points", 21)]);
     let mut columns = ColumnMap::default();

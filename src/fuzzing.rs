@@ -66,9 +66,14 @@ pub fn outbox_row(data: &[u8]) {
     }
 }
 
-/// What a webhook endpoint and the server answer in text: a
-/// `Retry-After` value, and a WAL position.
+/// What a webhook endpoint and the server answer: HTTP/1.1 answers
+/// (their heads parsed, their bodies framed and skipped, arriving in
+/// pieces whose size the first byte picks), a `Retry-After` value, and a
+/// WAL position.
 pub fn answers(data: &[u8]) {
+    if let Some((&piece, rest)) = data.split_first() {
+        crate::delivery::transport::read_answers(rest, usize::from(piece));
+    }
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

@@ -37,7 +37,7 @@ impl Clients {
     /// How `hook`'s requests reach its endpoint: its own connections, or
     /// this client when the environment names a proxy for its URL.
     pub(crate) fn transport(&self, hook: &WebhookConfig) -> Result<Transport, reqwest::Error> {
-        Transport::new(hook, || self.of(hook))
+        Transport::new(hook, super::request::own_headers(hook), || self.of(hook))
     }
 }
 

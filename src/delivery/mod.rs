@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
+use reqwest::header::HeaderValue;
 use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
@@ -89,10 +89,6 @@ pub(crate) struct Webhook {
     /// Scheme, host, port and path only: what logs may show of the URL.
     pub(crate) shown_url: String,
     method: reqwest::Method,
-    /// Every request's headers but its own (`webhook-id`, signature):
-    /// `Content-Type`, the webhook's, `User-Agent` and `Accept`. Marked
-    /// sensitive, so they never show in Debug output.
-    headers: HeaderMap,
     pub(crate) policy: DeliveryConfig,
     signing_key: Option<SigningKey>,
     pub(crate) metrics: WebhookMetrics,
@@ -174,21 +170,11 @@ impl Webhook {
     ) -> Webhook {
         let url = hook.url.expose().clone();
         let shown_url = hook.shown_url();
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        for (name, value) in &hook.headers {
-            headers.insert(name.clone(), value.expose().clone());
-        }
-        // Set once here, not per request; after the webhook's own, as
-        // each request always said.
-        headers.insert(USER_AGENT, request::USER_AGENT_VALUE);
-        headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
         Webhook {
             name: hook.name.clone(),
             url,
             shown_url,
             method: hook.method.clone(),
-            headers,
             policy: hook.policy.clone(),
             signing_key: hook.signing_key.clone(),
             metrics: WebhookMetrics::new(&hook.name),

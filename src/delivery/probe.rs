@@ -64,7 +64,8 @@ pub async fn test(config: &Config, name: &str, out: &mut impl Write) -> Result<b
 /// may not reach private networks is sent through the guarded client.
 pub(crate) async fn send(found: &WebhookConfig, out: &mut impl Write) -> Result<bool, ProbeError> {
     let client = http_client(found.public_only, found.http2).map_err(ProbeError::Client)?;
-    let transport = super::transport::Transport::new(found, || Ok(client.clone()))
+    let headers = request::own_headers(found);
+    let transport = super::transport::Transport::new(found, headers, || Ok(client.clone()))
         .map_err(ProbeError::Client)?;
     let hook = Webhook::new(found, &Default::default(), transport);
     let id = test_id(SystemTime::now());

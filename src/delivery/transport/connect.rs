@@ -4,8 +4,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use reqwest::Url;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -19,9 +17,6 @@ use crate::delivery::guard;
 
 /// A connection's bytes: plain TCP or TLS over it.
 pub(super) type Stream = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
-
-/// The same, as hyper reads and writes it.
-pub(super) type Io = TokioIo<Stream>;
 
 /// Where a webhook's connections go, and how they are made.
 pub(super) struct Address {
@@ -149,10 +144,7 @@ async fn handshake(stream: Stream, h2: bool) -> Result<Connected, TransportError
     if h2 {
         return Ok(Connected::Http2(Http2::handshake(stream).await?));
     }
-    let (send, connection) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| TransportError::Connect(root_cause(&e)))?;
-    Ok(Connected::Http1(Box::new(Http1::new(send, connection))))
+    Ok(Connected::Http1(Box::new(Http1::new(stream))))
 }
 
 /// The innermost cause of an error ("Connection refused (os error 111)"):

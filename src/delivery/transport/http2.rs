@@ -77,7 +77,6 @@ impl Http2 {
         mut request: http::Request<()>,
         body: &Bytes,
     ) -> Result<Answer, Failed> {
-        strip_connection_headers(request.headers_mut());
         request
             .headers_mut()
             .entry(header::CONTENT_LENGTH)
@@ -108,10 +107,7 @@ impl Http2 {
                 _ => break,
             }
         }
-        Ok(Answer {
-            status: parts.status,
-            headers: parts.headers,
-        })
+        Ok(Answer::new(parts.status, &parts.headers))
     }
 
     /// No stream could be opened: the connection is gone or going (a new
@@ -143,7 +139,8 @@ impl Http2 {
     }
 }
 
-fn strip_connection_headers(headers: &mut HeaderMap) {
+/// Leaves out the headers HTTP/2 forbids (RFC 9113, 8.2.2), as hyper did.
+pub(super) fn strip_connection_headers(headers: &mut HeaderMap) {
     for name in &CONNECTION_HEADERS {
         headers.remove(name);
     }

@@ -1,14 +1,16 @@
 //! How a webhook's requests reach its endpoint.
 //!
 //! Deliveries are the hot path: one request per event. So each webhook gets
-//! its own [`Endpoint`], prepared once from its URL (the request target,
-//! the `Host` header, the TLS name and ALPN, the network rule), with its
-//! own pool of connections over hyper's `client::conn`. An HTTP/1.1
-//! connection is driven by the task whose request it carries, so a request
-//! costs that one task's wake-ups and no URL parsing, no pool keyed by
-//! host and no middleware. An HTTP/2 connection runs in a task of its own
-//! (every request in flight shares it) and pings the server; each request
-//! opens its stream on it over `h2` directly and awaits its answer there.
+//! its own [`Endpoint`], prepared once from its URL and headers (the
+//! request target, `Host`, the webhook's own headers, the TLS name and
+//! ALPN, the network rule), with its own pool of connections. An HTTP/1.1
+//! connection is driven by the task whose request it carries, and its
+//! requests begin with a head encoded once: a request costs that one
+//! task's wake-ups, its event's few headers and one `writev`, and no URL
+//! parsing, header map, pool keyed by host or middleware. An HTTP/2
+//! connection runs in a task of its own (every request in flight shares
+//! it) and pings the server; each request opens its stream on it over `h2`
+//! directly and awaits its answer there.
 //!
 //! When the environment names a proxy for the webhook's URL (`HTTPS_PROXY`,
 //! `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`), its requests go through reqwest,
@@ -29,24 +31,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use reqwest::header::{HOST, HeaderMap, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 
 use crate::config::WebhookConfig;
 pub(crate) use connect::root_cause;
 use pool::{Checkout, Pool};
 
-/// The request body: the payload, shared, never copied.
-type Body = Full<Bytes>;
-
 /// How much of an answer's body is read to keep its connection: more, and
 /// the connection is closed instead (the answer itself is never used).
 const BODY_KEPT: usize = 64 * 1024;
 
-/// One webhook's way to its endpoint.
+/// One webhook's way to its endpoint, and the headers every one of its
+/// requests has.
 #[derive(Debug)]
-pub(crate) enum Transport {
+pub(crate) struct Transport {
+    /// The webhook's own (see `request::own_headers`).
+    headers: HeaderMap,
+    way: Way,
+}
+
+#[derive(Debug)]
+enum Way {
     Direct(Arc<Endpoint>),
     /// Through the proxy the environment names for this URL.
     Proxied(Proxied),
@@ -56,7 +62,30 @@ pub(crate) enum Transport {
 #[derive(Debug)]
 pub(crate) struct Answer {
     pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
+    /// For the retry rules.
+    pub(crate) retry_after: Option<HeaderValue>,
+    /// Where a redirect pointed, for its log line.
+    pub(crate) location: Option<HeaderValue>,
+}
+
+impl Answer {
+    fn new(status: StatusCode, headers: &HeaderMap) -> Answer {
+        Answer {
+            status,
+            retry_after: headers.get(RETRY_AFTER).cloned(),
+            location: headers.get(LOCATION).cloned(),
+        }
+    }
+}
+
+impl From<http1::Head> for Answer {
+    fn from(head: http1::Head) -> Answer {
+        Answer {
+            status: head.status,
+            retry_after: head.retry_after,
+            location: head.location,
+        }
+    }
 }
 
 /// Why a request got no answer.
@@ -73,43 +102,64 @@ pub(crate) enum TransportError {
 }
 
 impl Transport {
-    /// The transport of `hook`: reqwest's `proxied` client when a proxy
-    /// applies to its URL (built only then), its own endpoint otherwise.
+    /// The transport of `hook`, whose requests all have `headers`:
+    /// reqwest's `proxied` client when a proxy applies to its URL (built
+    /// only then), its own endpoint otherwise.
     pub(crate) fn new(
         hook: &WebhookConfig,
+        headers: HeaderMap,
         proxied: impl FnOnce() -> Result<reqwest::Client, reqwest::Error>,
     ) -> Result<Transport, reqwest::Error> {
         let url = hook.url.expose();
-        if !hook.public_only && proxy_applies(url) {
+        let way = if !hook.public_only && proxy_applies(url) {
             let client = proxied()?;
             let url = url.clone();
-            return Ok(Transport::Proxied(Proxied { client, url }));
-        }
-        Ok(Transport::Direct(Arc::new(Endpoint::new(url, hook))))
+            let method = hook.method.clone();
+            Way::Proxied(Proxied {
+                client,
+                url,
+                method,
+            })
+        } else {
+            Way::Direct(Arc::new(Endpoint::new(url, hook, &headers)))
+        };
+        Ok(Transport { headers, way })
     }
 
-    /// Sends one request; `headers` makes all of its headers but `Host`
-    /// (once, or twice if the server turned it away unprocessed).
-    /// Everything, connecting included, happens within `timeout`.
+    /// The headers every request of the webhook has.
+    pub(crate) fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// Sends one request with the webhook's method and headers and
+    /// `extra` ones (the event's). Everything, connecting included,
+    /// happens within `timeout`.
     pub(crate) async fn send(
         &self,
-        method: &Method,
-        headers: impl Fn() -> HeaderMap,
+        extra: &[(HeaderName, HeaderValue)],
         body: &Bytes,
         timeout: Duration,
     ) -> Result<Answer, TransportError> {
-        match self {
-            Transport::Direct(endpoint) => {
-                tokio::time::timeout(timeout, endpoint.send(method, headers, body))
-                    .await
-                    .unwrap_or(Err(TransportError::Timeout))
-            }
+        match &self.way {
+            Way::Direct(endpoint) => tokio::time::timeout(timeout, endpoint.send(extra, body))
+                .await
+                .unwrap_or(Err(TransportError::Timeout)),
             // Boxed: reqwest's future is large, and rarely needed.
-            Transport::Proxied(proxied) => {
-                Box::pin(proxied.send(method, headers(), body, timeout)).await
+            Way::Proxied(proxied) => {
+                let headers = with_extra(&self.headers, extra);
+                Box::pin(proxied.send(headers, body, timeout)).await
             }
         }
     }
+}
+
+/// `own` and `extra` in one map (for HTTP/2, reqwest and `webhooks test`).
+pub(crate) fn with_extra(own: &HeaderMap, extra: &[(HeaderName, HeaderValue)]) -> HeaderMap {
+    let mut headers = own.clone();
+    for (name, value) in extra {
+        headers.insert(name.clone(), value.clone());
+    }
+    headers
 }
 
 /// Whether the environment's proxy settings route `url` through a proxy,
@@ -123,8 +173,8 @@ fn proxy_applies(url: &Url) -> bool {
         .is_some()
 }
 
-/// A webhook's endpoint: what its URL says, prepared once, and its
-/// connections.
+/// A webhook's endpoint: what its URL and headers say, prepared once, and
+/// its connections.
 pub(crate) struct Endpoint {
     /// Path and query: the request target of HTTP/1.1.
     target: http::Uri,
@@ -135,6 +185,13 @@ pub(crate) struct Endpoint {
     /// Credentials in the URL, sent as basic authentication (as reqwest
     /// does); secret, like the URL.
     authorization: Option<HeaderValue>,
+    method: Method,
+    /// The webhook's own headers, with the URL's credentials, for HTTP/2
+    /// (which leaves out those only HTTP/1.1 has).
+    http2_headers: HeaderMap,
+    /// How every HTTP/1.1 request begins: request line, `Host`, headers.
+    /// Secret: it holds the header values.
+    http1_prefix: Box<[u8]>,
     address: connect::Address,
     pool: Pool,
 }
@@ -146,7 +203,7 @@ impl std::fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
-    fn new(url: &Url, hook: &WebhookConfig) -> Endpoint {
+    fn new(url: &Url, hook: &WebhookConfig, own: &HeaderMap) -> Endpoint {
         let mut bare = url.clone();
         let authorization = basic_auth(&mut bare);
         let absolute: http::Uri = bare.as_str().parse().unwrap_or_default();
@@ -159,14 +216,28 @@ impl Endpoint {
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             .unwrap_or_else(|| HeaderValue::from_static("localhost"));
         let address = connect::Address::new(&bare, hook.public_only, hook.http2);
-        Endpoint {
+        let mut endpoint = Endpoint {
             target,
             absolute,
             host_header,
             authorization,
+            method: hook.method.clone(),
+            http2_headers: HeaderMap::new(),
+            http1_prefix: Box::default(),
             address,
             pool: Pool::default(),
-        }
+        };
+        let mut headers = own.clone();
+        endpoint.authorize(&mut headers);
+        endpoint.http1_prefix = http1::prefix(
+            &endpoint.method,
+            endpoint.target.path_and_query().map_or("/", |p| p.as_str()),
+            &endpoint.host_header,
+            &headers,
+        );
+        http2::strip_connection_headers(&mut headers);
+        endpoint.http2_headers = headers;
+        endpoint
     }
 
     /// Adds the URL's credentials, unless the webhook configures its own
@@ -179,34 +250,26 @@ impl Endpoint {
         }
     }
 
-    /// `headers` makes the request's headers: again when a request the
-    /// server turned away unprocessed is sent once more.
+    /// A request the server turned away unprocessed (over HTTP/2) is sent
+    /// once more, on a new connection.
     async fn send(
         &self,
-        method: &Method,
-        headers: impl Fn() -> HeaderMap,
+        extra: &[(HeaderName, HeaderValue)],
         body: &Bytes,
     ) -> Result<Answer, TransportError> {
         let mut again = true;
         loop {
-            let mut headers = headers();
-            self.authorize(&mut headers);
             match self.pool.checkout(&self.address).await? {
                 Checkout::Http1(mut connection) => {
-                    headers.insert(HOST, self.host_header.clone());
-                    let mut request = http::Request::new(Full::new(body.clone()));
-                    *request.method_mut() = method.clone();
-                    *request.uri_mut() = self.target.clone();
-                    *request.headers_mut() = headers;
-                    let answer = connection.exchange(request).await?;
+                    let head = connection.exchange(&self.http1_prefix, extra, body).await?;
                     self.pool.checkin(connection);
-                    return Ok(answer);
+                    return Ok(head.into());
                 }
                 Checkout::Http2(connection) => {
                     let mut request = http::Request::new(());
-                    *request.method_mut() = method.clone();
+                    *request.method_mut() = self.method.clone();
                     *request.uri_mut() = self.absolute.clone();
-                    *request.headers_mut() = headers;
+                    *request.headers_mut() = with_extra(&self.http2_headers, extra);
                     match connection.exchange(request, body).await {
                         Ok(answer) => return Ok(answer),
                         // Once, on the next connection (the pool makes one).
@@ -243,61 +306,50 @@ fn basic_auth(url: &mut Url) -> Option<HeaderValue> {
     Some(value)
 }
 
-/// Reads an answer's body to its end, or up to [`BODY_KEPT`]: `true` when
-/// it ended (so the connection may serve the next request).
-async fn drain(mut body: hyper::body::Incoming) -> bool {
-    let mut read = 0;
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else { return false };
-        if let Some(data) = frame.data_ref() {
-            read += data.len();
-            if read > BODY_KEPT {
-                return false;
-            }
-        }
-    }
-    true
-}
-
 /// The innermost cause of a failed request ("connection reset by peer"),
 /// which is what a person needs.
 fn request_error(error: &(dyn std::error::Error + 'static)) -> TransportError {
     TransportError::Request(connect::root_cause(error))
 }
 
-/// A webhook behind a proxy: reqwest's client, and the URL it is given.
+/// A webhook behind a proxy: reqwest's client, and the URL and method it
+/// is given.
 #[derive(Debug)]
-pub(crate) struct Proxied {
+struct Proxied {
     client: reqwest::Client,
     url: Url,
+    method: Method,
 }
 
 impl Proxied {
     async fn send(
         &self,
-        method: &Method,
         headers: HeaderMap,
         body: &Bytes,
         timeout: Duration,
     ) -> Result<Answer, TransportError> {
         let sent = self
             .client
-            .request(method.clone(), self.url.clone())
+            .request(self.method.clone(), self.url.clone())
             .headers(headers)
             .timeout(timeout)
             .body(body.clone())
             .send()
             .await;
         match sent {
-            Ok(response) => Ok(Answer {
-                status: response.status(),
-                headers: response.headers().clone(),
-            }),
+            Ok(response) => Ok(Answer::new(response.status(), response.headers())),
             Err(e) if e.is_timeout() => Err(TransportError::Timeout),
             Err(e) if e.is_connect() => Err(TransportError::Connect(connect::root_cause(&e))),
             Err(e) => Err(request_error(&e)),
         }
     }
+}
+
+/// HTTP/1.1 answers as an endpoint sends them, in pieces of `piece` bytes
+/// (the fuzz target's entry).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn read_answers(bytes: &[u8], piece: usize) {
+    http1::read_answers(bytes, piece);
 }
 
 #[cfg(test)]

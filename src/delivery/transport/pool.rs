@@ -137,8 +137,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use hyper::client::conn::http1;
-    use hyper_util::rt::TokioIo;
     use tokio::io::AsyncReadExt;
     use tokio_util::either::Either;
 
@@ -154,10 +152,7 @@ mod tests {
             .await
             .expect("a connection");
         let (server, _) = listener.accept().await.expect("accepted");
-        let (send, connection) = http1::handshake(TokioIo::new(Either::Left(client)))
-            .await
-            .expect("a handshake");
-        (Box::new(Http1::new(send, connection)), server)
+        (Box::new(Http1::new(Either::Left(client))), server)
     }
 
     #[tokio::test]

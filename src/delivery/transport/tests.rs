@@ -6,7 +6,7 @@ fn endpoint(url: &str) -> Endpoint {
     );
     let config = crate::config::Config::from_toml(&toml).expect("a config");
     let hook = &config.webhooks[0];
-    Endpoint::new(hook.url.expose(), hook)
+    Endpoint::new(hook.url.expose(), hook, &HeaderMap::new())
 }
 
 #[test]

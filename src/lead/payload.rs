@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use serde::ser::{Serialize, SerializeStruct, Serializer};
+use serde_json::ser::{CompactFormatter, Formatter};
 
 use super::LeadError;
 use crate::field::{Field, FieldKind, FieldMap};
@@ -75,37 +75,35 @@ impl FieldValue<'_> {
     }
 }
 
-/// `{"data": {...}}`
-struct Payload<'v, 'a>(&'v FieldMap<FieldValue<'a>>);
-
-impl Serialize for Payload<'_, '_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut payload = serializer.serialize_struct("Payload", 1)?;
-        payload.serialize_field("data", &Lead(self.0))?;
-        payload.end()
-    }
-}
-
-/// The fields in payload order, each rendered as its kind says.
-struct Lead<'v, 'a>(&'v FieldMap<FieldValue<'a>>);
-
-impl Serialize for Lead<'_, '_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut lead = serializer.serialize_struct("Lead", Field::COUNT)?;
-        for (field, value) in self.0.iter() {
-            let text = value.text();
-            let name = field.name();
-            match field.kind() {
-                FieldKind::Text => lead.serialize_field(name, &text.unwrap_or_default())?,
-                FieldKind::NullableText => lead.serialize_field(name, &text)?,
-                FieldKind::Integer => {
-                    let number: i64 = text.and_then(|t| t.trim().parse().ok()).unwrap_or(0);
-                    lead.serialize_field(name, &number)?
-                }
+/// `{"data": {...}}`: the fields in payload order, each rendered as its
+/// kind says. Written directly rather than through `Serialize`: the field
+/// names are fixed ASCII, so only the values go through serde_json (which
+/// escapes them); the struct serializer's calls per field and the quoting
+/// of every name were half of a lead's rendering.
+fn write_payload(out: &mut Vec<u8>, values: &FieldMap<FieldValue<'_>>) -> std::io::Result<()> {
+    let mut json = CompactFormatter;
+    out.extend_from_slice(b"{\"data\":{");
+    for (i, (field, value)) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        out.extend_from_slice(field.name().as_bytes());
+        out.extend_from_slice(b"\":");
+        match (field.kind(), value.text()) {
+            (FieldKind::Text | FieldKind::NullableText, Some(text)) => {
+                serde_json::to_writer(&mut *out, text.as_ref()).map_err(std::io::Error::from)?
+            }
+            (FieldKind::Text, None) => out.extend_from_slice(b"\"\""),
+            (FieldKind::NullableText, None) => out.extend_from_slice(b"null"),
+            (FieldKind::Integer, text) => {
+                let number: i64 = text.and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+                json.write_i64(out, number)?
             }
         }
-        lead.end()
     }
+    out.extend_from_slice(b"}}");
+    Ok(())
 }
 
 pub(super) fn render(values: &FieldMap<FieldValue<'_>>) -> Bytes {
@@ -120,8 +118,8 @@ pub(super) fn render(values: &FieldMap<FieldValue<'_>>) -> Bytes {
         })
         .sum();
     let mut out = Vec::with_capacity(256 + text + text / 16);
-    // Serialising strings and integers into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut out, &Payload(values));
+    // Writing into a Vec cannot fail.
+    let _ = write_payload(&mut out, values);
     if out.capacity() - out.len() > 4096 {
         out.shrink_to_fit();
     }

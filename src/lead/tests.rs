@@ -97,6 +97,17 @@ fn text_is_delivered_byte_exact_and_score_as_an_integer() {
 }
 
 #[test]
+fn field_names_need_no_escaping_as_json_keys() {
+    for field in Field::ALL {
+        let name = field.name();
+        assert!(
+            name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+            "{name} is written into the payload unescaped"
+        );
+    }
+}
+
+#[test]
 fn invalid_utf8_in_a_text_column_arrives_replaced_not_dropped() {
     let rel = relation(&ALL);
     let m = mapping(ColumnMap::default(), &rel);

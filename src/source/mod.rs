@@ -6,6 +6,7 @@
 //! our memory) but keeps sending status updates, so `wal_sender_timeout`
 //! never cuts off a consumer that is merely slow.
 
+mod logical;
 pub(crate) mod notify;
 pub(crate) mod pgoutput;
 pub(crate) mod replication;
@@ -17,14 +18,13 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
-use crate::change::backfill::{BackfillBatch, Chunk, Handoff, Mark, PREFIX, Watermark};
-use crate::change::{ChangeId, RowChange, SourceMessage};
+use crate::change::SourceMessage;
+use crate::change::backfill::{Chunk, Handoff};
 use crate::checkpoint::{Checkpoint, TxSeq};
 use crate::config::TableName;
 use crate::lsn::Lsn;
 use crate::memory::MemoryBudget;
 use crate::shutdown::Shutdown;
-use pgoutput::LogicalMessage;
 use replication::{ReplicationConnection, ReplicationError, ReplicationMessage};
 
 #[derive(Debug, thiserror::Error)]
@@ -210,39 +210,78 @@ impl Source {
                     return Err(SourceError::Silent(silence_limit));
                 }
             };
-            match step {
+            let message = match step {
                 Step::Heartbeat => {
                     // Half the silence allowed: ask the server to answer.
                     let ping = reading && last_heard.elapsed() >= silence_limit / 2;
                     self.heartbeat(!reading, ping).await?;
+                    continue;
                 }
                 Step::Confirm => {
                     let confirmed = self.checkpoint.confirmed();
                     if confirmed != self.reported {
                         self.report(confirmed).await?;
                     }
+                    continue;
                 }
-                Step::Message(ReplicationMessage::XLogData { wal_start, data }) => {
-                    let size = data.len();
-                    let message = pgoutput::decode(data).map_err(|error| SourceError::Decode {
-                        at: wal_start,
-                        error,
-                    })?;
-                    self.handle(wal_start, size, message);
-                }
-                Step::Message(ReplicationMessage::Keepalive {
-                    wal_end,
-                    reply_requested,
-                }) => {
-                    if self.tx.is_none() {
-                        self.checkpoint.idle_at(wal_end);
-                    }
-                    tracing::trace!(%wal_end, reply_requested, in_tx = self.tx.is_some(), "keepalive");
-                    if reply_requested {
-                        self.report(self.checkpoint.confirmed()).await?;
-                    }
+                Step::Message(message) => message,
+            };
+            // The messages already read go through here without the select
+            // above, for as long as the next stage takes them at once.
+            let mut next = Some(message);
+            while let Some(message) = next.take() {
+                self.on_message(message).await?;
+                self.pass_on()?;
+                if self.pending.is_none() && !self.checkpoint.backlogged() {
+                    next = self.conn.buffered()?;
                 }
             }
+        }
+    }
+
+    async fn on_message(&mut self, message: ReplicationMessage) -> Result<(), SourceError> {
+        match message {
+            ReplicationMessage::XLogData { wal_start, data } => {
+                let size = data.len();
+                let message = pgoutput::decode(data).map_err(|error| SourceError::Decode {
+                    at: wal_start,
+                    error,
+                })?;
+                self.handle(wal_start, size, message);
+            }
+            ReplicationMessage::Keepalive {
+                wal_end,
+                reply_requested,
+            } => {
+                if self.tx.is_none() {
+                    self.checkpoint.idle_at(wal_end);
+                }
+                tracing::trace!(%wal_end, reply_requested, in_tx = self.tx.is_some(), "keepalive");
+                if reply_requested {
+                    self.report(self.checkpoint.confirmed()).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the pending message (its memory reserved) to the next stage
+    /// now if it has room, as it mostly has; otherwise it stays pending
+    /// and the select in `run` waits for room.
+    fn pass_on(&mut self) -> Result<(), SourceError> {
+        if self.unreserved.is_some() {
+            return Ok(());
+        }
+        let Some(message) = self.pending.take() else {
+            return Ok(());
+        };
+        match self.out.try_send(message) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(message)) => {
+                self.pending = Some(message);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(SourceError::Downstream),
         }
     }
 
@@ -312,168 +351,5 @@ impl Source {
         }
         self.reported = confirmed;
         Ok(())
-    }
-
-    /// `at`: where the message's WAL record is (for a Begin, the
-    /// transaction's first record); `size`: its bytes.
-    fn handle(&mut self, at: Lsn, size: usize, message: LogicalMessage) {
-        match message {
-            LogicalMessage::Begin(begin) => {
-                tracing::trace!(final_lsn = %begin.final_lsn, xid = begin.xid, "begin");
-                let seq = self.checkpoint.begin_at(at, begin.final_lsn);
-                self.tx = Some(OpenTx {
-                    seq,
-                    commit_lsn: begin.final_lsn,
-                    commit_time: begin.commit_time,
-                    xid: begin.xid,
-                    next_index: 0,
-                    high: None,
-                });
-            }
-            LogicalMessage::Commit(commit) => {
-                tracing::trace!(end_lsn = %commit.end_lsn, "commit");
-                if let Some(tx) = self.tx.take() {
-                    self.checkpoint
-                        .commit_at(tx.seq, commit.end_lsn, tx.commit_time);
-                    if let Some(chunk) = tx.high {
-                        chunk.set_end(commit.end_lsn);
-                    }
-                }
-            }
-            LogicalMessage::Relation(relation) => {
-                tracing::trace!(id = relation.id, namespace = %relation.namespace, name = %relation.name, "relation");
-                if relation.namespace == self.table.schema && relation.name == self.table.name {
-                    self.relation_id = Some(relation.id);
-                    self.pending = Some(SourceMessage::Relation(relation));
-                }
-            }
-            LogicalMessage::Insert(insert) => {
-                self.change(size, insert.relation_id, "insert", insert.new, None)
-            }
-            LogicalMessage::Update(update) => {
-                self.change(size, update.relation_id, "update", update.new, update.old)
-            }
-            LogicalMessage::Delete(delete) => {
-                let ours = self.count_change(delete.relation_id, "delete").is_some();
-                if ours && self.in_window {
-                    self.pending = Some(SourceMessage::Deleted(delete.old));
-                }
-            }
-            LogicalMessage::Truncate(truncate) => {
-                if truncate
-                    .relation_ids
-                    .iter()
-                    .any(|id| Some(*id) == self.relation_id)
-                {
-                    metrics::counter!("leadhook_changes_total", "op" => "truncate").increment(1);
-                    self.next_index();
-                    if self.in_window {
-                        self.pending = Some(SourceMessage::Truncated);
-                    }
-                }
-            }
-            LogicalMessage::Message(message) if message.prefix == PREFIX => {
-                if let Some(watermark) = Watermark::parse(&message.content) {
-                    self.watermark(watermark);
-                }
-            }
-            LogicalMessage::Origin(_) | LogicalMessage::Type(_) | LogicalMessage::Message(_) => {}
-        }
-    }
-
-    /// A backfill watermark: of the chunk in flight, or one streamed again
-    /// (after a restart) or another instance's, which are ignored. At the
-    /// high watermark the chunk's rows are handed on in its transaction.
-    fn watermark(&mut self, watermark: Watermark) {
-        let Some(chunk) = self.backfill.find(&watermark) else {
-            return;
-        };
-        let Some(tx) = self.tx.as_mut() else {
-            return; // watermarks are transactional: always in a transaction
-        };
-        match watermark.mark {
-            Mark::Low => {
-                self.in_window = true;
-                self.pending = Some(SourceMessage::Window(chunk));
-            }
-            Mark::High => {
-                self.in_window = false;
-                let rows = chunk
-                    .take_rows()
-                    .into_iter()
-                    .map(|row| (row, self.checkpoint.track_among(tx.seq, &chunk.targets)))
-                    .collect();
-                tx.high = Some(chunk.clone());
-                self.pending = Some(SourceMessage::Backfill(BackfillBatch {
-                    chunk,
-                    rows,
-                    tx: tx.seq,
-                    commit_lsn: tx.commit_lsn,
-                    commit_time: tx.commit_time,
-                }));
-            }
-        }
-    }
-
-    /// A change of the table becomes pending, with `size` bytes reserved
-    /// (or to be reserved once the budget has room).
-    fn change(
-        &mut self,
-        size: usize,
-        relation_id: u32,
-        op: &'static str,
-        new: pgoutput::Tuple,
-        old: Option<pgoutput::OldTuple>,
-    ) {
-        let Some((tx, id)) = self.count_change(relation_id, op) else {
-            return;
-        };
-        let (commit_time, xid) = self.tx.as_ref().map_or((0, 0), |t| (t.commit_time, t.xid));
-        let targets = self.checkpoint.track(tx);
-        if targets.is_empty() {
-            return; // every webhook handled this transaction in an earlier session
-        }
-        let memory = self.budget.try_reserve(size).unwrap_or_else(|| {
-            self.unreserved = Some(size);
-            self.budget.none()
-        });
-        self.pending = Some(SourceMessage::Change(RowChange {
-            id,
-            tx,
-            targets,
-            commit_time,
-            xid,
-            new,
-            old,
-            memory,
-        }));
-    }
-
-    /// Counts a change and gives it its id; `None` if it is not ours.
-    /// Only the table's own changes are numbered, so a change keeps its id
-    /// even if the publication gains or loses other tables in between.
-    fn count_change(&mut self, relation_id: u32, op: &'static str) -> Option<(TxSeq, ChangeId)> {
-        if Some(relation_id) != self.relation_id {
-            return None;
-        }
-        let index = self.next_index();
-        self.changes.of(op).increment(1);
-        let tx = self.tx.as_ref()?;
-        Some((
-            tx.seq,
-            ChangeId {
-                system: self.system,
-                commit_lsn: tx.commit_lsn,
-                commit_time: tx.commit_time,
-                index: index?,
-            },
-        ))
-    }
-
-    fn next_index(&mut self) -> Option<u32> {
-        let tx = self.tx.as_mut()?;
-        let index = tx.next_index;
-        tx.next_index += 1;
-        Some(index)
     }
 }

@@ -161,15 +161,24 @@ async fn throughput(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     sink.reset();
     let started = Instant::now();
     let mut sidecar = start(binary, &db.sidecar_config(&db.name, &[sink.url("/hook0")]))?;
+    wait_for(sink, &mut sidecar, &["/hook0"], 1, Duration::from_secs(60)).await?;
+    let first = started.elapsed().as_secs_f64();
     wait_for(sink, &mut sidecar, &["/hook0"], n, Duration::from_secs(600)).await?;
     let elapsed = started.elapsed().as_secs_f64();
     report.resources.throughput_peak_rss_mib = sidecar.peak_rss_mib();
     report.resources.cpu_seconds_per_100k_events = sidecar.cpu_seconds() * 100_000.0 / n as f64;
     stop(sidecar).await;
     let rate = n as f64 / elapsed;
+    // After the first delivery: the steady rate, as wrk's is (its own
+    // start is not in it), without the process start, the connection to
+    // the server and the replication start.
+    let drain = (n - 1) as f64 / (elapsed - first).max(f64::EPSILON);
     report.throughput = report::Throughput {
         events: n,
         events_per_second: rate,
+        first_delivery_seconds: first,
+        drain_events_per_second: drain,
+        drain_wrk_ratio: drain / decode.min(wrk.rate),
         decode_limit_per_second: decode,
         http_limit_per_second: http,
         ratio: rate / decode.min(http),

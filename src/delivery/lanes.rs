@@ -4,10 +4,11 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// The leads with a change out, and their later changes waiting behind it.
 pub(super) struct Lanes<T> {
-    busy: HashMap<u64, VecDeque<T>>,
+    busy: HashMap<u64, VecDeque<T>, BuildHasherDefault<LeadKeyHasher>>,
     /// Changes out plus those waiting: what the caller bounds.
     held: usize,
 }
@@ -15,7 +16,7 @@ pub(super) struct Lanes<T> {
 impl<T> Lanes<T> {
     pub(super) fn new() -> Self {
         Lanes {
-            busy: HashMap::new(),
+            busy: HashMap::default(),
             held: 0,
         }
     }
@@ -62,6 +63,29 @@ impl<T> Lanes<T> {
         let waiting = self.busy.remove(&key).unwrap_or_default();
         self.held = self.held.saturating_sub(1 + waiting.len());
         waiting
+    }
+}
+
+/// A lead key is already a hash (see `change::lead_key`): it is its own
+/// hash here, instead of being hashed again per change. A lane map holds
+/// at most `max_in_flight` leads, so even keys made to collide cost little.
+#[derive(Default)]
+struct LeadKeyHasher(u64);
+
+impl Hasher for LeadKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed with it; anything else still spreads.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
     }
 }
 

@@ -106,23 +106,20 @@ impl Worker {
                         open = false;
                         continue;
                     };
-                    if hook.is_paused() {
-                        // At once, not at the next check: nothing is sent
-                        // once the pause is known.
-                        hook.start_spooling(Reason::Paused);
-                    }
-                    if run.abandoned.contains(&event.key) {
-                        continue;
-                    }
-                    if hook.spool.is_spooling() && !run.lanes.is_busy(event.key) {
-                        self.forward(&mut run, event, None).await;
-                    } else if let Some(event) = run.lanes.arrive(event.key, event) {
-                        self.start(&mut run, event, None);
+                    self.arrived(&mut run, event).await;
+                    // Those queued behind it too, without a select each.
+                    while run.lanes.held() < limit && run.handover.is_none() {
+                        let Ok(event) = self.queue.try_recv() else { break };
+                        self.arrived(&mut run, event).await;
                     }
                 }
                 Some(done) = run.in_flight.join_next() => {
                     let Ok((event, outcome)) = done else { return };
                     self.finished(&mut run, event, outcome).await;
+                    while let Some(done) = run.in_flight.try_join_next() {
+                        let Ok((event, outcome)) = done else { return };
+                        self.finished(&mut run, event, outcome).await;
+                    }
                 }
                 Some(drained) = run.drained.recv() => {
                     let live = drained.written == run.forwarded;
@@ -200,6 +197,25 @@ impl Worker {
             memory: self.memory.clone(),
         };
         run.drainer.spawn(drainer.run());
+    }
+
+    /// A change from the queue: it starts, waits behind its lead's change
+    /// still out, or goes to the spool.
+    async fn arrived(&self, run: &mut Running, event: Arc<Event>) {
+        let hook = &self.delivery.hook;
+        if hook.is_paused() {
+            // At once, not at the next check: nothing is sent once the
+            // pause is known.
+            hook.start_spooling(Reason::Paused);
+        }
+        if run.abandoned.contains(&event.key) {
+            return;
+        }
+        if hook.spool.is_spooling() && !run.lanes.is_busy(event.key) {
+            self.forward(run, event, None).await;
+        } else if let Some(event) = run.lanes.arrive(event.key, event) {
+            self.start(run, event, None);
+        }
     }
 
     fn start(&self, run: &mut Running, event: Arc<Event>, tried: Option<(SystemTime, u32)>) {

@@ -13,7 +13,8 @@ fn quantiles_pick_the_nearest_rank() {
 fn targets_are_judged_against_the_figures() {
     let mut report = Report::default();
     report.throughput.ratio = 0.9;
-    report.throughput.wrk_ratio = 0.7;
+    report.throughput.drain_wrk_ratio = 0.7;
+    report.resources.cpu_seconds_per_100k_events = 0.8;
     report.fanout.ratio = 0.5;
     report.latency.ms.p50_ms = 1.0;
     report.latency.ms.p99_ms = 30.0;
@@ -41,7 +42,7 @@ fn targets_are_judged_against_the_figures() {
     assert_eq!(
         passed,
         [
-            true, false, false, // throughput (reqwest, wrk), fan-out
+            true, false, true, false, // throughput (reqwest, wrk, CPU), fan-out
             true, false, true, // latency p50, p99, idle RSS
             true, // backlog
             false, true, true, // outage: p99, WAL, every change

@@ -158,8 +158,8 @@ pub(crate) fn lead_key<'a>(key: impl IntoIterator<Item = Option<&'a [u8]>>) -> u
 }
 
 /// How long ago a transaction committed (zero if the clocks disagree).
-pub(crate) fn commit_age(commit_time: i64) -> Duration {
-    let now = SystemTime::now()
+pub(crate) fn commit_age(commit_time: i64, now: SystemTime) -> Duration {
+    let now = now
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_micros() as i64;

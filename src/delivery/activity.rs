@@ -71,8 +71,8 @@ pub(crate) struct Recent {
 
 impl Activity {
     /// A change delivered, `lag` after its commit: the attempt succeeded.
-    pub(crate) fn delivered(&self, lag: Duration) {
-        let now = SystemTime::now();
+    /// A delivery at `now`, `lag` after its commit.
+    pub(crate) fn delivered(&self, now: SystemTime, lag: Duration) {
         let Ok(mut record) = self.0.lock() else {
             return;
         };
@@ -174,7 +174,7 @@ mod tests {
         let activity = Activity::default();
         assert_eq!(activity.recent(), Recent::default());
         for ms in 1..=100 {
-            activity.delivered(Duration::from_millis(ms));
+            activity.delivered(SystemTime::now(), Duration::from_millis(ms));
         }
         let failure = Failure::Timeout;
         activity.failed(&failure);
@@ -197,7 +197,7 @@ mod tests {
         record.minute(long_ago).delivered = 7;
         let activity = Activity(Mutex::new(record));
         assert_eq!(activity.recent().delivered, 0);
-        activity.delivered(Duration::from_millis(3));
+        activity.delivered(SystemTime::now(), Duration::from_millis(3));
         assert_eq!(activity.recent().delivered, 1, "the slot is reused");
     }
 }

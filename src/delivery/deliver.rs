@@ -96,20 +96,27 @@ impl Delivery {
                 () = winding_down(&self.ending), if failed => continue,
             };
             attempt = attempt.saturating_add(1);
-            let first = *first_attempt.get_or_insert_with(SystemTime::now);
-            let tried = Tried {
-                attempts: attempt,
-                since_first: first.elapsed().unwrap_or_default(),
+            // When it was first tried, and how it went since: read from the
+            // clock only once an attempt failed (a success needs neither).
+            let mut tried_since = |first: SystemTime| {
+                let first = *first_attempt.get_or_insert(first);
+                let since_first = first.elapsed().unwrap_or_default();
+                let tried = Tried {
+                    attempts: attempt,
+                    since_first,
+                };
+                (first, tried)
             };
-            let next = match admission {
+            let (first, next) = match admission {
                 Admission::Send(sending) => {
-                    let result = request::attempt(hook, change.id, change.payload).await;
+                    let (result, took) = request::attempt(hook, change.id, change.payload).await;
                     sending.record(result.as_ref().map(|_| ()));
+                    let now = SystemTime::now();
                     let failure = match result {
                         Ok(()) => {
-                            let age = crate::change::commit_age(change.commit_time);
+                            let age = crate::change::commit_age(change.commit_time, now);
                             hook.metrics.lag.record(age);
-                            hook.activity.delivered(age);
+                            hook.activity.delivered(now, age);
                             break Outcome::Delivered;
                         }
                         Err(failure) => {
@@ -118,6 +125,7 @@ impl Delivery {
                         }
                     };
                     failed = true;
+                    let (first, tried) = tried_since(now.checked_sub(took).unwrap_or(now));
                     let next = retry::next(&hook.policy, &failure, tried, fastrand::f64());
                     if let Next::RetryAfter(wait) = next {
                         tracing::warn!(
@@ -125,13 +133,14 @@ impl Delivery {
                             failure = %failure, retry_in = ?wait, "delivery failed"
                         );
                     }
-                    (next, failure)
+                    (first, (next, failure))
                 }
                 Admission::Skip(failure) => {
                     failed = true;
                     hook.metrics.skipped.increment(1);
+                    let (first, tried) = tried_since(SystemTime::now());
                     let next = retry::next_skipped(&hook.policy, &failure, tried, fastrand::f64());
-                    (next, failure)
+                    (first, (next, failure))
                 }
             };
             match next {

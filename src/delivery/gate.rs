@@ -169,8 +169,9 @@ impl Rules {
         if self.open { 1 } else { self.limit }
     }
 
-    fn decide(&self, change: u64, now: Instant) -> Decision {
-        if let Some(until) = self.paused_until.filter(|until| now < *until) {
+    /// `now` is read only while a pause is on: the rest are counts.
+    fn decide(&self, change: u64, now: impl FnOnce() -> Instant) -> Decision {
+        if let Some(until) = self.paused_until.filter(|until| now() < *until) {
             return Decision::Wait(Some(until));
         }
         if self.open {
@@ -190,19 +191,20 @@ impl Rules {
         }
     }
 
-    /// A real attempt of `change`, admitted in `round`, ended.
+    /// A real attempt of `change`, admitted in `round`, ended; `now` is
+    /// read only if it failed.
     fn record(
         &mut self,
         change: u64,
         round: u64,
         outcome: Result<(), &Failure>,
-        now: Instant,
+        now: impl FnOnce() -> Instant,
     ) -> Change {
         let (before, limit_before) = (self.state(), self.effective_limit());
         self.in_flight = self.in_flight.saturating_sub(1);
         match outcome {
             Ok(()) => self.succeeded(),
-            Err(failure) => self.failed(change, round, failure, now),
+            Err(failure) => self.failed(change, round, failure, now()),
         }
         Change {
             before,
@@ -354,7 +356,7 @@ impl Gate {
     /// Admits `change` if the rules let it; otherwise says how to wait.
     fn try_admit(&self, change: u64) -> Result<Admission<'_>, Decision> {
         let mut rules = self.rules();
-        match rules.decide(change, Instant::now()) {
+        match rules.decide(change, Instant::now) {
             Decision::Send => {
                 rules.in_flight += 1;
                 self.metrics.in_flight.set(rules.in_flight as f64);
@@ -375,7 +377,7 @@ impl Gate {
         let (changed, paused_for) = {
             let mut rules = self.rules();
             let changed = match outcome {
-                Some(outcome) => Some(rules.record(change, round, outcome, Instant::now())),
+                Some(outcome) => Some(rules.record(change, round, outcome, Instant::now)),
                 None => {
                     rules.in_flight = rules.in_flight.saturating_sub(1);
                     None

@@ -58,7 +58,10 @@ pub(crate) async fn replay(
         };
         let header = reqwest::header::HeaderValue::from_str(&webhook_id)
             .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("invalid"));
-        match request::attempt(hook, &header, &Bytes::from(payload)).await {
+        match request::attempt(hook, &header, &Bytes::from(payload))
+            .await
+            .0
+        {
             Ok(()) => {
                 sql.execute(&format!("DELETE FROM {table} WHERE id = $1"), &[&row_id])
                     .await?;

@@ -2,7 +2,7 @@
 //! workers, by `leadhook dead-letters replay` and (through [`build`]) by
 //! `leadhook webhooks test`.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
@@ -22,20 +22,21 @@ const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp
 const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
 
 /// Sends `payload` with its `webhook-id` (and a fresh signature) through the
-/// webhook's transport. `Ok` is a 2xx answer; anything else is a failure
-/// for the retry rules to judge.
+/// webhook's transport, and how long that took. `Ok` is a 2xx answer;
+/// anything else is a failure for the retry rules to judge.
 pub(crate) async fn attempt(
     hook: &Webhook,
     id: &HeaderValue,
     payload: &Bytes,
-) -> Result<(), Failure> {
+) -> (Result<(), Failure>, Duration) {
     let started = Instant::now();
     let extra = EventHeaders::new(hook, id, payload);
     let result = hook
         .transport
         .send(extra.as_slice(), payload, hook.policy.timeout)
         .await;
-    hook.metrics.duration.record(started.elapsed());
+    let took = started.elapsed();
+    hook.metrics.duration.record(took);
     let outcome = match result {
         Ok(answer) if answer.status.is_success() => Ok(()),
         Ok(answer) => Err(status_failure(hook, &answer)),
@@ -46,7 +47,7 @@ pub(crate) async fn attempt(
         Err(failure) => failure.result_label(),
     };
     hook.metrics.attempts(label).increment(1);
-    outcome
+    (outcome, took)
 }
 
 /// The headers every request of `hook` has: `Content-Type`, its own

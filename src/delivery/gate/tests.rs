@@ -24,10 +24,10 @@ fn overloaded(wait: Duration) -> Failure {
 
 /// Sends one attempt for `change` and records `outcome`.
 fn attempt(rules: &mut Rules, change: u64, outcome: Result<(), &Failure>) {
-    assert_eq!(rules.decide(change, Instant::now()), Decision::Send);
+    assert_eq!(rules.decide(change, Instant::now), Decision::Send);
     rules.in_flight += 1;
     let round = rules.round;
-    rules.record(change, round, outcome, Instant::now());
+    rules.record(change, round, outcome, Instant::now);
 }
 
 #[test]
@@ -41,10 +41,10 @@ fn five_changes_finding_the_endpoint_down_open_the_circuit_and_only_the_oldest_p
     }
     attempt(&mut rules, 5, Err(&down));
     assert_eq!(rules.state(), State::Open);
-    assert_eq!(rules.decide(1, Instant::now()), Decision::Send);
+    assert_eq!(rules.decide(1, Instant::now), Decision::Send);
     for younger in 2..=5 {
         assert_eq!(
-            rules.decide(younger, Instant::now()),
+            rules.decide(younger, Instant::now),
             Decision::Skip(down.clone()),
             "a younger change counts its attempt as failed without sending"
         );
@@ -59,7 +59,7 @@ fn one_change_failing_again_and_again_does_not_open_the_circuit() {
         attempt(&mut rules, 1, Err(&status(500)));
     }
     assert_eq!(rules.state(), State::Failing);
-    assert_eq!(rules.decide(2, Instant::now()), Decision::Send);
+    assert_eq!(rules.decide(2, Instant::now), Decision::Send);
 }
 
 #[test]
@@ -81,13 +81,13 @@ fn the_oldest_change_waits_for_requests_sent_before_the_circuit_opened() {
     rules.pending.extend([1, 2]);
     rules.in_flight = 2 + CIRCUIT_AFTER;
     for change in 10..10 + CIRCUIT_AFTER as u64 {
-        rules.record(change, 0, Err(&Failure::Timeout), Instant::now());
+        rules.record(change, 0, Err(&Failure::Timeout), Instant::now);
     }
     assert_eq!(rules.state(), State::Open);
-    assert_eq!(rules.decide(1, Instant::now()), Decision::Wait(None));
-    rules.record(20, 0, Err(&Failure::Timeout), Instant::now());
-    rules.record(21, 0, Err(&Failure::Timeout), Instant::now());
-    assert_eq!(rules.decide(1, Instant::now()), Decision::Send);
+    assert_eq!(rules.decide(1, Instant::now), Decision::Wait(None));
+    rules.record(20, 0, Err(&Failure::Timeout), Instant::now);
+    rules.record(21, 0, Err(&Failure::Timeout), Instant::now);
+    assert_eq!(rules.decide(1, Instant::now), Decision::Send);
 }
 
 #[test]
@@ -119,9 +119,9 @@ fn an_overloaded_answer_halves_concurrency_and_its_retry_after_pauses_every_chan
     attempt(&mut rules, 1, Err(&overloaded(Duration::from_secs(30))));
     assert_eq!(rules.limit, 32);
     let now = Instant::now();
-    assert!(matches!(rules.decide(7, now), Decision::Wait(Some(_))));
+    assert!(matches!(rules.decide(7, || now), Decision::Wait(Some(_))));
     let later = now + Duration::from_secs(31);
-    assert_eq!(rules.decide(7, later), Decision::Send);
+    assert_eq!(rules.decide(7, || later), Decision::Send);
 }
 
 #[test]
@@ -130,7 +130,7 @@ fn a_burst_of_overload_answers_from_one_round_halves_concurrency_once() {
     rules.in_flight = 10;
     let round = rules.round;
     for change in 1..=10 {
-        rules.record(change, round, Err(&status(503)), Instant::now());
+        rules.record(change, round, Err(&status(503)), Instant::now);
     }
     assert_eq!(
         rules.limit, 32,
@@ -150,7 +150,7 @@ fn concurrency_halves_down_to_one_and_a_plain_503_does_not_pause() {
     assert_eq!(rules.paused_until, None, "no Retry-After, no pause");
     rules.in_flight = 1;
     assert_eq!(
-        rules.decide(2, Instant::now()),
+        rules.decide(2, Instant::now),
         Decision::Wait(None),
         "at the limit, a change waits for one in flight"
     );
@@ -169,7 +169,7 @@ fn a_retry_after_is_capped_and_a_shorter_one_does_not_shorten_the_pause() {
     assert!(capped <= now + PAUSE_CAP + Duration::from_secs(1));
     // A request sent before the pause gets a shorter Retry-After.
     rules.in_flight += 1;
-    rules.record(2, 0, Err(&overloaded(Duration::from_secs(1))), now);
+    rules.record(2, 0, Err(&overloaded(Duration::from_secs(1))), || now);
     assert_eq!(rules.paused_until, Some(capped));
 }
 

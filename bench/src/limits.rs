@@ -58,6 +58,7 @@ pub(crate) fn decode_rate(
 /// concurrent keep-alive connections (as many as leadhook uses).
 pub(crate) async fn http_rate(
     url: &str,
+    headers: &'static [(&'static str, &'static str)],
     body: &'static [u8],
     count: u64,
     connections: usize,
@@ -70,12 +71,11 @@ pub(crate) async fn http_rate(
         let (client, next, url) = (client.clone(), next.clone(), url.to_owned());
         tasks.spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < count {
-                let response = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await?;
+                let mut request = client.post(&url);
+                for &(name, value) in headers {
+                    request = request.header(name, value);
+                }
+                let response = request.body(body).send().await?;
                 if !response.status().is_success() {
                     bail!("receiver answered {}", response.status());
                 }
@@ -101,9 +101,10 @@ pub(crate) struct WrkRun {
 
 /// `wrk` against the receiver at `url`: `connections` keep-alive
 /// connections over 2 threads for `seconds`, each request a POST of `body`
-/// as leadhook sends it.
+/// with `headers`, as leadhook sends it.
 pub(crate) fn wrk_rate(
     url: &str,
+    headers: &[(&str, &str)],
     body: &[u8],
     connections: usize,
     seconds: u64,
@@ -112,13 +113,11 @@ pub(crate) fn wrk_rate(
     let body = String::from_utf8_lossy(body)
         .replace('\\', "\\\\")
         .replace('"', "\\\"");
-    std::io::Write::write_all(
-        &mut script,
-        format!(
-            "wrk.method = \"POST\"\nwrk.body = \"{body}\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
-        )
-        .as_bytes(),
-    )?;
+    let mut lua = format!("wrk.method = \"POST\"\nwrk.body = \"{body}\"\n");
+    for (name, value) in headers {
+        lua.push_str(&format!("wrk.headers[\"{name}\"] = \"{value}\"\n"));
+    }
+    std::io::Write::write_all(&mut script, lua.as_bytes())?;
     let mut child = Command::new("wrk")
         .args(["-t", "2", "-c", &connections.to_string()])
         .arg(format!("-d{seconds}s"))

@@ -45,6 +45,18 @@ pub(crate) struct Bench {
 
 /// Connections leadhook opens to one webhook (its default `max_in_flight`).
 const CONNECTIONS: usize = 64;
+/// The headers leadhook sends with every request (beside `Host` and
+/// `Content-Length`), so the limits are measured with the same requests:
+/// the receiver parses each.
+const SAMPLE_HEADERS: &[(&str, &str)] = &[
+    ("content-type", "application/json"),
+    (
+        "user-agent",
+        concat!("leadhook/", env!("CARGO_PKG_VERSION")),
+    ),
+    ("accept", "*/*"),
+    ("webhook-id", "6f3a9c2e41d07b58-0/1A2B3C48-2d1e8f6a4c1b0-17"),
+];
 const SAMPLE_BODY: &[u8] = br#"{"data":{"email":"lead1@example.com","company":"Company 1","first_name":"Ada","last_name":"Lovelace","phone":null,"website":"https://example.com/1","position":"Engineer","twitter":null,"linkedin":null,"notes":"1764000000000000","score":1}}"#;
 
 #[tokio::main]
@@ -148,12 +160,19 @@ async fn throughput(bench: &Bench, report: &mut Report) -> anyhow::Result<()> {
     let decode = limits::decode_rate(bins.dir(), cluster, &db.name, "bench_decode", &end, n)?;
     eprintln!("throughput: HTTP limit ({CONNECTIONS} connections)...");
     sink.reset();
-    let http = limits::http_rate(&sink.url("/limit"), SAMPLE_BODY, n, CONNECTIONS).await?;
+    let http = limits::http_rate(
+        &sink.url("/limit"),
+        SAMPLE_HEADERS,
+        SAMPLE_BODY,
+        n,
+        CONNECTIONS,
+    )
+    .await?;
     eprintln!("throughput: HTTP limit with wrk ({CONNECTIONS} connections)...");
     let seconds = options.wrk_seconds;
     let wrk = tokio::task::spawn_blocking({
         let url = sink.url("/limit");
-        move || limits::wrk_rate(&url, SAMPLE_BODY, CONNECTIONS, seconds)
+        move || limits::wrk_rate(&url, SAMPLE_HEADERS, SAMPLE_BODY, CONNECTIONS, seconds)
     })
     .await??;
 

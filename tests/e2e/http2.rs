@@ -209,7 +209,12 @@ async fn requests_a_server_turns_away_with_goaway_go_out_again_on_a_new_connecti
  {
     let server = RotatingServer::start(5).await;
     let db = TestDb::create(shared_cluster(), "http2_goaway").await;
-    let hook = Webhook::new("hook", server.url.clone()).with(|w| w.http2 = Some("always".into()));
+    // At most 4 streams at once: no connection can take all 60 before it
+    // says GOAWAY, so requests are turned away and must go out again.
+    let hook = Webhook::new("hook", server.url.clone()).with(|w| {
+        w.http2 = Some("always".into());
+        w.delivery.max_in_flight = Some(4);
+    });
     let sidecar = leadhook().start(&db.config().webhook(hook).to_toml());
     db.wait_streaming(&sidecar).await;
     db.insert_leads(1..=60).await;

@@ -42,6 +42,10 @@ use pool::{Checkout, Pool};
 /// the connection is closed instead (the answer itself is never used).
 const BODY_KEPT: usize = 64 * 1024;
 
+/// How long the rest of an HTTP/1.1 answer's body is waited for once its
+/// head is in: longer, and the connection is closed instead.
+const BODY_WAIT: Duration = Duration::from_secs(1);
+
 /// One webhook's way to its endpoint, and the headers every one of its
 /// requests has.
 #[derive(Debug)]
@@ -141,9 +145,7 @@ impl Transport {
         timeout: Duration,
     ) -> Result<Answer, TransportError> {
         match &self.way {
-            Way::Direct(endpoint) => tokio::time::timeout(timeout, endpoint.send(extra, body))
-                .await
-                .unwrap_or(Err(TransportError::Timeout)),
+            Way::Direct(endpoint) => endpoint.send(extra, body, timeout).await,
             // Boxed: reqwest's future is large, and rarely needed.
             Way::Proxied(proxied) => {
                 let headers = with_extra(&self.headers, extra);
@@ -250,20 +252,48 @@ impl Endpoint {
         }
     }
 
-    /// A request the server turned away unprocessed (over HTTP/2) is sent
-    /// once more, on a new connection.
+    /// The answer's head within `timeout`. An HTTP/1.1 answer's body still
+    /// coming after it is waited for at most [`BODY_WAIT`] more, outside
+    /// the timeout: the delivery has its status by then, and a body that
+    /// takes longer only costs its connection.
     async fn send(
         &self,
         extra: &[(HeaderName, HeaderValue)],
         body: &Bytes,
+        timeout: Duration,
     ) -> Result<Answer, TransportError> {
+        let (answer, unfinished) = tokio::time::timeout(timeout, self.exchange(extra, body))
+            .await
+            .unwrap_or(Err(TransportError::Timeout))?;
+        if let Some(mut connection) = unfinished {
+            if tokio::time::timeout(BODY_WAIT, connection.finish())
+                .await
+                .is_ok()
+            {
+                self.pool.checkin(connection);
+            }
+        }
+        Ok(answer)
+    }
+
+    /// One request and its answer's head, and the HTTP/1.1 connection if
+    /// its answer's body is still coming. A request the server turned away
+    /// unprocessed (over HTTP/2) is sent once more, on a new connection.
+    async fn exchange(
+        &self,
+        extra: &[(HeaderName, HeaderValue)],
+        body: &Bytes,
+    ) -> Result<(Answer, Option<Box<http1::Http1>>), TransportError> {
         let mut again = true;
         loop {
             match self.pool.checkout(&self.address).await? {
                 Checkout::Http1(mut connection) => {
                     let head = connection.exchange(&self.http1_prefix, extra, body).await?;
+                    if !connection.is_answered() {
+                        return Ok((head.into(), Some(connection)));
+                    }
                     self.pool.checkin(connection);
-                    return Ok(head.into());
+                    return Ok((head.into(), None));
                 }
                 Checkout::Http2(connection) => {
                     let mut request = http::Request::new(());
@@ -271,7 +301,7 @@ impl Endpoint {
                     *request.uri_mut() = self.absolute.clone();
                     *request.headers_mut() = with_extra(&self.http2_headers, extra);
                     match connection.exchange(request, body).await {
-                        Ok(answer) => return Ok(answer),
+                        Ok(answer) => return Ok((answer, None)),
                         // Once, on the next connection (the pool makes one).
                         Err(http2::Failed::TurnedAway(_)) if again => again = false,
                         Err(http2::Failed::TurnedAway(e) | http2::Failed::Other(e)) => {

@@ -98,7 +98,13 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Parsed, String> {
         Body::Length(0)
     } else {
         match (chunked, length_header) {
-            (Some(true), _) => Body::Chunked(Chunk::Size),
+            (Some(true), None) => Body::Chunked(Chunk::Size),
+            // Both: read as chunked, but not trusted for another request
+            // (RFC 9112, 6.3: a sign of smuggling).
+            (Some(true), Some(_)) => {
+                head.keep_alive = false;
+                Body::Chunked(Chunk::Size)
+            }
             // Another coding, or no length: the body runs to the close.
             (Some(false), _) | (None, None) | (None, Some(None)) => Body::UntilClose,
             (None, Some(Some(length))) => Body::Length(length),

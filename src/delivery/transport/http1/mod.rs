@@ -6,7 +6,9 @@
 //! endpoint's [`prefix`]; a request adds only its event's headers and its
 //! length, and goes out with its payload in one `writev`, the payload not
 //! copied. Of the answer only the head is parsed (`answer`); the body is
-//! skipped, to [`BODY_KEPT`], so the connection can serve the next request.
+//! skipped, to [`BODY_KEPT`], so the connection can serve the next request:
+//! what has arrived with the head at once, the rest (if any) by
+//! [`Http1::finish`], after the delivery has its status.
 
 mod answer;
 #[cfg(test)]
@@ -48,6 +50,8 @@ pub(super) struct Http1 {
     /// The connection cannot serve another request (closed, broken, or
     /// an answer it did not read to the end).
     ended: bool,
+    /// The rest of the last answer's body, still to come.
+    unread: Option<Body>,
     /// When it was last put back in the pool, for the idle timeout.
     pub(super) idle_since: Instant,
 }
@@ -91,13 +95,19 @@ impl Http1 {
             read: BytesMut::with_capacity(READ_CHUNK),
             head: Vec::with_capacity(512),
             ended: false,
+            unread: None,
             idle_since: Instant::now(),
         }
     }
 
     /// Whether it may be put back in the pool.
     pub(super) fn is_reusable(&self) -> bool {
-        !self.ended
+        !self.ended && self.unread.is_none()
+    }
+
+    /// Whether the last answer's body is still coming (see [`Http1::finish`]).
+    pub(super) fn is_answered(&self) -> bool {
+        self.unread.is_none()
     }
 
     /// Whether it can take a request now: a close (or anything else) the
@@ -105,7 +115,7 @@ impl Http1 {
     /// No system call when nothing came: the runtime knows the socket has
     /// not become readable.
     pub(super) async fn is_usable(&mut self) -> bool {
-        if self.ended || !self.read.is_empty() {
+        if !self.is_reusable() || !self.read.is_empty() {
             return false;
         }
         self.read.reserve(READ_CHUNK);
@@ -125,7 +135,9 @@ impl Http1 {
     }
 
     /// One request and the head of its answer: `prefix` (the endpoint's),
-    /// then `extra` headers, `Content-Length` and `body`.
+    /// then `extra` headers, `Content-Length` and `body`. What of the
+    /// answer's body came with its head is skipped; if more is to come,
+    /// [`Http1::finish`] reads it.
     pub(super) async fn exchange(
         &mut self,
         prefix: &[u8],
@@ -139,7 +151,9 @@ impl Http1 {
             .map_err(|e| TransportError::Request(super::connect::root_cause(&e)))?;
         let head = self.read_head().await?;
         self.ended = !head.keep_alive;
-        self.skip_body(head.body).await;
+        if !self.ended {
+            self.unread = self.skip_buffered(head.body);
+        }
         Ok(head)
     }
 
@@ -200,33 +214,59 @@ impl Http1 {
         }
     }
 
-    /// Reads the body to its end, if it ends within [`BODY_KEPT`], so the
-    /// connection can serve the next request; otherwise (or if it is
-    /// malformed) the connection is not reused. Never a failure: the
-    /// status already says how the delivery went.
-    async fn skip_body(&mut self, mut body: Body) {
+    /// Skips what of the body has been read: what is still to come, if
+    /// any. A body over [`BODY_KEPT`] is not read, and a malformed one
+    /// ends the connection; neither is a failure, since the status already
+    /// says how the delivery went.
+    fn skip_buffered(&mut self, mut body: Body) -> Option<Body> {
         if matches!(body, Body::Length(length) if length > BODY_KEPT as u64) {
             self.ended = true;
-            return;
+            return None;
         }
-        let mut read = 0;
-        loop {
-            let before = self.read.len();
-            match body.consume(&mut self.read) {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(answer::Malformed) => {
-                    self.ended = true;
-                    return;
-                }
+        match body.consume(&mut self.read) {
+            Ok(true) => {
+                self.check_nothing_after();
+                None
             }
-            read += before - self.read.len();
-            if read > BODY_KEPT || !matches!(self.fill().await, Ok(1..)) {
+            Ok(false) => Some(body),
+            Err(answer::Malformed) => {
                 self.ended = true;
+                None
+            }
+        }
+    }
+
+    /// Reads the rest of the last answer's body, so the connection can
+    /// serve the next request. More than [`BODY_KEPT`] arriving for it
+    /// (however it is framed: a chunk extension or a trailer without end
+    /// counts too), a malformed body or the end of the stream end the
+    /// connection instead. The caller bounds how long it may take.
+    pub(super) async fn finish(&mut self) {
+        let Some(mut body) = self.unread.take() else {
+            return;
+        };
+        // Cut off (the caller's time is up), it stays ended.
+        self.ended = true;
+        let mut arrived = self.read.len();
+        loop {
+            let read = self.fill().await.unwrap_or(0);
+            arrived += read;
+            if read == 0 || arrived > BODY_KEPT {
                 return;
             }
+            match body.consume(&mut self.read) {
+                Ok(true) => {
+                    self.ended = false;
+                    return self.check_nothing_after();
+                }
+                Ok(false) => {}
+                Err(answer::Malformed) => return,
+            }
         }
-        // More than the answer: the next one could not be told apart.
+    }
+
+    /// Bytes after the answer: the next answer could not be told apart.
+    fn check_nothing_after(&mut self) {
         if !self.read.is_empty() {
             self.ended = true;
         }

@@ -118,6 +118,15 @@ fn what_cannot_be_framed_is_not_read_and_the_connection_not_kept() {
 }
 
 #[test]
+fn a_length_beside_chunked_is_read_as_chunked_but_the_connection_not_kept() {
+    let (head, ended, left) = read(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    );
+    assert!(!head.keep_alive, "RFC 9112, 6.3");
+    assert_eq!((ended, left), (Ok(true), 0));
+}
+
+#[test]
 fn no_content_and_not_modified_have_no_body_whatever_they_say() {
     for status in [204, 304] {
         let answer = format!("HTTP/1.1 {status} X\r\nContent-Length: 10\r\n\r\n");
@@ -287,4 +296,69 @@ async fn a_large_body_is_not_read_and_a_close_before_an_answer_is_an_error() {
         other => panic!("{other:?}"),
     }
     assert!(!connection.is_reusable());
+}
+
+#[tokio::test]
+async fn the_status_is_in_before_a_slow_body_which_alone_costs_the_connection() {
+    for arrives in [true, false] {
+        let (mut connection, mut server) = connected().await;
+        let server_side = async {
+            request_at(&mut server, 0).await;
+            server
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+                .await
+                .expect("answered");
+        };
+        let (head, ()) = tokio::join!(
+            connection.exchange(b"POST / HTTP/1.1\r\n", &[], b""),
+            server_side
+        );
+        assert_eq!(head.expect("the head, before the body").status, 200);
+        assert!(!connection.is_answered());
+        assert!(
+            !connection.is_reusable(),
+            "not while its body is still coming"
+        );
+        if arrives {
+            server.write_all(b"-rest!").await.expect("the rest");
+        }
+        let wait = std::time::Duration::from_millis(200);
+        let finished = tokio::time::timeout(wait, connection.finish()).await;
+        assert_eq!(finished.is_ok(), arrives);
+        assert_eq!(
+            connection.is_reusable(),
+            arrives,
+            "kept only once its body is read"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_never_ends_is_read_only_to_the_limit() {
+    let (mut connection, mut server) = connected().await;
+    let server_side = async {
+        request_at(&mut server, 0).await;
+        server
+            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=")
+            .await
+            .expect("answered");
+        // A chunk extension without end, as a hostile endpoint might send.
+        let endless = vec![b'x'; 16 * 1024];
+        for _ in 0..(BODY_KEPT / endless.len() + 2) {
+            if server.write_all(&endless).await.is_err() {
+                break;
+            }
+        }
+    };
+    let (head, ()) = tokio::join!(
+        connection.exchange(b"POST / HTTP/1.1\r\n", &[], b""),
+        server_side
+    );
+    assert_eq!(head.expect("an answer").status, 200);
+    tokio::time::timeout(std::time::Duration::from_secs(5), connection.finish())
+        .await
+        .expect("finish stops at the limit");
+    assert!(!connection.is_reusable());
+    let held = connection.read.len();
+    assert!(held <= 2 * BODY_KEPT + READ_CHUNK, "{held} bytes held");
 }

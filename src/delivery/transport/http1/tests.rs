@@ -262,33 +262,36 @@ async fn a_request_goes_out_whole_and_the_connection_serves_the_next() {
     );
 }
 
-#[tokio::test]
-async fn a_large_body_is_not_read_and_a_close_before_an_answer_is_an_error() {
+/// A request on a new connection, which the server answers with `answer`
+/// (`None`: closes instead): the connection, the server's end and what the
+/// exchange gave.
+async fn answered(answer: Option<&[u8]>) -> (Http1, TcpStream, Result<Head, TransportError>) {
     let (mut connection, mut server) = connected().await;
     let server_side = async {
         request_at(&mut server, 0).await;
-        let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
-            BODY_KEPT + 1
-        );
-        server.write_all(head.as_bytes()).await.expect("answered");
+        match answer {
+            Some(answer) => server.write_all(answer).await.expect("answered"),
+            None => server.shutdown().await.expect("closed"),
+        }
     };
     let (head, ()) = tokio::join!(
         connection.exchange(b"POST / HTTP/1.1\r\n", &[], b""),
         server_side
     );
+    (connection, server, head)
+}
+
+#[tokio::test]
+async fn a_large_body_is_not_read_and_a_close_before_an_answer_is_an_error() {
+    let large = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+        BODY_KEPT + 1
+    );
+    let (connection, _server, head) = answered(Some(large.as_bytes())).await;
     assert_eq!(head.expect("an answer").status, 200);
     assert!(!connection.is_reusable(), "its body was left unread");
 
-    let (mut connection, mut server) = connected().await;
-    let server_side = async {
-        request_at(&mut server, 0).await;
-        drop(server);
-    };
-    let (failed, ()) = tokio::join!(
-        connection.exchange(b"POST / HTTP/1.1\r\n", &[], b""),
-        server_side
-    );
+    let (connection, _server, failed) = answered(None).await;
     match failed {
         Err(TransportError::Request(reason)) => {
             assert_eq!(reason, "the connection closed before an answer")
@@ -301,18 +304,8 @@ async fn a_large_body_is_not_read_and_a_close_before_an_answer_is_an_error() {
 #[tokio::test]
 async fn the_status_is_in_before_a_slow_body_which_alone_costs_the_connection() {
     for arrives in [true, false] {
-        let (mut connection, mut server) = connected().await;
-        let server_side = async {
-            request_at(&mut server, 0).await;
-            server
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
-                .await
-                .expect("answered");
-        };
-        let (head, ()) = tokio::join!(
-            connection.exchange(b"POST / HTTP/1.1\r\n", &[], b""),
-            server_side
-        );
+        let half = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf";
+        let (mut connection, mut server, head) = answered(Some(half)).await;
         assert_eq!(head.expect("the head, before the body").status, 200);
         assert!(!connection.is_answered());
         assert!(
@@ -335,29 +328,21 @@ async fn the_status_is_in_before_a_slow_body_which_alone_costs_the_connection() 
 
 #[tokio::test]
 async fn a_body_that_never_ends_is_read_only_to_the_limit() {
-    let (mut connection, mut server) = connected().await;
-    let server_side = async {
-        request_at(&mut server, 0).await;
-        server
-            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=")
-            .await
-            .expect("answered");
-        // A chunk extension without end, as a hostile endpoint might send.
-        let endless = vec![b'x'; 16 * 1024];
-        for _ in 0..(BODY_KEPT / endless.len() + 2) {
-            if server.write_all(&endless).await.is_err() {
+    let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=";
+    let (mut connection, mut server, head) = answered(Some(chunked)).await;
+    assert_eq!(head.expect("an answer").status, 200);
+    // A chunk extension without end, as a hostile endpoint might send.
+    let endless = async {
+        let more = vec![b'x'; 16 * 1024];
+        for _ in 0..(BODY_KEPT / more.len() + 2) {
+            if server.write_all(&more).await.is_err() {
                 break;
             }
         }
     };
-    let (head, ()) = tokio::join!(
-        connection.exchange(b"POST / HTTP/1.1\r\n", &[], b""),
-        server_side
-    );
-    assert_eq!(head.expect("an answer").status, 200);
-    tokio::time::timeout(std::time::Duration::from_secs(5), connection.finish())
-        .await
-        .expect("finish stops at the limit");
+    let wait = std::time::Duration::from_secs(5);
+    let (finished, ()) = tokio::join!(tokio::time::timeout(wait, connection.finish()), endless);
+    finished.expect("finish stops at the limit");
     assert!(!connection.is_reusable());
     let held = connection.read.len();
     assert!(held <= 2 * BODY_KEPT + READ_CHUNK, "{held} bytes held");

@@ -136,8 +136,9 @@ impl Transport {
     }
 
     /// Sends one request with the webhook's method and headers and
-    /// `extra` ones (the event's). Everything, connecting included,
-    /// happens within `timeout`.
+    /// `extra` ones (the event's). Everything up to the answer's head,
+    /// connecting included, happens within `timeout` (an HTTP/1.1 body
+    /// still coming after it gets `BODY_WAIT` more, see `Endpoint::send`).
     pub(crate) async fn send(
         &self,
         extra: &[(HeaderName, HeaderValue)],
